@@ -1,0 +1,387 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using InferKit.Tensors;
+using Microsoft.Extensions.Logging;
+using Microsoft.ML.OnnxRuntime;
+using OrtElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
+
+namespace InferKit.Backends.Onnx;
+
+/// <summary>
+/// One ONNX Runtime session. Every ONNX Runtime object it creates (session options, session, run options,
+/// input and output values) is created, used and disposed here; outputs leave only as spans handed to the
+/// sink while the output values are still alive.
+/// </summary>
+internal sealed class OnnxModelBackend : IModelBackend
+{
+    private static int s_liveSessions;
+
+    private readonly InferenceSession _session;
+    private readonly string[] _inputNames;
+    private readonly string[] _outputNames;
+    private readonly ConcurrentBag<RunOptions> _runOptions = new();
+    private int _disposed;
+
+    private OnnxModelBackend(InferenceSession session, ModelSignature signature, ExecutionProviderInfo provider)
+    {
+        _session = session;
+        Signature = signature;
+        Provider = provider;
+        _inputNames = signature.Inputs.Select(static i => i.Name).ToArray();
+        _outputNames = signature.Outputs.Select(static o => o.Name).ToArray();
+        Interlocked.Increment(ref s_liveSessions);
+    }
+
+    /// <summary>Sessions created and not yet disposed, process-wide (for leak tests and diagnostics).</summary>
+    internal static int LiveSessions => Volatile.Read(ref s_liveSessions);
+
+    public ModelSignature Signature { get; }
+
+    public ExecutionProviderInfo Provider { get; }
+
+    /// <summary>Creates a session from model bytes or a path, applying the settings and falling back to CPU when the provider cannot load.</summary>
+    internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, ILogger logger)
+    {
+        var requested = ProviderName(settings.Provider);
+        string? fallbackReason = null;
+        InferenceSession? session = null;
+        string serving = requested;
+
+        if (settings.Provider != ExecutionProvider.Cpu)
+        {
+            try
+            {
+                session = CreateSession(data, settings, settings.Provider, weights);
+            }
+            catch (Exception ex) when (ex is EntryPointNotFoundException or OnnxRuntimeException or DllNotFoundException)
+            {
+                fallbackReason = $"{requested} (device {settings.DeviceId}) could not load: {ex.GetType().Name}: {FirstLine(ex.Message)}";
+                if (!settings.AllowCpuFallback)
+                {
+                    throw new ModelLoadException(modelName, fallbackReason + ". CPU fallback is switched off (AllowCpuFallback = false).", ex);
+                }
+
+                InferKit.Telemetry.Log.ProviderFallback(logger, modelName, requested, settings.DeviceId, fallbackReason);
+                serving = "CPU";
+            }
+        }
+
+        try
+        {
+            session ??= CreateSession(data, settings, ExecutionProvider.Cpu, weights);
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            throw new ModelLoadException(modelName, FirstLine(ex.Message), ex);
+        }
+
+        try
+        {
+            var signature = ReadSignature(modelName, session);
+            if (batchingEnabled == false)
+            {
+                signature = signature.WithoutBatching();
+            }
+
+            return new OnnxModelBackend(session, signature, new ExecutionProviderInfo(serving, requested, settings.DeviceId, fallbackReason));
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        cancellationToken.ThrowIfCancellationRequested();
+        if (inputs.Length != _inputNames.Length)
+        {
+            throw new ArgumentException($"Expected {_inputNames.Length} inputs, got {inputs.Length}.", nameof(inputs));
+        }
+
+        var values = new OrtValue[inputs.Length];
+        var handles = new GCHandle[inputs.Length];
+        if (!_runOptions.TryTake(out var runOptions))
+        {
+            runOptions = new RunOptions();
+        }
+
+        CancellationTokenRegistration registration = default;
+        bool terminated = false;
+        try
+        {
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                values[i] = CreateInput(inputs[i], ref handles[i]);
+            }
+
+            if (cancellationToken.CanBeCanceled)
+            {
+                registration = cancellationToken.UnsafeRegister(static s => ((RunOptions)s!).Terminate = true, runOptions);
+            }
+
+            IDisposableReadOnlyCollection<OrtValue> outputs;
+            try
+            {
+                outputs = _session.Run(runOptions, _inputNames, values, _outputNames);
+            }
+            catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+            {
+                terminated = true;
+                throw new OperationCanceledException("The run was cancelled.", cancellationToken);
+            }
+
+            using (outputs)
+            {
+                for (int o = 0; o < outputs.Count; o++)
+                {
+                    var value = outputs[o];
+                    var info = value.GetTensorTypeAndShape();
+                    var shape = info.Shape;
+                    if (info.ElementDataType == OrtElementType.String)
+                    {
+                        sink.OnStringOutput(o, shape, value.GetStringTensorAsArray());
+                    }
+                    else
+                    {
+                        sink.OnOutput(o, FromOrt(info.ElementDataType), shape, value.GetTensorMutableRawData());
+                    }
+                }
+            }
+        }
+        finally
+        {
+            registration.Dispose();
+            terminated |= runOptions.Terminate;
+            for (int i = 0; i < values.Length; i++)
+            {
+                values[i]?.Dispose();
+                if (handles[i].IsAllocated)
+                {
+                    handles[i].Free();
+                }
+            }
+
+            if (terminated || _disposed != 0)
+            {
+                runOptions.Dispose();
+            }
+            else
+            {
+                _runOptions.Add(runOptions);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _session.Dispose();
+        while (_runOptions.TryTake(out var ro))
+        {
+            ro.Dispose();
+        }
+
+        Interlocked.Decrement(ref s_liveSessions);
+    }
+
+    private static unsafe OrtValue CreateInput(in Tensor tensor, ref GCHandle handle)
+    {
+        var shape = tensor.Shape.ToArray();
+        if (tensor.ElementType == TensorElementType.String)
+        {
+            var strings = tensor.GetStrings();
+            var value = OrtValue.CreateTensorWithEmptyStrings(OrtAllocator.DefaultInstance, shape);
+            try
+            {
+                for (int i = 0; i < strings.Length; i++)
+                {
+                    value.StringTensorSetElementAt(strings[i].AsSpan(), i);
+                }
+            }
+            catch
+            {
+                value.Dispose();
+                throw;
+            }
+
+            return value;
+        }
+
+        var bytes = tensor.RawBytes;
+        if (tensor.DataObject is not Array array || bytes.IsEmpty)
+        {
+            // Zero elements: give ONNX Runtime a valid pointer to a small pinned buffer.
+            return OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, ToOrt(tensor.ElementType), shape);
+        }
+
+        handle = GCHandle.Alloc(array, GCHandleType.Pinned);
+        fixed (byte* p = bytes)
+        {
+            // The array is pinned by the handle for the whole run; the pointer stays valid after this block.
+            return OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(tensor.ElementType), shape, (IntPtr)p, bytes.Length);
+        }
+    }
+
+    private static InferenceSession CreateSession(OnnxModelData data, OnnxSessionSettings settings, ExecutionProvider provider, PrePackedWeightsContainer? weights)
+    {
+        using var options = new SessionOptions();
+        if (OnnxEnvironment.UsesGlobalThreadPool)
+        {
+            options.DisablePerSessionThreads();
+        }
+        else
+        {
+            if (settings.IntraOpThreads is int intra)
+            {
+                options.IntraOpNumThreads = intra;
+            }
+
+            if (settings.InterOpThreads is int inter)
+            {
+                options.InterOpNumThreads = inter;
+            }
+        }
+
+        options.GraphOptimizationLevel = settings.GraphOptimization switch
+        {
+            GraphOptimization.None => GraphOptimizationLevel.ORT_DISABLE_ALL,
+            GraphOptimization.Basic => GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            GraphOptimization.Extended => GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            _ => GraphOptimizationLevel.ORT_ENABLE_ALL,
+        };
+        options.ExecutionMode = settings.ExecutionMode == GraphExecutionMode.Parallel ? ExecutionMode.ORT_PARALLEL : ExecutionMode.ORT_SEQUENTIAL;
+        foreach (var kv in settings.FreeDimensionOverrides)
+        {
+            options.AddFreeDimensionOverrideByName(kv.Key, kv.Value);
+        }
+
+        foreach (var kv in settings.ConfigEntries)
+        {
+            options.AddSessionConfigEntry(kv.Key, kv.Value);
+        }
+
+        switch (provider)
+        {
+            case ExecutionProvider.Cuda:
+                options.AppendExecutionProvider_CUDA(settings.DeviceId);
+                break;
+            case ExecutionProvider.TensorRT:
+                options.AppendExecutionProvider_Tensorrt(settings.DeviceId);
+                options.AppendExecutionProvider_CUDA(settings.DeviceId);
+                break;
+        }
+
+        if (weights is null)
+        {
+            return data.Path is not null ? new InferenceSession(data.Path, options) : new InferenceSession(data.Bytes!, options);
+        }
+
+        return data.Path is not null ? new InferenceSession(data.Path, options, weights) : new InferenceSession(data.Bytes!, options, weights);
+    }
+
+    private static ModelSignature ReadSignature(string modelName, InferenceSession session)
+    {
+        var inputs = new List<TensorSpec>();
+        foreach (var name in session.InputNames)
+        {
+            inputs.Add(ToSpec(modelName, "input", name, session.InputMetadata[name]));
+        }
+
+        var outputs = new List<TensorSpec>();
+        foreach (var name in session.OutputNames)
+        {
+            outputs.Add(ToSpec(modelName, "output", name, session.OutputMetadata[name]));
+        }
+
+        return new ModelSignature(inputs, outputs);
+    }
+
+    private static TensorSpec ToSpec(string modelName, string kind, string name, NodeMetadata meta)
+    {
+        if (!meta.IsTensor)
+        {
+            throw new ModelLoadException(modelName, $"{kind} '{name}' is a {meta.OnnxValueType}; InferKit serves tensor inputs and outputs only.");
+        }
+
+        var type = FromOrt(meta.ElementDataType);
+        if (type == TensorElementType.Undefined)
+        {
+            throw new ModelLoadException(modelName, $"{kind} '{name}' has element type {meta.ElementDataType}, which InferKit does not support.");
+        }
+
+        var dims = meta.Dimensions.Select(static d => d < 0 ? -1L : d).ToArray();
+        return new TensorSpec(name, type, dims, meta.SymbolicDimensions);
+    }
+
+    internal static OrtElementType ToOrt(TensorElementType type) => type switch
+    {
+        TensorElementType.Float32 => OrtElementType.Float,
+        TensorElementType.Float16 => OrtElementType.Float16,
+        TensorElementType.BFloat16 => OrtElementType.BFloat16,
+        TensorElementType.Float64 => OrtElementType.Double,
+        TensorElementType.Int8 => OrtElementType.Int8,
+        TensorElementType.Int16 => OrtElementType.Int16,
+        TensorElementType.Int32 => OrtElementType.Int32,
+        TensorElementType.Int64 => OrtElementType.Int64,
+        TensorElementType.UInt8 => OrtElementType.UInt8,
+        TensorElementType.UInt16 => OrtElementType.UInt16,
+        TensorElementType.UInt32 => OrtElementType.UInt32,
+        TensorElementType.UInt64 => OrtElementType.UInt64,
+        TensorElementType.Bool => OrtElementType.Bool,
+        TensorElementType.String => OrtElementType.String,
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "Unsupported element type."),
+    };
+
+    internal static TensorElementType FromOrt(OrtElementType type) => type switch
+    {
+        OrtElementType.Float => TensorElementType.Float32,
+        OrtElementType.Float16 => TensorElementType.Float16,
+        OrtElementType.BFloat16 => TensorElementType.BFloat16,
+        OrtElementType.Double => TensorElementType.Float64,
+        OrtElementType.Int8 => TensorElementType.Int8,
+        OrtElementType.Int16 => TensorElementType.Int16,
+        OrtElementType.Int32 => TensorElementType.Int32,
+        OrtElementType.Int64 => TensorElementType.Int64,
+        OrtElementType.UInt8 => TensorElementType.UInt8,
+        OrtElementType.UInt16 => TensorElementType.UInt16,
+        OrtElementType.UInt32 => TensorElementType.UInt32,
+        OrtElementType.UInt64 => TensorElementType.UInt64,
+        OrtElementType.Bool => TensorElementType.Bool,
+        OrtElementType.String => TensorElementType.String,
+        _ => TensorElementType.Undefined,
+    };
+
+    private static string ProviderName(ExecutionProvider provider) => provider switch
+    {
+        ExecutionProvider.Cuda => "CUDA",
+        ExecutionProvider.TensorRT => "TensorRT",
+        _ => "CPU",
+    };
+
+    private static string FirstLine(string message)
+    {
+        int nl = message.IndexOf('\n', StringComparison.Ordinal);
+        return nl < 0 ? message : message[..nl].TrimEnd();
+    }
+}
+
+/// <summary>The bytes or path of one ONNX model, read once and shared by its instances.</summary>
+internal sealed class OnnxModelData
+{
+    public OnnxModelData(byte[]? bytes, string? path)
+    {
+        Bytes = bytes;
+        Path = path;
+    }
+
+    public byte[]? Bytes { get; }
+
+    public string? Path { get; }
+}

@@ -1,0 +1,119 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace InferKit.Backends.Onnx;
+
+/// <summary>The execution provider an ONNX Runtime session should run on.</summary>
+public enum ExecutionProvider
+{
+    /// <summary>The CPU provider (always available).</summary>
+    Cpu = 0,
+    /// <summary>NVIDIA CUDA; needs the Microsoft.ML.OnnxRuntime.Gpu package and CUDA libraries. Falls back to CPU when unavailable.</summary>
+    Cuda,
+    /// <summary>NVIDIA TensorRT; needs TensorRT libraries. Falls back to CUDA, then CPU, when unavailable.</summary>
+    TensorRT,
+}
+
+/// <summary>How much ONNX Runtime rewrites the graph at load.</summary>
+public enum GraphOptimization
+{
+    /// <summary>No rewriting.</summary>
+    None = 0,
+    /// <summary>Constant folding and redundant node removal.</summary>
+    Basic,
+    /// <summary>Basic plus node fusions.</summary>
+    Extended,
+    /// <summary>Everything, including layout changes (the default).</summary>
+    All,
+}
+
+/// <summary>How ONNX Runtime schedules independent nodes of one run.</summary>
+public enum GraphExecutionMode
+{
+    /// <summary>One node at a time, each using the intra-op threads (the default).</summary>
+    Sequential = 0,
+    /// <summary>Independent branches in parallel on the inter-op threads.</summary>
+    Parallel,
+}
+
+/// <summary>
+/// ONNX Runtime settings for the sessions of one model (or one instance group), in InferKit's own types so a
+/// host never needs <c>using Microsoft.ML.OnnxRuntime;</c>.
+/// </summary>
+public sealed class OnnxSessionSettings
+{
+    /// <summary>The execution provider asked for.</summary>
+    public ExecutionProvider Provider { get; set; } = ExecutionProvider.Cpu;
+
+    /// <summary>The GPU device id for CUDA and TensorRT.</summary>
+    [Range(0, 64)]
+    public int DeviceId { get; set; }
+
+    /// <summary>When the provider cannot load, serve on CPU (with a warning and a Degraded health status) instead of failing the load.</summary>
+    public bool AllowCpuFallback { get; set; } = true;
+
+    /// <summary>Threads one run may use inside an operator; null for ONNX Runtime's default (physical cores). Ignored with a global thread pool.</summary>
+    [Range(1, 1024)]
+    public int? IntraOpThreads { get; set; }
+
+    /// <summary>Threads for running independent nodes in parallel; null for the default. Ignored with a global thread pool.</summary>
+    [Range(1, 1024)]
+    public int? InterOpThreads { get; set; }
+
+    /// <summary>The graph optimisation level.</summary>
+    public GraphOptimization GraphOptimization { get; set; } = GraphOptimization.All;
+
+    /// <summary>The execution mode.</summary>
+    public GraphExecutionMode ExecutionMode { get; set; } = GraphExecutionMode.Sequential;
+
+    /// <summary>Fixes symbolic dimensions by name (for example "sequence" = 128) so the graph can be optimised for them.</summary>
+    public IDictionary<string, long> FreeDimensionOverrides { get; } = new Dictionary<string, long>(StringComparer.Ordinal);
+
+    /// <summary>Raw session configuration entries (see ONNX Runtime's onnxruntime_session_options_config_keys.h).</summary>
+    public IDictionary<string, string> ConfigEntries { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>Share pre-packed weights between the instances of one model, so N instances do not hold N copies.</summary>
+    public bool SharePrepackedWeights { get; set; } = true;
+
+    /// <summary>Copies every setting from <paramref name="other"/>.</summary>
+    public void CopyFrom(OnnxSessionSettings other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        Provider = other.Provider;
+        DeviceId = other.DeviceId;
+        AllowCpuFallback = other.AllowCpuFallback;
+        IntraOpThreads = other.IntraOpThreads;
+        InterOpThreads = other.InterOpThreads;
+        GraphOptimization = other.GraphOptimization;
+        ExecutionMode = other.ExecutionMode;
+        SharePrepackedWeights = other.SharePrepackedWeights;
+        FreeDimensionOverrides.Clear();
+        foreach (var kv in other.FreeDimensionOverrides)
+        {
+            FreeDimensionOverrides[kv.Key] = kv.Value;
+        }
+
+        ConfigEntries.Clear();
+        foreach (var kv in other.ConfigEntries)
+        {
+            ConfigEntries[kv.Key] = kv.Value;
+        }
+    }
+}
+
+/// <summary>
+/// An optional process-wide ONNX Runtime thread pool shared by every session. It must be set up before
+/// anything touches ONNX Runtime; InferKit does so before it creates its first session.
+/// </summary>
+public sealed class OnnxThreadPoolOptions
+{
+    /// <summary>Intra-op threads in the shared pool; null for ONNX Runtime's default.</summary>
+    [Range(1, 1024)]
+    public int? IntraOpThreads { get; set; }
+
+    /// <summary>Inter-op threads in the shared pool; null for ONNX Runtime's default.</summary>
+    [Range(1, 1024)]
+    public int? InterOpThreads { get; set; }
+
+    /// <summary>Let idle pool threads spin (lower latency, more CPU). Default false: a server shares its cores.</summary>
+    public bool AllowSpinning { get; set; }
+}

@@ -1,0 +1,49 @@
+using InferKit.Models;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace InferKit.DependencyInjection;
+
+/// <summary>Loads the models when the host starts (in the background: readiness shows progress) and drains them when it stops.</summary>
+internal sealed class InferKitHostedService(ModelRegistry registry, IOptions<InferKitOptions> options, ILogger<InferKitHostedService> logger) : IHostedService
+{
+    private Task? _loading;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (options.Value.LoadModelsOnStart)
+        {
+            _loading = LoadAsync();
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        bool drained = await registry.DrainAsync(options.Value.DrainTimeout, cancellationToken).ConfigureAwait(false);
+        if (!drained)
+        {
+            InferKit.Telemetry.Log.DrainTimedOut(logger, options.Value.DrainTimeout);
+        }
+
+        if (_loading is not null)
+        {
+            await _loading.ConfigureAwait(false);
+        }
+    }
+
+    private async Task LoadAsync()
+    {
+        try
+        {
+            await registry.LoadAllAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // Each failure was logged by the registry and shows in readiness and health.
+            InferKit.Telemetry.Log.LoadFinishedWithFailures(logger, ex);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+using System.Buffers;
+using InferKit.Tensors;
+
+namespace InferKit;
+
+/// <summary>How a request ended.</summary>
+public enum InferenceStatus
+{
+    /// <summary>The model ran; the outputs are available.</summary>
+    Success = 0,
+    /// <summary>The request was refused at admission or could not be served; see <see cref="InferenceResponse.RefusalReason"/>.</summary>
+    Refused = 1,
+    /// <summary>The deadline passed before the request could be answered; it was not run, or its result came too late and was discarded.</summary>
+    DeadlineExceeded = 2,
+}
+
+/// <summary>Why a request was refused.</summary>
+public enum RefusalReason
+{
+    /// <summary>Not refused.</summary>
+    None = 0,
+    /// <summary>The model's queue is full.</summary>
+    QueueFull,
+    /// <summary>The deadline cannot be met given the queue ahead and the measured batch latency.</summary>
+    DeadlineInfeasible,
+    /// <summary>The model has no healthy instance to run on.</summary>
+    NoHealthyInstance,
+    /// <summary>The model is not loaded yet, or failed to load.</summary>
+    ModelNotReady,
+    /// <summary>The host is shutting down and takes no new work.</summary>
+    ShuttingDown,
+    /// <summary>The system is overloaded (for example, every variant of an adaptive model is saturated).</summary>
+    Overloaded,
+}
+
+/// <summary>
+/// The answer to one request. On success it holds the output tensors, which view pooled buffers:
+/// dispose the response when done so the buffers go back to the pool. Expected refusals are not
+/// exceptions: check <see cref="IsSuccess"/> or call <see cref="EnsureSuccess"/>.
+/// </summary>
+public sealed class InferenceResponse : IDisposable
+{
+    private Tensor[] _outputs;
+    private byte[][]? _rented;
+    private int _rentedCount;
+    private string[][]? _rentedStrings;
+    private int _rentedStringCount;
+    private int _disposed;
+
+    internal InferenceResponse(string model, string? version, string? requestId)
+    {
+        Model = model;
+        Version = version;
+        RequestId = requestId;
+        _outputs = [];
+    }
+
+    /// <summary>The model (or virtual model) that was called.</summary>
+    public string Model { get; }
+
+    /// <summary>The version that served, when the model is versioned.</summary>
+    public string? Version { get; internal set; }
+
+    /// <summary>The request's id, if it had one.</summary>
+    public string? RequestId { get; }
+
+    /// <summary>How the request ended.</summary>
+    public InferenceStatus Status { get; private set; }
+
+    /// <summary>True when the model ran and the outputs are available.</summary>
+    public bool IsSuccess => Status == InferenceStatus.Success;
+
+    /// <summary>Why the request was refused, or <see cref="RefusalReason.None"/>.</summary>
+    public RefusalReason RefusalReason { get; private set; }
+
+    /// <summary>When it is worth trying again, for refusals that have a hint.</summary>
+    public TimeSpan? RetryAfter { get; private set; }
+
+    /// <summary>A human-readable explanation for a refusal or deadline miss.</summary>
+    public string? Message { get; private set; }
+
+    /// <summary>The instance that ran the request.</summary>
+    public string? Instance { get; internal set; }
+
+    /// <summary>The model that actually answered: the real model behind a cascade stage or adaptive variant, else <see cref="Model"/>.</summary>
+    public string? AnsweredBy { get; internal set; }
+
+    /// <summary>For a cascade, the 1-based stage that answered; 0 otherwise.</summary>
+    public int Stage { get; internal set; }
+
+    /// <summary>Time spent waiting in the queue.</summary>
+    public TimeSpan QueueTime { get; internal set; }
+
+    /// <summary>Time the batch that carried this request spent running.</summary>
+    public TimeSpan ComputeTime { get; internal set; }
+
+    /// <summary>The number of rows in the batch that carried this request.</summary>
+    public int BatchSize { get; internal set; }
+
+    /// <summary>The output tensors.</summary>
+    /// <exception cref="InvalidOperationException">The request did not succeed, or the response was disposed.</exception>
+    public IReadOnlyList<Tensor> Outputs
+    {
+        get
+        {
+            ThrowIfUnusable();
+            return _outputs;
+        }
+    }
+
+    /// <summary>The output with this name.</summary>
+    /// <exception cref="KeyNotFoundException">No output has this name.</exception>
+    public Tensor this[string name]
+    {
+        get
+        {
+            if (TryGetOutput(name, out var t))
+            {
+                return t;
+            }
+
+            var names = new string[_outputs.Length];
+            for (int i = 0; i < names.Length; i++)
+            {
+                names[i] = _outputs[i].Name;
+            }
+
+            throw new KeyNotFoundException($"Model '{Model}' returned no output named '{name}'. Outputs: {string.Join(", ", names)}.");
+        }
+    }
+
+    /// <summary>Finds an output by name.</summary>
+    public bool TryGetOutput(string name, out Tensor tensor)
+    {
+        ThrowIfUnusable();
+        foreach (var t in _outputs)
+        {
+            if (string.Equals(t.Name, name, StringComparison.Ordinal))
+            {
+                tensor = t;
+                return true;
+            }
+        }
+
+        tensor = default;
+        return false;
+    }
+
+    /// <summary>Throws <see cref="InferenceRefusedException"/> unless the request succeeded; returns this response otherwise.</summary>
+    public InferenceResponse EnsureSuccess()
+    {
+        if (Status != InferenceStatus.Success)
+        {
+            throw new InferenceRefusedException(Model, Status, RefusalReason, RetryAfter, Message);
+        }
+
+        return this;
+    }
+
+    /// <summary>Returns pooled output buffers to the pool. Tensors read from this response are invalid afterwards.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        if (_rented is not null)
+        {
+            for (int i = 0; i < _rentedCount; i++)
+            {
+                ArrayPool<byte>.Shared.Return(_rented[i]);
+            }
+        }
+
+        if (_rentedStrings is not null)
+        {
+            for (int i = 0; i < _rentedStringCount; i++)
+            {
+                ArrayPool<string>.Shared.Return(_rentedStrings[i], clearArray: true);
+            }
+        }
+
+        _rented = null;
+        _rentedStrings = null;
+        _outputs = [];
+    }
+
+    internal static InferenceResponse Refused(string model, string? requestId, RefusalReason reason, TimeSpan? retryAfter, string message) =>
+        new(model, null, requestId) { Status = InferenceStatus.Refused, RefusalReason = reason, RetryAfter = retryAfter, Message = message };
+
+    internal static InferenceResponse Expired(string model, string? requestId, string message) =>
+        new(model, null, requestId) { Status = InferenceStatus.DeadlineExceeded, Message = message };
+
+    internal void SetOutputs(Tensor[] outputs) => _outputs = outputs;
+
+    internal Tensor[] RawOutputs => _outputs;
+
+    internal void AdoptBuffer(byte[] buffer)
+    {
+        _rented ??= new byte[4][];
+        if (_rentedCount == _rented.Length)
+        {
+            Array.Resize(ref _rented, _rentedCount * 2);
+        }
+
+        _rented[_rentedCount++] = buffer;
+    }
+
+    internal void AdoptStrings(string[] buffer)
+    {
+        _rentedStrings ??= new string[2][];
+        if (_rentedStringCount == _rentedStrings.Length)
+        {
+            Array.Resize(ref _rentedStrings, _rentedStringCount * 2);
+        }
+
+        _rentedStrings[_rentedStringCount++] = buffer;
+    }
+
+    private void ThrowIfUnusable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (Status != InferenceStatus.Success)
+        {
+            throw new InvalidOperationException($"Model '{Model}' did not produce outputs: {Status} ({RefusalReason}). {Message}");
+        }
+    }
+}

@@ -1,0 +1,307 @@
+using InferKit.Backends;
+using InferKit.LoadBalancing;
+
+namespace InferKit.Models;
+
+/// <summary>One loaded instance with its live load and passive-health state. Counters are updated lock-free.</summary>
+internal sealed class ModelInstance : IDisposable
+{
+    private const double LatencyDecaySeconds = 5.0;
+
+    private readonly TimeProvider _time;
+    private readonly InstanceHealthOptions _health;
+    private readonly double? _configuredWeight;
+    private readonly Lock _statsGate = new();
+    private int _outstanding;
+    private int _outstandingRows;
+    private long _completed;
+    private double _peakEwmaSeconds;
+    private long _lastSampleTimestamp;
+    private double _rowsPerSecond;
+    private int _consecutiveFailures;
+    private long _totalFailures;
+    private long _outUntilTimestamp;
+    private int _timesTakenOut;
+
+    public ModelInstance(int index, string id, IModelBackend backend, double? weight, int maxConcurrency, InstanceHealthOptions health, TimeProvider time)
+    {
+        Index = index;
+        Id = id;
+        Backend = backend;
+        _configuredWeight = weight;
+        MaxConcurrency = maxConcurrency;
+        _health = health;
+        _time = time;
+    }
+
+    public int Index { get; }
+
+    public string Id { get; }
+
+    public IModelBackend Backend { get; }
+
+    public int MaxConcurrency { get; }
+
+    public int Outstanding => Volatile.Read(ref _outstanding);
+
+    public int OutstandingRows => Volatile.Read(ref _outstandingRows);
+
+    /// <summary>The configured weight, else the measured throughput in rows per second (1 until measured).</summary>
+    public double Weight => _configuredWeight ?? (Volatile.Read(ref _rowsPerSecond) is > 0 and var r ? r : 1.0);
+
+    public double SmoothedLatencySeconds
+    {
+        get
+        {
+            lock (_statsGate)
+            {
+                return _peakEwmaSeconds;
+            }
+        }
+    }
+
+    /// <summary>True when the instance is in rotation (not taken out, or its back-off has passed).</summary>
+    public bool IsAvailable(long now)
+    {
+        long until = Volatile.Read(ref _outUntilTimestamp);
+        return until == 0 || now >= until;
+    }
+
+    public long OutUntilTimestamp => Volatile.Read(ref _outUntilTimestamp);
+
+    public bool TryReserve()
+    {
+        while (true)
+        {
+            int current = Volatile.Read(ref _outstanding);
+            if (current >= MaxConcurrency)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref _outstanding, current + 1, current) == current)
+            {
+                return true;
+            }
+        }
+    }
+
+    public void AddRows(int rows) => Interlocked.Add(ref _outstandingRows, rows);
+
+    /// <summary>Releases a reservation that ran nothing.</summary>
+    public void Unreserve() => Interlocked.Decrement(ref _outstanding);
+
+    /// <summary>Records the outcome of a run and releases its reservation. Returns true when this failure took the instance out.</summary>
+    public bool Complete(int rows, double seconds, bool failed)
+    {
+        long now = _time.GetTimestamp();
+        bool takenOut = false;
+        lock (_statsGate)
+        {
+            if (failed)
+            {
+                _totalFailures++;
+                _consecutiveFailures++;
+                if (_consecutiveFailures >= _health.FailureThreshold)
+                {
+                    var backOff = _health.BackOff * Math.Pow(2, Math.Min(_timesTakenOut, 16));
+                    if (backOff > _health.MaxBackOff)
+                    {
+                        backOff = _health.MaxBackOff;
+                    }
+
+                    Volatile.Write(ref _outUntilTimestamp, now + (long)(backOff.TotalSeconds * _time.TimestampFrequency));
+                    _timesTakenOut++;
+                    _consecutiveFailures = 0;
+                    takenOut = true;
+                }
+            }
+            else
+            {
+                _consecutiveFailures = 0;
+                if (_outUntilTimestamp != 0 && now >= _outUntilTimestamp)
+                {
+                    // A good run after the back-off: fully back in rotation.
+                    Volatile.Write(ref _outUntilTimestamp, 0);
+                    _timesTakenOut = 0;
+                }
+
+                _completed++;
+                RecordLatency(seconds, now);
+                if (seconds > 0 && rows > 0)
+                {
+                    double rate = rows / seconds;
+                    _rowsPerSecond = _rowsPerSecond == 0 ? rate : (_rowsPerSecond * 0.9) + (rate * 0.1);
+                }
+            }
+        }
+
+        Interlocked.Add(ref _outstandingRows, -rows);
+        Interlocked.Decrement(ref _outstanding);
+        return takenOut;
+    }
+
+    public InstanceLoad Snapshot() => new()
+    {
+        Index = Index,
+        Outstanding = Outstanding,
+        OutstandingRows = OutstandingRows,
+        MaxConcurrency = MaxConcurrency,
+        Weight = Weight,
+        SmoothedLatencySeconds = SmoothedLatencySeconds,
+        Completed = Volatile.Read(ref _completed),
+    };
+
+    public ModelInstanceInfo ToInfo()
+    {
+        long until = OutUntilTimestamp;
+        DateTimeOffset? outUntil = null;
+        if (until != 0)
+        {
+            var remaining = _time.GetElapsedTime(_time.GetTimestamp(), until);
+            outUntil = _time.GetUtcNow() + remaining;
+        }
+
+        lock (_statsGate)
+        {
+            return new ModelInstanceInfo(Id, Backend.Provider, Weight, MaxConcurrency, Outstanding, OutstandingRows,
+                TimeSpan.FromSeconds(_peakEwmaSeconds), _consecutiveFailures, _totalFailures, outUntil, _completed);
+        }
+    }
+
+    public void Dispose() => Backend.Dispose();
+
+    private void RecordLatency(double seconds, long now)
+    {
+        // Peak EWMA: a slower sample takes effect at once; faster samples pull it down with a time-based decay.
+        if (_lastSampleTimestamp == 0 || seconds > _peakEwmaSeconds)
+        {
+            _peakEwmaSeconds = seconds;
+        }
+        else
+        {
+            double elapsed = Math.Max(0, (now - _lastSampleTimestamp) / (double)_time.TimestampFrequency);
+            double w = Math.Exp(-elapsed / LatencyDecaySeconds);
+            _peakEwmaSeconds = (_peakEwmaSeconds * w) + (seconds * (1 - w));
+        }
+
+        _lastSampleTimestamp = now;
+    }
+}
+
+/// <summary>The instances of one model version and the strategy that chooses among them.</summary>
+internal sealed class InstancePool : IDisposable
+{
+    private readonly IInstanceSelector _selector;
+    private readonly TimeProvider _time;
+
+    public InstancePool(ModelInstance[] instances, IInstanceSelector selector, TimeProvider time)
+    {
+        Instances = instances;
+        _selector = selector;
+        _time = time;
+        foreach (var i in instances)
+        {
+            TotalConcurrency += i.MaxConcurrency;
+        }
+    }
+
+    public ModelInstance[] Instances { get; }
+
+    public int TotalConcurrency { get; }
+
+    /// <summary>Reserves room on an instance the strategy picks among those in rotation with room.</summary>
+    public bool TryAcquire(out ModelInstance instance, ModelInstance? exclude = null)
+    {
+        var all = Instances;
+        long now = _time.GetTimestamp();
+        Span<InstanceLoad> candidates = all.Length <= 64 ? stackalloc InstanceLoad[all.Length] : new InstanceLoad[all.Length];
+        for (int attempt = 0; attempt < 4; attempt++)
+        {
+            int n = 0;
+            foreach (var inst in all)
+            {
+                if (inst != exclude && inst.Outstanding < inst.MaxConcurrency && inst.IsAvailable(now))
+                {
+                    candidates[n++] = inst.Snapshot();
+                }
+            }
+
+            if (n == 0)
+            {
+                break;
+            }
+
+            int pick = n == 1 ? 0 : _selector.Pick(candidates[..n]);
+            if ((uint)pick >= (uint)n)
+            {
+                throw new InvalidOperationException($"Load-balancing strategy returned {pick} for {n} candidates.");
+            }
+
+            var chosen = all[candidates[pick].Index];
+            if (chosen.TryReserve())
+            {
+                instance = chosen;
+                return true;
+            }
+        }
+
+        instance = null!;
+        return false;
+    }
+
+    /// <summary>True when at least one instance is in rotation now.</summary>
+    public bool AnyAvailable()
+    {
+        long now = _time.GetTimestamp();
+        foreach (var inst in Instances)
+        {
+            if (inst.IsAvailable(now))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>The timestamp at which the first taken-out instance returns, or 0.</summary>
+    public long EarliestReturn()
+    {
+        long best = 0;
+        foreach (var inst in Instances)
+        {
+            long until = inst.OutUntilTimestamp;
+            if (until != 0 && (best == 0 || until < best))
+            {
+                best = until;
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>Concurrency of the instances in rotation now.</summary>
+    public int AvailableConcurrency()
+    {
+        long now = _time.GetTimestamp();
+        int total = 0;
+        foreach (var inst in Instances)
+        {
+            if (inst.IsAvailable(now))
+            {
+                total += inst.MaxConcurrency;
+            }
+        }
+
+        return total;
+    }
+
+    public void Dispose()
+    {
+        foreach (var inst in Instances)
+        {
+            inst.Dispose();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+using System.ComponentModel.DataAnnotations;
+using InferKit.LoadBalancing;
+using Microsoft.Extensions.Options;
+
+namespace InferKit.Models;
+
+/// <summary>Validates every part of a model's options and reports all errors at once, each naming the model and the setting.</summary>
+internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> strategies) : IValidateOptions<ModelOptions>
+{
+    private readonly string[] _strategyNames = strategies.Select(static s => s.Name).Distinct(StringComparer.OrdinalIgnoreCase).ToArray();
+
+    public ValidateOptionsResult Validate(string? name, ModelOptions options)
+    {
+        var errors = Collect(name ?? string.Empty, options, _strategyNames);
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    internal static List<string> Collect(string model, ModelOptions options, IReadOnlyCollection<string> strategies)
+    {
+        var errors = new List<string>();
+        void Annotations(object target, string path)
+        {
+            var results = new List<ValidationResult>();
+            Validator.TryValidateObject(target, new ValidationContext(target), results, validateAllProperties: true);
+            foreach (var r in results)
+            {
+                var member = r.MemberNames.FirstOrDefault();
+                var value = member is null ? null : target.GetType().GetProperty(member)?.GetValue(target);
+                errors.Add($"Model '{model}': {path}{member}: {r.ErrorMessage} (was {value ?? "null"}).");
+            }
+        }
+
+        void Check(bool ok, string message)
+        {
+            if (!ok)
+            {
+                errors.Add($"Model '{model}': {message}");
+            }
+        }
+
+        Annotations(options, string.Empty);
+        Annotations(options.Onnx, "Onnx.");
+        Annotations(options.Batching, "Batching.");
+        Annotations(options.Batching.Adaptive, "Batching.Adaptive.");
+        Annotations(options.Batching.Padding, "Batching.Padding.");
+        Annotations(options.Health, "Health.");
+        for (int i = 0; i < options.InstanceGroups.Count; i++)
+        {
+            Annotations(options.InstanceGroups[i], $"InstanceGroups[{i}].");
+            Annotations(options.InstanceGroups[i].Onnx, $"InstanceGroups[{i}].Onnx.");
+        }
+
+        Check(options.Source is not null || options.BackendFactory is not null, "no model source: use AddOnnxModel with a file, bytes or stream, or AddModel with a backend factory.");
+        var b = options.Batching;
+        Check(b.MaxQueueDelay >= TimeSpan.Zero, $"Batching.MaxQueueDelay must be zero or positive (was {b.MaxQueueDelay}).");
+        Check(b.DefaultTimeout is null || b.DefaultTimeout > TimeSpan.Zero, $"Batching.DefaultTimeout must be positive when set (was {b.DefaultTimeout}).");
+        foreach (var p in b.PreferredBatchSizes)
+        {
+            Check(p >= 1 && p <= b.MaxBatchSize, $"Batching.PreferredBatchSizes contains {p}; each must be between 1 and MaxBatchSize ({b.MaxBatchSize}).");
+        }
+
+        Check(!b.Adaptive.Enabled || b.Adaptive.LatencyTarget > TimeSpan.Zero, $"Batching.Adaptive.LatencyTarget must be positive (was {b.Adaptive.LatencyTarget}).");
+        Check(options.Health.BackOff > TimeSpan.Zero, $"Health.BackOff must be positive (was {options.Health.BackOff}).");
+        Check(options.Health.MaxBackOff >= options.Health.BackOff, $"Health.MaxBackOff ({options.Health.MaxBackOff}) must be at least Health.BackOff ({options.Health.BackOff}).");
+        Check(options.Health.RunTimeout is null || options.Health.RunTimeout > TimeSpan.Zero, $"Health.RunTimeout must be positive when set (was {options.Health.RunTimeout}).");
+        if (!string.IsNullOrEmpty(options.LoadBalancing))
+        {
+            Check(strategies.Contains(options.LoadBalancing, StringComparer.OrdinalIgnoreCase),
+                $"unknown load-balancing strategy '{options.LoadBalancing}'. Known strategies: {string.Join(", ", strategies)}.");
+        }
+
+        return errors;
+    }
+}

@@ -1,0 +1,611 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using InferKit.Backends;
+using InferKit.Backends.Onnx;
+using InferKit.DependencyInjection;
+using InferKit.LoadBalancing;
+using InferKit.Scheduling;
+using InferKit.Telemetry;
+using InferKit.Tensors;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace InferKit.Models;
+
+/// <summary>The list of models registered through the builder, in order.</summary>
+internal sealed class ModelRegistrations
+{
+    public List<string> Names { get; } = new();
+}
+
+/// <summary>
+/// Holds every model: its options, its loaded version (instances + scheduler) and its state. Also the in-process
+/// client: <see cref="InferAsync(string, string?, InferenceRequest, CancellationToken)"/> resolves the model and hands
+/// the request to its scheduler. Loading, warming, draining and disposal live here; the request path does not change
+/// when versions, hot swap or scaling are added (they replace <see cref="ModelEntry.Current"/>).
+/// </summary>
+internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDisposable, IDisposable
+{
+    private readonly Dictionary<string, ModelEntry> _entries;
+    private readonly string[] _names;
+    private readonly IOptionsMonitor<ModelOptions> _modelOptions;
+    private readonly InferKitOptions _options;
+    private readonly Dictionary<string, ILoadBalancingStrategy> _strategies;
+    private readonly IServiceProvider _services;
+    private readonly TimeProvider _time;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private readonly InferKitMetrics _metrics;
+    private readonly IRandomSource _random;
+    private int _disposed;
+
+    public ModelRegistry(
+        ModelRegistrations registrations,
+        IOptionsMonitor<ModelOptions> modelOptions,
+        IOptions<InferKitOptions> options,
+        IEnumerable<ILoadBalancingStrategy> strategies,
+        IServiceProvider services,
+        TimeProvider time,
+        ILoggerFactory loggerFactory,
+        InferKitMetrics metrics)
+    {
+        _modelOptions = modelOptions;
+        _options = options.Value;
+        _services = services;
+        _time = time;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger("InferKit");
+        _metrics = metrics;
+        _random = new DefaultRandomSource(_options.RandomSeed);
+        _strategies = new Dictionary<string, ILoadBalancingStrategy>(StringComparer.OrdinalIgnoreCase);
+        foreach (var s in strategies)
+        {
+            _strategies.TryAdd(s.Name, s);
+        }
+
+        // Validate every model now, so a host-less ServiceProvider fails as early and as completely as ValidateOnStart.
+        var errors = new List<string>();
+        _entries = new Dictionary<string, ModelEntry>(StringComparer.Ordinal);
+        foreach (var name in registrations.Names)
+        {
+            try
+            {
+                var o = modelOptions.Get(name);
+                _entries[name] = new ModelEntry(name, o);
+            }
+            catch (OptionsValidationException ex)
+            {
+                errors.AddRange(ex.Failures);
+            }
+        }
+
+        if (errors.Count > 0)
+        {
+            throw new OptionsValidationException(string.Join(", ", registrations.Names), typeof(ModelOptions), errors);
+        }
+
+        _names = registrations.Names.ToArray();
+        metrics.RegisterInstances(this, ObserveInflight, ObserveInstances);
+    }
+
+    public IReadOnlyList<string> ModelNames => _names;
+
+    public bool AllRequiredModelsReady
+    {
+        get
+        {
+            foreach (var e in _entries.Values)
+            {
+                if (e.Options.Required && e.Current?.State != ModelState.Ready)
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+    }
+
+    public ModelInfo GetModel(string name, string? version = null)
+    {
+        var entry = Find(name);
+        var dep = entry.Current;
+        if (version is not null && !string.Equals(version, entry.Options.Version, StringComparison.Ordinal))
+        {
+            throw new ModelNotFoundException(name, version, [entry.Options.Version]);
+        }
+
+        var state = dep?.State ?? entry.State;
+        return new ModelInfo(name, entry.Options.Version, [entry.Options.Version], state, dep?.Signature,
+            dep is null ? [] : dep.Pool.Instances.Select(static i => i.ToInfo()).ToArray(), entry.Error, entry.Options.Required,
+            entry.Options.BackendFactory is null ? "onnxruntime" : "custom", "model");
+    }
+
+    public Task LoadAsync(string name, CancellationToken cancellationToken = default) => EnsureLoadedAsync(Find(name), cancellationToken);
+
+    public async Task LoadAllAsync(CancellationToken cancellationToken = default)
+    {
+        var tasks = _entries.Values.Select(e => (Entry: e, Task: EnsureLoadedAsync(e, cancellationToken))).ToArray();
+        var failures = new List<Exception>();
+        foreach (var (entry, task) in tasks)
+        {
+            try
+            {
+                await task.ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                if (entry.Options.Required)
+                {
+                    failures.Add(ex);
+                }
+            }
+        }
+
+        if (failures.Count == 1)
+        {
+            throw failures[0];
+        }
+
+        if (failures.Count > 1)
+        {
+            throw new AggregateException("Several required models failed to load.", failures);
+        }
+    }
+
+    public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        var deployments = _entries.Values.Select(static e => e.Current).Where(static d => d is not null).ToArray();
+        foreach (var d in deployments)
+        {
+            d!.State = ModelState.Draining;
+        }
+
+        var results = await Task.WhenAll(deployments.Select(d => d!.Scheduler.DrainAsync(timeout, cancellationToken))).ConfigureAwait(false);
+        return results.All(static r => r);
+    }
+
+    public ValueTask<InferenceResponse> InferAsync(string model, InferenceRequest request, CancellationToken cancellationToken = default)
+        => InferAsync(model, null, request, cancellationToken);
+
+    public ValueTask<InferenceResponse> InferAsync(string model, string? version, InferenceRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(request);
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (!_entries.TryGetValue(model, out var entry))
+        {
+            throw new ModelNotFoundException(model, null, _names);
+        }
+
+        if (version is not null && !string.Equals(version, entry.Options.Version, StringComparison.Ordinal))
+        {
+            throw new ModelNotFoundException(model, version, [entry.Options.Version]);
+        }
+
+        var dep = entry.Current;
+        if (dep is not null)
+        {
+            return dep.Scheduler.InferAsync(request, cancellationToken);
+        }
+
+        return InferWhenLoadedAsync(entry, request, cancellationToken);
+    }
+
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _metrics.Unregister(this);
+        foreach (var entry in _entries.Values)
+        {
+            var loading = entry.LoadTask;
+            if (loading is not null)
+            {
+                try
+                {
+                    await loading.ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OutOfMemoryException)
+                {
+                    // A failed load left nothing to dispose.
+                }
+            }
+
+            if (entry.Current is { } dep)
+            {
+                entry.Current = null;
+                await dep.DisposeAsync(_options.DrainTimeout).ConfigureAwait(false);
+                Log.ModelUnloaded(_logger, entry.Name, dep.Version);
+            }
+
+            entry.State = ModelState.Unloaded;
+        }
+    }
+
+    private async ValueTask<InferenceResponse> InferWhenLoadedAsync(ModelEntry entry, InferenceRequest request, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await EnsureLoadedAsync(entry, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            return InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null,
+                $"Model '{entry.Name}' is not available: {entry.Error ?? ex.Message}");
+        }
+
+        var dep = entry.Current;
+        if (dep is null)
+        {
+            return InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null, $"Model '{entry.Name}' is not loaded.");
+        }
+
+        return await dep.Scheduler.InferAsync(request, cancellationToken).ConfigureAwait(false);
+    }
+
+    private ModelEntry Find(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return _entries.TryGetValue(name, out var e) ? e : throw new ModelNotFoundException(name, null, _names);
+    }
+
+    private Task EnsureLoadedAsync(ModelEntry entry, CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        lock (entry)
+        {
+            if (entry.LoadTask is null || (entry.LoadTask.IsFaulted && entry.State == ModelState.Failed && entry.RetryLoad))
+            {
+                entry.RetryLoad = false;
+                entry.State = ModelState.Loading;
+                entry.LoadTask = Task.Run(() => LoadCoreAsync(entry), CancellationToken.None);
+            }
+
+            return entry.LoadTask.WaitAsync(cancellationToken);
+        }
+    }
+
+    private async Task LoadCoreAsync(ModelEntry entry)
+    {
+        var options = entry.Options;
+        long started = _time.GetTimestamp();
+        IBackendSource? source = null;
+        ModelInstance[] instances = [];
+        try
+        {
+            var logger = _loggerFactory.CreateLogger("InferKit.Models");
+            source = options.BackendFactory is not null
+                ? new DelegateBackendSource(options.BackendFactory)
+                : await OnnxBackendSource.CreateAsync(entry.Name, options.Source!, _options.OnnxThreadPool, options.Onnx.SharePrepackedWeights,
+                    options.AxisZeroIsBatch == false ? false : null, logger, CancellationToken.None).ConfigureAwait(false);
+
+            var plan = PlanInstances(options);
+            var created = new IModelBackend?[plan.Count];
+            try
+            {
+                await Parallel.ForEachAsync(Enumerable.Range(0, plan.Count), (i, _) =>
+                {
+                    var (group, settings) = plan[i];
+                    created[i] = source.CreateInstance(new ModelInstanceContext(entry.Name, options.Version, i, group, _services), settings);
+                    return ValueTask.CompletedTask;
+                }).ConfigureAwait(false);
+            }
+            catch
+            {
+                foreach (var b in created)
+                {
+                    b?.Dispose();
+                }
+
+                throw;
+            }
+
+            var signature = created[0]!.Signature;
+            if (options.AxisZeroIsBatch == false)
+            {
+                signature = signature.WithoutBatching();
+            }
+
+            for (int i = 1; i < created.Length; i++)
+            {
+                if (!SameSignature(signature, created[i]!.Signature))
+                {
+                    foreach (var b in created)
+                    {
+                        b?.Dispose();
+                    }
+
+                    throw new ModelLoadException(entry.Name, $"instance {i} reports a different signature from instance 0.");
+                }
+            }
+
+            instances = new ModelInstance[created.Length];
+            for (int i = 0; i < created.Length; i++)
+            {
+                var group = plan[i].Group;
+                instances[i] = new ModelInstance(i, $"{entry.Name}/{options.Version}/{i}", created[i]!, group?.Weight,
+                    group?.MaxConcurrency ?? options.MaxConcurrencyPerInstance, options.Health, _time);
+            }
+
+            // Warm up every instance (in parallel) before it counts as ready; the timings seed the latency model.
+            var warmup = new double[Math.Max(1, options.Batching.MaxBatchSize) + 1];
+            int warmRows = signature.IsBatchable && options.Batching.Enabled ? Math.Max(1, options.Batching.MaxBatchSize) : 1;
+            await Parallel.ForEachAsync(instances, (instance, _) =>
+            {
+                Warmup(entry.Name, instance, signature, options, warmRows, warmup);
+                return ValueTask.CompletedTask;
+            }).ConfigureAwait(false);
+
+            var strategy = _strategies[options.LoadBalancing];
+            var selector = strategy.CreateSelector(new LoadBalancingContext(entry.Name, instances.Length, _random));
+            var pool = new InstancePool(instances, selector, _time);
+            var scheduler = new ModelScheduler(entry.Name, options.Version, signature, pool, options, _time, _loggerFactory.CreateLogger("InferKit.Scheduling"), _metrics);
+            for (int rows = 1; rows < warmup.Length; rows++)
+            {
+                if (warmup[rows] > 0)
+                {
+                    scheduler.Latency.Record(rows, warmup[rows]);
+                }
+            }
+
+            var deployment = new ModelDeployment(options.Version, signature, pool, scheduler, source) { State = ModelState.Ready };
+            double elapsed = _time.GetElapsedTime(started).TotalSeconds;
+            if (_metrics.ModelLoadDuration.Enabled)
+            {
+                _metrics.ModelLoadDuration.Record(elapsed, InferKitMetrics.ModelTags(entry.Name, options.Version));
+            }
+
+            if (_disposed != 0)
+            {
+                await deployment.DisposeAsync(TimeSpan.Zero).ConfigureAwait(false);
+                throw new ObjectDisposedException(nameof(ModelRegistry));
+            }
+
+            entry.Current = deployment;
+            entry.State = ModelState.Ready;
+            entry.Error = null;
+            Log.ModelLoaded(_logger, entry.Name, options.Version, instances.Length,
+                string.Join("+", instances.Select(static i => i.Backend.Provider.Name).Distinct()), elapsed * 1000);
+        }
+        catch (Exception ex)
+        {
+            foreach (var i in instances)
+            {
+                i.Dispose();
+            }
+
+            source?.Dispose();
+            entry.State = ModelState.Failed;
+            entry.Error = ex.Message;
+            entry.RetryLoad = true;
+            Log.ModelLoadFailed(_logger, entry.Name, ex);
+            if (ex is ModelLoadException or ObjectDisposedException)
+            {
+                throw;
+            }
+
+            throw new ModelLoadException(entry.Name, ex.Message, ex);
+        }
+    }
+
+    private static List<(InstanceGroupOptions? Group, OnnxSessionSettings Settings)> PlanInstances(ModelOptions options)
+    {
+        var plan = new List<(InstanceGroupOptions?, OnnxSessionSettings)>();
+        if (options.InstanceGroups.Count == 0)
+        {
+            for (int i = 0; i < options.Instances; i++)
+            {
+                plan.Add((null, options.Onnx));
+            }
+
+            return plan;
+        }
+
+        foreach (var g in options.InstanceGroups)
+        {
+            for (int i = 0; i < g.Count; i++)
+            {
+                plan.Add((g, g.Onnx));
+            }
+        }
+
+        return plan;
+    }
+
+    private void Warmup(string model, ModelInstance instance, ModelSignature signature, ModelOptions options, int maxRows, double[] timings)
+    {
+        if (options.WarmupRuns == 0)
+        {
+            return;
+        }
+
+        long started = _time.GetTimestamp();
+        var sink = new DiscardingSink();
+        int[] sizes = maxRows > 1 ? [1, maxRows] : [1];
+        foreach (int rows in sizes)
+        {
+            var inputs = ZeroInputs(signature, options, rows);
+            for (int run = 0; run < options.WarmupRuns; run++)
+            {
+                long t0 = _time.GetTimestamp();
+                instance.Backend.Run(inputs, sink, CancellationToken.None);
+                if (run == options.WarmupRuns - 1)
+                {
+                    double seconds = _time.GetElapsedTime(t0).TotalSeconds;
+                    lock (timings)
+                    {
+                        timings[Math.Min(rows, timings.Length - 1)] = Math.Max(timings[Math.Min(rows, timings.Length - 1)], seconds);
+                    }
+                }
+            }
+        }
+
+        Log.InstanceWarmedUp(_logger, model, instance.Id, _time.GetElapsedTime(started).TotalMilliseconds);
+    }
+
+    private static Tensor[] ZeroInputs(ModelSignature signature, ModelOptions options, int rows)
+    {
+        var inputs = new Tensor[signature.Inputs.Count];
+        for (int i = 0; i < inputs.Length; i++)
+        {
+            var spec = signature.Inputs[i];
+            var shape = new long[spec.Rank];
+            for (int d = 0; d < shape.Length; d++)
+            {
+                long dim = spec.Shape[d];
+                if (dim >= 0)
+                {
+                    shape[d] = dim;
+                }
+                else if (d == 0 && signature.IsBatchable)
+                {
+                    shape[d] = rows;
+                }
+                else
+                {
+                    var name = spec.DimensionNames[d];
+                    shape[d] = name is not null && options.Onnx.FreeDimensionOverrides.TryGetValue(name, out var v) ? v : 1;
+                }
+            }
+
+            long count = Tensor.ElementCountOf(shape);
+            inputs[i] = spec.ElementType == TensorElementType.String
+                ? Tensor.Create(spec.Name, Enumerable.Repeat(string.Empty, (int)count).ToArray(), shape)
+                : Tensor.FromBytes(spec.Name, spec.ElementType, new byte[count * spec.ElementType.SizeOf()], shape);
+        }
+
+        return inputs;
+    }
+
+    private static bool SameSignature(ModelSignature a, ModelSignature b)
+    {
+        static bool Same(IReadOnlyList<TensorSpec> x, IReadOnlyList<TensorSpec> y)
+        {
+            if (x.Count != y.Count)
+            {
+                return false;
+            }
+
+            for (int i = 0; i < x.Count; i++)
+            {
+                if (x[i].Name != y[i].Name || x[i].ElementType != y[i].ElementType || !x[i].Shape.SequenceEqual(y[i].Shape))
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+
+        return Same(a.Inputs, b.Inputs) && Same(a.Outputs, b.Outputs);
+    }
+
+    private IEnumerable<Measurement<long>> ObserveInflight()
+    {
+        foreach (var e in _entries.Values)
+        {
+            if (e.Current is { } dep)
+            {
+                foreach (var i in dep.Pool.Instances)
+                {
+                    var tags = InferKitMetrics.ModelTags(e.Name, dep.Version);
+                    tags.Add(InferKitTelemetry.InstanceTag, i.Id);
+                    yield return new Measurement<long>(i.Outstanding, tags);
+                }
+            }
+        }
+    }
+
+    private IEnumerable<Measurement<long>> ObserveInstances()
+    {
+        foreach (var e in _entries.Values)
+        {
+            if (e.Current is { } dep)
+            {
+                yield return new Measurement<long>(dep.Pool.Instances.Length, InferKitMetrics.ModelTags(e.Name, dep.Version));
+            }
+        }
+    }
+
+    private sealed class DiscardingSink : IBackendOutputSink
+    {
+        public void OnOutput(int outputIndex, TensorElementType elementType, ReadOnlySpan<long> shape, ReadOnlySpan<byte> data)
+        {
+        }
+
+        public void OnStringOutput(int outputIndex, ReadOnlySpan<long> shape, ReadOnlySpan<string> data)
+        {
+        }
+    }
+}
+
+/// <summary>One registered model name: its options and the version that currently serves.</summary>
+internal sealed class ModelEntry(string name, ModelOptions options)
+{
+    public string Name { get; } = name;
+
+    public ModelOptions Options { get; } = options;
+
+    /// <summary>The serving version; replaced atomically by a hot swap.</summary>
+    public volatile ModelDeployment? Current;
+
+    public Task? LoadTask { get; set; }
+
+    public ModelState State { get; set; } = ModelState.NotLoaded;
+
+    public string? Error { get; set; }
+
+    public bool RetryLoad { get; set; }
+}
+
+/// <summary>One loaded version of a model: its instances, its scheduler and what they share.</summary>
+internal sealed class ModelDeployment(string version, ModelSignature signature, InstancePool pool, ModelScheduler scheduler, IBackendSource source)
+{
+    public string Version { get; } = version;
+
+    public ModelSignature Signature { get; } = signature;
+
+    public InstancePool Pool { get; } = pool;
+
+    public ModelScheduler Scheduler { get; } = scheduler;
+
+    public ModelState State { get; set; }
+
+    /// <summary>
+    /// Refuses queued work, waits for running batches (a session must never be disposed under a run) and disposes
+    /// the instances. An instance still running after the timeout is left undisposed rather than risk a crash.
+    /// </summary>
+    public async Task DisposeAsync(TimeSpan timeout)
+    {
+        State = ModelState.Unloaded;
+        Scheduler.Dispose();
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        bool leaked = false;
+        foreach (var instance in Pool.Instances)
+        {
+            while (instance.Outstanding > 0 && Stopwatch.GetTimestamp() < deadline)
+            {
+                await Task.Delay(5).ConfigureAwait(false);
+            }
+
+            if (instance.Outstanding > 0)
+            {
+                leaked = true;
+                continue;
+            }
+
+            instance.Dispose();
+        }
+
+        if (!leaked)
+        {
+            source.Dispose();
+        }
+    }
+}

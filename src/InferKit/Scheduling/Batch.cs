@@ -1,0 +1,412 @@
+using System.Buffers;
+using System.Numerics;
+using InferKit.Backends;
+using InferKit.Models;
+using InferKit.Tensors;
+
+namespace InferKit.Scheduling;
+
+/// <summary>
+/// One batch: the requests it carries, their joined inputs, and the split of the outputs back into one response
+/// per request. Pooled per scheduler; runs on the thread that calls <see cref="Run"/> (a caller running inline,
+/// or a thread-pool worker through <see cref="IThreadPoolWorkItem"/>).
+/// </summary>
+internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
+{
+    private readonly ModelScheduler _owner;
+    private readonly ModelSignature _signature;
+    private readonly Tensor[] _inputs;
+    private readonly byte[]?[] _rentedInputs;
+    private readonly string[]?[] _rentedStrings;
+    private PendingRequest[] _requests = new PendingRequest[8];
+    private long[] _rowOffsets = new long[8];
+    private InferenceResponse?[] _responses = new InferenceResponse?[8];
+    private Tensor[]?[] _outputs = new Tensor[]?[8];
+    private int[] _outputCounts = new int[8];
+
+    public Batch(ModelScheduler owner, ModelSignature signature)
+    {
+        _owner = owner;
+        _signature = signature;
+        _inputs = new Tensor[signature.Inputs.Count];
+        _rentedInputs = new byte[]?[signature.Inputs.Count];
+        _rentedStrings = new string[]?[signature.Inputs.Count];
+    }
+
+    public int Count { get; private set; }
+
+    public int Rows { get; private set; }
+
+    public ModelInstance? Instance { get; set; }
+
+    /// <summary>How long the last successful run took, in seconds (0 when it failed).</summary>
+    public double Seconds { get; private set; }
+
+    public PendingRequest this[int index] => _requests[index];
+
+    public void Add(PendingRequest request)
+    {
+        if (Count == _requests.Length)
+        {
+            int n = Count * 2;
+            Array.Resize(ref _requests, n);
+            Array.Resize(ref _rowOffsets, n);
+            Array.Resize(ref _responses, n);
+            Array.Resize(ref _outputs, n);
+            Array.Resize(ref _outputCounts, n);
+        }
+
+        _rowOffsets[Count] = Rows;
+        _requests[Count++] = request;
+        Rows += request.Rows;
+    }
+
+    /// <summary>Removes the last request (used when cutting a batch to a preferred size).</summary>
+    public PendingRequest RemoveLast()
+    {
+        var r = _requests[--Count];
+        _requests[Count] = null!;
+        Rows -= r.Rows;
+        return r;
+    }
+
+    public bool Contains(PendingRequest request)
+    {
+        for (int i = 0; i < Count; i++)
+        {
+            if (ReferenceEquals(_requests[i], request))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    void IThreadPoolWorkItem.Execute()
+    {
+        _owner.RunBatch(this);
+        _owner.Pump(DispatchMode.Worker, null);
+    }
+
+    /// <summary>Joins the inputs, runs them (retrying once on another instance after a failure) and answers every request.</summary>
+    public void Run()
+    {
+        var hooks = _owner;
+        var time = _owner.Time;
+        var pool = _owner.Pool;
+        var health = _owner.Health;
+        bool reserved = true;
+        long started = time.GetTimestamp();
+        Exception? error = null;
+        double seconds = 0;
+        var instance = Instance!;
+        try
+        {
+            PrepareInputs(_owner.Padding);
+            for (int attempt = 0; ; attempt++)
+            {
+                PrepareResponses();
+                long t0 = time.GetTimestamp();
+                bool ok;
+                try
+                {
+                    instance.Backend.Run(_inputs, this, CancellationToken.None);
+                    ok = true;
+                    error = null;
+                }
+                catch (Exception ex)
+                {
+                    ok = false;
+                    error = ex;
+                }
+
+                seconds = time.GetElapsedTime(t0).TotalSeconds;
+                bool slow = health.RunTimeout is TimeSpan limit && seconds > limit.TotalSeconds;
+                reserved = false;
+                if (instance.Complete(Rows, seconds, failed: !ok || slow))
+                {
+                    hooks.InstanceTakenOut(instance);
+                }
+
+                if (ok)
+                {
+                    Seconds = seconds;
+                    _owner.Latency.Record(Rows, seconds);
+                    hooks.BatchCompleted(instance, Rows, seconds);
+                    break;
+                }
+
+                DiscardResponses();
+                hooks.BatchFailed(instance, Rows, error!);
+                if (attempt == 0 && health.RetryOnAnotherInstance && pool.TryAcquire(out var other, exclude: instance))
+                {
+                    instance = other;
+                    instance.AddRows(Rows);
+                    reserved = true;
+                    continue;
+                }
+
+                break;
+            }
+        }
+        catch (Exception ex)
+        {
+            // Joining the inputs failed (should not happen for validated requests); answer everyone with the error.
+            error = ex;
+            if (reserved)
+            {
+                instance.Complete(Rows, 0, failed: false);
+            }
+
+            DiscardResponses();
+        }
+        finally
+        {
+            ReleaseInputs();
+        }
+
+        long now = time.GetTimestamp();
+        for (int j = 0; j < Count; j++)
+        {
+            var request = _requests[j];
+            if (error is null)
+            {
+                var response = _responses[j]!;
+                _responses[j] = null;
+                response.SetOutputs(_outputs[j]!);
+                response.Instance = instance.Id;
+                response.AnsweredBy = response.Model;
+                response.BatchSize = Rows;
+                response.QueueTime = time.GetElapsedTime(request.Enqueued, started);
+                response.ComputeTime = TimeSpan.FromSeconds(seconds);
+                hooks.Complete(request, response, now);
+            }
+            else
+            {
+                hooks.Fail(request, new InferenceFailedException(hooks.ModelName, instance.Id, error));
+            }
+
+            _outputs[j] = null;
+        }
+    }
+
+    public void Reset()
+    {
+        Array.Clear(_requests, 0, Count);
+        Array.Clear(_responses, 0, Count);
+        Array.Clear(_outputs, 0, Count);
+        Count = 0;
+        Rows = 0;
+        Seconds = 0;
+        Instance = null;
+    }
+
+    public void OnOutput(int outputIndex, TensorElementType elementType, ReadOnlySpan<long> shape, ReadOnlySpan<byte> data)
+    {
+        var name = _signature.Outputs[outputIndex].Name;
+        if (Count == 1)
+        {
+            if (Wants(0, outputIndex))
+            {
+                var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, data.Length));
+                data.CopyTo(buffer);
+                _responses[0]!.AdoptBuffer(buffer);
+                _outputs[0]![_outputCounts[0]++] = Tensor.Wrap(name, elementType, shape.ToArray(), buffer, data.Length);
+            }
+
+            return;
+        }
+
+        CheckRows(name, shape);
+        int size = elementType.SizeOf();
+        var trims = _owner.Padding.OutputTrims[outputIndex];
+        for (int j = 0; j < Count; j++)
+        {
+            if (!Wants(j, outputIndex))
+            {
+                continue;
+            }
+
+            var own = OwnShape(j, shape, trims);
+            int bytes = checked((int)(Tensor.ElementCountOf(own) * size));
+            var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, bytes));
+            BatchTensorOps.CopyBox(data, shape, _rowOffsets[j], buffer, own, 0, own, size);
+            _responses[j]!.AdoptBuffer(buffer);
+            _outputs[j]![_outputCounts[j]++] = Tensor.Wrap(name, elementType, own, buffer, bytes);
+        }
+    }
+
+    public void OnStringOutput(int outputIndex, ReadOnlySpan<long> shape, ReadOnlySpan<string> data)
+    {
+        var name = _signature.Outputs[outputIndex].Name;
+        if (Count == 1)
+        {
+            if (Wants(0, outputIndex))
+            {
+                var buffer = ArrayPool<string>.Shared.Rent(Math.Max(1, data.Length));
+                data.CopyTo(buffer);
+                _responses[0]!.AdoptStrings(buffer);
+                _outputs[0]![_outputCounts[0]++] = Tensor.WrapStrings(name, shape.ToArray(), buffer, data.Length);
+            }
+
+            return;
+        }
+
+        CheckRows(name, shape);
+        var trims = _owner.Padding.OutputTrims[outputIndex];
+        for (int j = 0; j < Count; j++)
+        {
+            if (!Wants(j, outputIndex))
+            {
+                continue;
+            }
+
+            var own = OwnShape(j, shape, trims);
+            int count = checked((int)Tensor.ElementCountOf(own));
+            var buffer = ArrayPool<string>.Shared.Rent(Math.Max(1, count));
+            BatchTensorOps.CopyBox(data, shape, _rowOffsets[j], buffer, own, 0, own);
+            _responses[j]!.AdoptStrings(buffer);
+            _outputs[j]![_outputCounts[j]++] = Tensor.WrapStrings(name, own, buffer, count);
+        }
+    }
+
+    private bool Wants(int request, int output) => output >= 64 || (_requests[request].OutputMask & (1UL << output)) != 0;
+
+    private long[] OwnShape(int j, ReadOnlySpan<long> shape, (int Axis, int Input, int InputAxis)[] trims)
+    {
+        var own = shape.ToArray();
+        own[0] = _requests[j].Rows;
+        foreach (var (axis, input, inputAxis) in trims)
+        {
+            own[axis] = Math.Min(own[axis], _requests[j].Inputs[input].Shape[inputAxis]);
+        }
+
+        return own;
+    }
+
+    private void CheckRows(string name, ReadOnlySpan<long> shape)
+    {
+        if (shape.Length == 0 || shape[0] != Rows)
+        {
+            throw new InvalidOperationException(
+                $"Model '{_owner.ModelName}': output '{name}' has shape {Tensor.FormatShape(shape)} for a batch of {Rows} rows; its axis 0 is not a batch axis. Set ModelOptions.AxisZeroIsBatch = false to run one request at a time.");
+        }
+    }
+
+    private void PrepareResponses()
+    {
+        int outputs = _signature.Outputs.Count;
+        for (int j = 0; j < Count; j++)
+        {
+            var r = _requests[j];
+            _responses[j] = new InferenceResponse(_owner.ModelName, _owner.Version, r.Request.Id);
+            int n = r.OutputMask == ulong.MaxValue ? outputs : BitOperations.PopCount(r.OutputMask);
+            _outputs[j] = new Tensor[n];
+            _outputCounts[j] = 0;
+        }
+    }
+
+    private void DiscardResponses()
+    {
+        for (int j = 0; j < Count; j++)
+        {
+            _responses[j]?.Dispose();
+            _responses[j] = null;
+            _outputs[j] = null;
+        }
+    }
+
+    private void PrepareInputs(PaddingPlan padding)
+    {
+        var first = _requests[0].Inputs;
+        if (Count == 1)
+        {
+            first.CopyTo(_inputs, 0);
+            return;
+        }
+
+        var specs = _signature.Inputs;
+        for (int i = 0; i < specs.Count; i++)
+        {
+            var firstShape = first[i].Shape;
+            var shape = new long[firstShape.Length];
+            shape[0] = Rows;
+            bool ragged = false;
+            for (int d = 1; d < shape.Length; d++)
+            {
+                long max = firstShape[d];
+                for (int j = 1; j < Count; j++)
+                {
+                    long dim = _requests[j].Inputs[i].Shape[d];
+                    if (dim != max)
+                    {
+                        ragged = true;
+                        max = Math.Max(max, dim);
+                    }
+                }
+
+                shape[d] = max;
+            }
+
+            var type = specs[i].ElementType;
+            if (type == TensorElementType.String)
+            {
+                int count = checked((int)Tensor.ElementCountOf(shape));
+                var buffer = ArrayPool<string>.Shared.Rent(Math.Max(1, count));
+                if (ragged)
+                {
+                    buffer.AsSpan(0, count).Fill(string.Empty);
+                }
+
+                for (int j = 0; j < Count; j++)
+                {
+                    var t = _requests[j].Inputs[i];
+                    BatchTensorOps.CopyBox(t.GetStrings(), t.Shape, 0, buffer, shape, _rowOffsets[j], t.Shape);
+                }
+
+                _rentedStrings[i] = buffer;
+                _inputs[i] = Tensor.WrapStrings(specs[i].Name, shape, buffer, count);
+            }
+            else
+            {
+                int size = type.SizeOf();
+                int bytes = checked((int)(Tensor.ElementCountOf(shape) * size));
+                var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, bytes));
+                if (ragged)
+                {
+                    BatchTensorOps.Fill(buffer.AsSpan(0, bytes), padding.PadValues[i]);
+                }
+
+                for (int j = 0; j < Count; j++)
+                {
+                    var t = _requests[j].Inputs[i];
+                    BatchTensorOps.CopyBox(t.RawBytes, t.Shape, 0, buffer, shape, _rowOffsets[j], t.Shape, size);
+                }
+
+                _rentedInputs[i] = buffer;
+                _inputs[i] = Tensor.Wrap(specs[i].Name, type, shape, buffer, bytes);
+            }
+        }
+    }
+
+    private void ReleaseInputs()
+    {
+        for (int i = 0; i < _inputs.Length; i++)
+        {
+            if (_rentedInputs[i] is { } b)
+            {
+                ArrayPool<byte>.Shared.Return(b);
+                _rentedInputs[i] = null;
+            }
+
+            if (_rentedStrings[i] is { } s)
+            {
+                ArrayPool<string>.Shared.Return(s, clearArray: true);
+                _rentedStrings[i] = null;
+            }
+
+            _inputs[i] = default;
+        }
+    }
+}

@@ -1,0 +1,73 @@
+namespace InferKit.Scheduling;
+
+/// <summary>
+/// Learns the latency of a batch per size (an exponentially weighted average per size, seeded by warm-up)
+/// and estimates sizes not yet seen by interpolation. Thread-safe; reads are lock-free and may be slightly stale.
+/// </summary>
+internal sealed class BatchLatencyModel
+{
+    private const double Alpha = 0.2;
+    private readonly double[] _seconds;
+    private readonly Lock _gate = new();
+
+    public BatchLatencyModel(int maxBatchSize) => _seconds = new double[Math.Max(1, maxBatchSize) + 1];
+
+    public int MaxBatchSize => _seconds.Length - 1;
+
+    public bool HasData { get; private set; }
+
+    public void Record(int rows, double seconds)
+    {
+        if (rows <= 0 || seconds <= 0 || double.IsNaN(seconds))
+        {
+            return;
+        }
+
+        int i = Math.Min(rows, _seconds.Length - 1);
+        lock (_gate)
+        {
+            double old = _seconds[i];
+            _seconds[i] = old == 0 ? seconds : (old * (1 - Alpha)) + (seconds * Alpha);
+            HasData = true;
+        }
+    }
+
+    /// <summary>The expected latency of a batch of <paramref name="rows"/> rows in seconds, or 0 when nothing was measured.</summary>
+    public double Estimate(int rows)
+    {
+        var s = _seconds;
+        int i = Math.Clamp(rows, 1, s.Length - 1);
+        if (s[i] > 0)
+        {
+            return s[i];
+        }
+
+        int lo = i - 1;
+        while (lo >= 1 && s[lo] == 0)
+        {
+            lo--;
+        }
+
+        int hi = i + 1;
+        while (hi < s.Length && s[hi] == 0)
+        {
+            hi++;
+        }
+
+        bool hasLo = lo >= 1;
+        bool hasHi = hi < s.Length;
+        if (hasLo && hasHi)
+        {
+            double t = (i - lo) / (double)(hi - lo);
+            return s[lo] + ((s[hi] - s[lo]) * t);
+        }
+
+        if (hasLo)
+        {
+            // Beyond the largest size seen: assume cost grows no faster than linearly.
+            return s[lo] * i / lo;
+        }
+
+        return hasHi ? s[hi] : 0;
+    }
+}

@@ -1,0 +1,945 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using InferKit.Backends;
+using InferKit.Models;
+using InferKit.Telemetry;
+using InferKit.Tensors;
+using Microsoft.Extensions.Logging;
+
+namespace InferKit.Scheduling;
+
+/// <summary>Who calls <see cref="ModelScheduler.Pump"/>, which decides where formed batches run.</summary>
+internal enum DispatchMode
+{
+    /// <summary>A caller that just queued its request: it may run a batch holding its own request inline.</summary>
+    Caller,
+    /// <summary>A thread-pool worker that just finished a batch: it keeps running batches while there is work.</summary>
+    Worker,
+    /// <summary>A timer callback: it hands every batch to the thread pool.</summary>
+    Timer,
+}
+
+/// <summary>
+/// The per-model-version scheduler: admission (queue limit, deadline feasibility, draining), priority lanes ordered
+/// earliest-deadline-first, batch forming (size cap, delay, preferred sizes, shape compatibility, padding), dispatch
+/// to instances chosen by the load-balancing strategy, and the answer to every request exactly once.
+/// </summary>
+/// <remarks>
+/// The queue is guarded by one short lock that is never held across an await or a model run. Work is
+/// dispatched by whoever makes it possible: a caller that queues a request, a worker that finishes a batch, or
+/// the timer (queue delay, deadlines). A lone caller with an empty queue and an idle instance runs on its own thread.
+/// </remarks>
+internal sealed class ModelScheduler : IDisposable
+{
+    private const int Lanes = 4;
+    private const int MaxDeferredPerLane = 64;
+
+    private readonly BatchingOptions _options;
+    private readonly ILogger _logger;
+    private readonly InferKitMetrics? _metrics;
+    private readonly TagList _tags;
+    private readonly Lock _gate = new();
+    private readonly PriorityQueue<PendingRequest, (long Deadline, long Sequence)>[] _lanes;
+    private readonly int[] _laneCount = new int[Lanes];
+    private readonly long[] _laneRows = new long[Lanes];
+    private readonly int[] _skipped = new int[Lanes];
+    private readonly List<PendingRequest> _deferred = new();
+    private readonly ConcurrentQueue<PendingRequest> _requestPool = new();
+    private readonly ConcurrentQueue<Batch> _batchPool = new();
+    private readonly ITimer _timer;
+    private readonly IThreadPoolWorkItem _pumpItem;
+    private readonly bool _batchable;
+    private readonly long[] _refusals = new long[8];
+    private long _timerDue = long.MaxValue;
+    private long _sequence;
+    private int _queued;
+    private int _active;
+    private int _cap;
+    private int _pumpQueued;
+    private volatile bool _draining;
+    private TaskCompletionSource? _drained;
+    private bool _disposed;
+
+    public ModelScheduler(string model, string version, ModelSignature signature, InstancePool pool, ModelOptions options, TimeProvider time, ILogger logger, InferKitMetrics? metrics)
+    {
+        ModelName = model;
+        Version = version;
+        Signature = signature;
+        Pool = pool;
+        Time = time;
+        _options = options.Batching;
+        Health = options.Health;
+        _logger = logger;
+        _metrics = metrics;
+        _tags = InferKitMetrics.ModelTags(model, version);
+        _batchable = signature.IsBatchable && _options.Enabled;
+        Padding = PaddingPlan.Create(model, signature, _options.Padding);
+        Latency = new BatchLatencyModel(_options.MaxBatchSize);
+        _cap = _options.Adaptive.Enabled ? Math.Clamp(_options.Adaptive.InitialBatchSize, 1, _options.MaxBatchSize) : _options.MaxBatchSize;
+        _lanes = new PriorityQueue<PendingRequest, (long, long)>[Lanes];
+        for (int i = 0; i < Lanes; i++)
+        {
+            _lanes[i] = new PriorityQueue<PendingRequest, (long, long)>();
+        }
+
+        _timer = time.CreateTimer(static s => ((ModelScheduler)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _pumpItem = new PumpWorkItem(this);
+        metrics?.RegisterQueue(this, () => [new Measurement<long>(Volatile.Read(ref _queued), _tags)]);
+    }
+
+    public string ModelName { get; }
+
+    public string Version { get; }
+
+    public ModelSignature Signature { get; }
+
+    public InstancePool Pool { get; }
+
+    public TimeProvider Time { get; }
+
+    public InstanceHealthOptions Health { get; }
+
+    public PaddingPlan Padding { get; }
+
+    public BatchLatencyModel Latency { get; }
+
+    /// <summary>Requests waiting (not yet in a batch).</summary>
+    public int QueueLength => Volatile.Read(ref _queued);
+
+    /// <summary>Requests admitted and not yet answered (queued or running).</summary>
+    public int Active => Volatile.Read(ref _active);
+
+    /// <summary>The current batch cap (adaptive, or MaxBatchSize).</summary>
+    public int BatchCap => Volatile.Read(ref _cap);
+
+    /// <summary>Admits, queues and (when possible) runs one request.</summary>
+    public ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
+    {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<InferenceResponse>(cancellationToken);
+        }
+
+        long now = Time.GetTimestamp();
+        var pending = Rent();
+        int rows;
+        ulong mask;
+        try
+        {
+            rows = RequestValidator.Validate(ModelName, Signature, request, pending.Inputs, _options.Padding.MaxPaddedLength, Padding.Enabled, out mask);
+        }
+        catch
+        {
+            pending.Recycle();
+            throw;
+        }
+
+        long deadline = DeadlineOf(request, now);
+        int lane = Math.Clamp((int)request.Priority, 0, Lanes - 1);
+
+        // Admission: refusals are answered at once, without queueing.
+        if (_draining || _disposed)
+        {
+            return Refuse(pending, request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.");
+        }
+
+        if (deadline <= now)
+        {
+            pending.Recycle();
+            return new ValueTask<InferenceResponse>(InferenceResponse.Expired(ModelName, request.Id, $"Model '{ModelName}': the request's deadline had already passed when it arrived."));
+        }
+
+        if (!Pool.AnyAvailable())
+        {
+            long back = Pool.EarliestReturn();
+            TimeSpan? retry = back == 0 ? null : Time.GetElapsedTime(now, back);
+            return Refuse(pending, request, RefusalReason.NoHealthyInstance, retry, $"Model '{ModelName}': every instance is out of rotation after repeated failures.");
+        }
+
+        if (Volatile.Read(ref _queued) >= _options.MaxQueueLength)
+        {
+            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), $"Model '{ModelName}': the queue is full ({_options.MaxQueueLength} requests).");
+        }
+
+        if (deadline != long.MaxValue && _options.RefuseInfeasibleDeadlines && Latency.HasData)
+        {
+            double wait = EstimateWait(lane, rows);
+            double remaining = (deadline - now) / (double)Time.TimestampFrequency;
+            if (wait > remaining)
+            {
+                return Refuse(pending, request, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
+                    $"Model '{ModelName}': the deadline ({remaining * 1000:F1} ms away) cannot be met; the queue ahead needs about {wait * 1000:F1} ms.");
+            }
+        }
+
+        pending.Init(request, rows, mask, lane, deadline, now, Interlocked.Increment(ref _sequence), cancellationToken);
+        Interlocked.Increment(ref _active);
+
+        // Fast path: nothing queued and an idle instance: run on the caller's thread, no hop, no queue.
+        if (_options.AllowInlineExecution && _options.MaxQueueDelay <= TimeSpan.Zero && Volatile.Read(ref _queued) == 0 && Pool.TryAcquire(out var idle))
+        {
+            pending.TryStart();
+            pending.Inline = true;
+            return RunInline(pending, idle);
+        }
+
+        lock (_gate)
+        {
+            _lanes[lane].Enqueue(pending, (deadline, pending.Sequence));
+            _laneCount[lane]++;
+            _laneRows[lane] += rows;
+            _queued++;
+            if (deadline < _timerDue)
+            {
+                ArmTimer(deadline, now);
+            }
+        }
+
+        if (cancellationToken.CanBeCanceled)
+        {
+            pending.Registration = cancellationToken.UnsafeRegister(static s => ((PendingRequest)s!).Owner.OnCancelled((PendingRequest)s!), pending);
+        }
+
+        var task = new ValueTask<InferenceResponse>(pending, pending.Version);
+        Pump(DispatchMode.Caller, pending);
+        return task;
+    }
+
+    /// <summary>Stops admission and completes when every admitted request is answered (or the timeout passes).</summary>
+    public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        TaskCompletionSource tcs;
+        lock (_gate)
+        {
+            _draining = true;
+            _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            tcs = _drained;
+            if (Volatile.Read(ref _active) == 0)
+            {
+                tcs.TrySetResult();
+            }
+        }
+
+        if (Volatile.Read(ref _active) > 0)
+        {
+            Log.Draining(_logger, ModelName, Volatile.Read(ref _active));
+        }
+
+        try
+        {
+            await tcs.Task.WaitAsync(timeout, Time, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Answers every queued request with a shutdown refusal and stops the timer.</summary>
+    public void Dispose()
+    {
+        List<PendingRequest> orphans = new();
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            _draining = true;
+            foreach (var lane in _lanes)
+            {
+                while (lane.TryDequeue(out var r, out _))
+                {
+                    if (r.TryEndQueued())
+                    {
+                        _laneCount[r.Lane]--;
+                        _laneRows[r.Lane] -= r.Rows;
+                        _queued--;
+                        orphans.Add(r);
+                    }
+                }
+            }
+        }
+
+        _timer.Dispose();
+        _metrics?.Unregister(this);
+        foreach (var r in orphans)
+        {
+            Finish(r, InferenceResponse.Refused(ModelName, r.Request.Id, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' was unloaded before the request ran."), "refused");
+        }
+    }
+
+    /// <summary>Forms batches while there is work and an instance with room, and runs or hands them off.</summary>
+    internal void Pump(DispatchMode mode, PendingRequest? own)
+    {
+        while (Volatile.Read(ref _queued) > 0)
+        {
+            if (!Pool.TryAcquire(out var instance))
+            {
+                if (!Pool.AnyAvailable())
+                {
+                    FailQueuedNoInstance();
+                }
+
+                return;
+            }
+
+            Batch? batch;
+            bool waiting;
+            lock (_gate)
+            {
+                batch = FormBatch(Time.GetTimestamp(), out waiting);
+            }
+
+            if (batch is null)
+            {
+                instance.Unreserve();
+                if (waiting)
+                {
+                    return;
+                }
+
+                continue;
+            }
+
+            batch.Instance = instance;
+            instance.AddRows(batch.Rows);
+            switch (mode)
+            {
+                case DispatchMode.Caller when own is not null && _options.AllowInlineExecution && batch.Contains(own):
+                    own.Inline = false; // its answer goes through the awaited value task as usual
+                    RunBatch(batch);
+                    HandOff();
+                    return;
+                case DispatchMode.Worker when !(Volatile.Read(ref _queued) > 0 && HasRoom()):
+                    RunBatch(batch);
+                    break;
+                default:
+                    ThreadPool.UnsafeQueueUserWorkItem(batch, preferLocal: false);
+                    break;
+            }
+        }
+    }
+
+    internal void RunBatch(Batch batch)
+    {
+        int rows = batch.Rows;
+        batch.Run();
+        if (_options.Adaptive.Enabled && batch.Seconds > 0)
+        {
+            AdaptCap(rows, batch.Seconds);
+        }
+
+        batch.Reset();
+        _batchPool.Enqueue(batch);
+    }
+
+    internal void Return(PendingRequest request) => _requestPool.Enqueue(request);
+
+    // ---- completion hooks called by Batch ----
+
+    internal void Complete(PendingRequest request, InferenceResponse response, long now)
+    {
+        if (now > request.Deadline)
+        {
+            response.Dispose();
+            response = InferenceResponse.Expired(ModelName, request.Request.Id,
+                $"Model '{ModelName}': the result was ready {Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds:F1} ms after the deadline and was discarded.");
+        }
+
+        if (!request.TryFinishRunning())
+        {
+            response.Dispose(); // cancelled while running; its caller has already been answered
+            return;
+        }
+
+        if (_metrics is not null && _metrics.QueueDuration.Enabled && response.IsSuccess)
+        {
+            _metrics.QueueDuration.Record(response.QueueTime.TotalSeconds, _tags);
+        }
+
+        Finish(request, response, response.IsSuccess ? "success" : "deadline_exceeded");
+    }
+
+    internal void Fail(PendingRequest request, Exception exception)
+    {
+        if (!request.TryFinishRunning())
+        {
+            return;
+        }
+
+        RecordOutcome(request, "error");
+        EndActive();
+        request.DeliverException(exception);
+    }
+
+    internal void InstanceTakenOut(ModelInstance instance)
+    {
+        var until = instance.ToInfo().OutUntil ?? Time.GetUtcNow();
+        Log.InstanceTakenOut(_logger, ModelName, instance.Id, until, Health.FailureThreshold);
+        long back = instance.OutUntilTimestamp;
+        if (back != 0)
+        {
+            lock (_gate)
+            {
+                if (back < _timerDue)
+                {
+                    ArmTimer(back, Time.GetTimestamp());
+                }
+            }
+        }
+    }
+
+    internal void BatchCompleted(ModelInstance instance, int rows, double seconds)
+    {
+        if (_metrics is null)
+        {
+            return;
+        }
+
+        if (_metrics.ComputeDuration.Enabled)
+        {
+            var tags = _tags;
+            tags.Add(InferKitTelemetry.InstanceTag, instance.Id);
+            _metrics.ComputeDuration.Record(seconds, tags);
+        }
+
+        if (_metrics.BatchSize.Enabled)
+        {
+            _metrics.BatchSize.Record(rows, _tags);
+        }
+    }
+
+    internal void BatchFailed(ModelInstance instance, int rows, Exception error) => Log.BatchFailed(_logger, ModelName, rows, instance.Id, error);
+
+    // ---- internals ----
+
+    private ValueTask<InferenceResponse> RunInline(PendingRequest pending, ModelInstance instance)
+    {
+        var batch = RentBatch();
+        batch.Add(pending);
+        batch.Instance = instance;
+        instance.AddRows(pending.Rows);
+        RunBatch(batch);
+        var result = pending.InlineResult;
+        var error = pending.InlineException;
+        pending.Recycle();
+        HandOff();
+        if (error is not null)
+        {
+            return ValueTask.FromException<InferenceResponse>(error);
+        }
+
+        return new ValueTask<InferenceResponse>(result!);
+    }
+
+    /// <summary>After a caller ran a batch on its own thread, leaves any further work to a thread-pool worker.</summary>
+    private void HandOff()
+    {
+        if (Volatile.Read(ref _queued) > 0 && Interlocked.Exchange(ref _pumpQueued, 1) == 0)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(_pumpItem, preferLocal: false);
+        }
+    }
+
+    private bool HasRoom()
+    {
+        long now = Time.GetTimestamp();
+        foreach (var i in Pool.Instances)
+        {
+            if (i.Outstanding < i.MaxConcurrency && i.IsAvailable(now))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Takes the next batch off the queue. Called under the lock.</summary>
+    private Batch? FormBatch(long now, out bool waiting)
+    {
+        waiting = false;
+        SweepExpired(now);
+        if (_queued == 0)
+        {
+            return null;
+        }
+
+        int lane = ChooseLane();
+        var first = PeekLive(lane);
+        if (first is null)
+        {
+            return null;
+        }
+
+        int cap = _batchable ? Volatile.Read(ref _cap) : 1;
+        if (_batchable && _options.MaxQueueDelay > TimeSpan.Zero)
+        {
+            long rowsQueued = 0;
+            long oldest = long.MaxValue;
+            for (int l = 0; l < Lanes; l++)
+            {
+                rowsQueued += _laneRows[l];
+                if (PeekLive(l) is { } head && head.Enqueued < oldest)
+                {
+                    oldest = head.Enqueued;
+                }
+            }
+
+            long due = oldest + (long)(_options.MaxQueueDelay.TotalSeconds * Time.TimestampFrequency);
+            if (rowsQueued < cap && !PreferredReachable(rowsQueued) && now < due)
+            {
+                waiting = true;
+                if (due < _timerDue)
+                {
+                    ArmTimer(due, now);
+                }
+
+                return null;
+            }
+        }
+
+        var batch = RentBatch();
+        Take(lane, first, batch);
+        if (_batchable && batch.Rows < cap)
+        {
+            Fill(batch, lane, cap);
+        }
+
+        if (_batchable && _options.PreferredBatchSizes.Count > 0 && batch.Rows < cap)
+        {
+            int preferred = LargestPreferredAtMost(batch.Rows);
+            while (preferred > 0 && batch.Rows > preferred && batch.Count > 1)
+            {
+                Untake(batch.RemoveLast());
+            }
+        }
+
+        // Starvation accounting: a non-empty lane passed over this time counts one more skip.
+        for (int l = 0; l < Lanes; l++)
+        {
+            _skipped[l] = l == lane || _laneCount[l] == 0 ? 0 : _skipped[l] + 1;
+        }
+
+        return batch;
+    }
+
+    private void Fill(Batch batch, int firstLane, int cap)
+    {
+        var firstInputs = batch[0].Inputs;
+        for (int step = 0; step < Lanes && batch.Rows < cap; step++)
+        {
+            int l = step == 0 ? firstLane : OrderedLane(step, firstLane);
+            var queue = _lanes[l];
+            _deferred.Clear();
+            bool full = false;
+            while (batch.Rows < cap)
+            {
+                var head = PeekLive(l);
+                if (head is null)
+                {
+                    break;
+                }
+
+                if (!Padding.Compatible(firstInputs, head.Inputs) && !SameShape(firstInputs, head.Inputs))
+                {
+                    if (_deferred.Count >= MaxDeferredPerLane)
+                    {
+                        break;
+                    }
+
+                    queue.Dequeue();
+                    _deferred.Add(head);
+                    continue;
+                }
+
+                if (batch.Rows + head.Rows > cap)
+                {
+                    full = true;
+                    break;
+                }
+
+                Take(l, head, batch);
+            }
+
+            foreach (var r in _deferred)
+            {
+                queue.Enqueue(r, (r.Deadline, r.Sequence));
+            }
+
+            _deferred.Clear();
+            if (full)
+            {
+                break;
+            }
+        }
+    }
+
+    /// <summary>Lanes after the first: highest priority first, skipping the first lane.</summary>
+    private static int OrderedLane(int step, int firstLane)
+    {
+        int seen = 0;
+        for (int l = Lanes - 1; l >= 0; l--)
+        {
+            if (l == firstLane)
+            {
+                continue;
+            }
+
+            if (++seen == step)
+            {
+                return l;
+            }
+        }
+
+        return firstLane;
+    }
+
+    private static bool SameShape(Tensor[] a, Tensor[] b)
+    {
+        for (int i = 0; i < a.Length; i++)
+        {
+            if (!a[i].Shape[1..].SequenceEqual(b[i].Shape[1..]))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private void Take(int lane, PendingRequest head, Batch batch)
+    {
+        _lanes[lane].Dequeue();
+        if (head.TryStart())
+        {
+            _laneCount[lane]--;
+            _laneRows[lane] -= head.Rows;
+            _queued--;
+            batch.Add(head);
+        }
+    }
+
+    private void Untake(PendingRequest request)
+    {
+        // Back to the queue, as it was: still admitted, still waiting (unless it was cancelled meanwhile).
+        if (!request.ResetToQueued())
+        {
+            return;
+        }
+
+        _lanes[request.Lane].Enqueue(request, (request.Deadline, request.Sequence));
+        _laneCount[request.Lane]++;
+        _laneRows[request.Lane] += request.Rows;
+        _queued++;
+    }
+
+    private int ChooseLane()
+    {
+        int highest = -1;
+        for (int l = Lanes - 1; l >= 0; l--)
+        {
+            if (_laneCount[l] > 0)
+            {
+                highest = l;
+                break;
+            }
+        }
+
+        int starved = -1;
+        for (int l = highest - 1; l >= 0; l--)
+        {
+            if (_laneCount[l] > 0 && _skipped[l] >= _options.StarvationLimit && (starved < 0 || _skipped[l] > _skipped[starved]))
+            {
+                starved = l;
+            }
+        }
+
+        return starved >= 0 ? starved : Math.Max(highest, 0);
+    }
+
+    private PendingRequest? PeekLive(int lane)
+    {
+        var queue = _lanes[lane];
+        while (queue.TryPeek(out var head, out _))
+        {
+            if (head.State == PendingRequest.Queued)
+            {
+                return head;
+            }
+
+            queue.Dequeue(); // cancelled while queued; its counters were already adjusted
+        }
+
+        return null;
+    }
+
+    private void SweepExpired(long now)
+    {
+        for (int l = 0; l < Lanes; l++)
+        {
+            while (PeekLive(l) is { } head && head.Deadline <= now)
+            {
+                _lanes[l].Dequeue();
+                if (head.TryEndQueued())
+                {
+                    _laneCount[l]--;
+                    _laneRows[l] -= head.Rows;
+                    _queued--;
+                    var waited = Time.GetElapsedTime(head.Enqueued, now);
+                    Finish(head, InferenceResponse.Expired(ModelName, head.Request.Id,
+                        $"Model '{ModelName}': the deadline passed after {waited.TotalMilliseconds:F1} ms in the queue; the request was not run."), "deadline_exceeded");
+                }
+            }
+        }
+    }
+
+    private void OnTimer()
+    {
+        long now = Time.GetTimestamp();
+        lock (_gate)
+        {
+            _timerDue = long.MaxValue;
+            SweepExpired(now);
+            long next = long.MaxValue;
+            for (int l = 0; l < Lanes; l++)
+            {
+                if (PeekLive(l) is { } head && head.Deadline < next)
+                {
+                    next = head.Deadline;
+                }
+            }
+
+            if (next != long.MaxValue)
+            {
+                ArmTimer(next, now);
+            }
+        }
+
+        Pump(DispatchMode.Timer, null);
+    }
+
+    private void ArmTimer(long due, long now)
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _timerDue = due;
+        long ticks = Math.Max(0, due - now);
+        var delay = TimeSpan.FromSeconds(ticks / (double)Time.TimestampFrequency);
+        _timer.Change(delay + TimeSpan.FromTicks(1), Timeout.InfiniteTimeSpan);
+    }
+
+    private void OnCancelled(PendingRequest request)
+    {
+        if (!request.TryEndAny(out int previous))
+        {
+            return;
+        }
+
+        if (previous == PendingRequest.Queued)
+        {
+            lock (_gate)
+            {
+                _laneCount[request.Lane]--;
+                _laneRows[request.Lane] -= request.Rows;
+                _queued--;
+            }
+        }
+
+        RecordOutcome(request, "cancelled");
+        EndActive();
+        request.DeliverException(new OperationCanceledException($"The request to model '{ModelName}' was cancelled.", request.Token));
+    }
+
+    private void FailQueuedNoInstance()
+    {
+        List<PendingRequest> failed = new();
+        lock (_gate)
+        {
+            for (int l = 0; l < Lanes; l++)
+            {
+                while (PeekLive(l) is { } head)
+                {
+                    _lanes[l].Dequeue();
+                    if (head.TryEndQueued())
+                    {
+                        _laneCount[l]--;
+                        _laneRows[l] -= head.Rows;
+                        _queued--;
+                        failed.Add(head);
+                    }
+                }
+            }
+        }
+
+        long back = Pool.EarliestReturn();
+        TimeSpan? retry = back == 0 ? null : Time.GetElapsedTime(Time.GetTimestamp(), back);
+        foreach (var r in failed)
+        {
+            CountRefusal(RefusalReason.NoHealthyInstance);
+            Finish(r, InferenceResponse.Refused(ModelName, r.Request.Id, RefusalReason.NoHealthyInstance, retry,
+                $"Model '{ModelName}': every instance is out of rotation after repeated failures."), "refused");
+        }
+    }
+
+    private void Finish(PendingRequest request, InferenceResponse response, string outcome)
+    {
+        RecordOutcome(request, outcome);
+        EndActive();
+        request.Deliver(response);
+    }
+
+    private void RecordOutcome(PendingRequest request, string outcome)
+    {
+        if (_metrics is not null && _metrics.RequestDuration.Enabled)
+        {
+            var tags = _tags;
+            tags.Add(InferKitTelemetry.OutcomeTag, outcome);
+            _metrics.RequestDuration.Record(Time.GetElapsedTime(request.Enqueued).TotalSeconds, tags);
+        }
+    }
+
+    private void EndActive()
+    {
+        if (Interlocked.Decrement(ref _active) == 0 && _draining)
+        {
+            lock (_gate)
+            {
+                _drained?.TrySetResult();
+            }
+        }
+    }
+
+    private ValueTask<InferenceResponse> Refuse(PendingRequest pending, InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message)
+    {
+        pending.Recycle();
+        CountRefusal(reason);
+        return new ValueTask<InferenceResponse>(InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message));
+    }
+
+    private void CountRefusal(RefusalReason reason)
+    {
+        Interlocked.Increment(ref _refusals[(int)reason]);
+        if (_metrics is not null && _metrics.Rejected.Enabled)
+        {
+            var tags = _tags;
+            tags.Add(InferKitTelemetry.ReasonTag, ReasonName(reason));
+            _metrics.Rejected.Add(1, tags);
+        }
+    }
+
+    internal static string ReasonName(RefusalReason reason) => reason switch
+    {
+        RefusalReason.QueueFull => "queue_full",
+        RefusalReason.DeadlineInfeasible => "deadline_infeasible",
+        RefusalReason.NoHealthyInstance => "no_healthy_instance",
+        RefusalReason.ModelNotReady => "model_not_ready",
+        RefusalReason.ShuttingDown => "shutting_down",
+        RefusalReason.Overloaded => "overloaded",
+        _ => "none",
+    };
+
+    /// <summary>Refusals so far by reason (for aggregate logging and tests).</summary>
+    internal long RefusalCount(RefusalReason reason) => Interlocked.Read(ref _refusals[(int)reason]);
+
+    private long DeadlineOf(InferenceRequest request, long now)
+    {
+        long deadline = long.MaxValue;
+        var timeout = request.Timeout ?? (request.Deadline is null ? _options.DefaultTimeout : null);
+        if (timeout is TimeSpan t)
+        {
+            deadline = now + (long)(t.TotalSeconds * Time.TimestampFrequency);
+        }
+
+        if (request.Deadline is DateTimeOffset d)
+        {
+            var remaining = d - Time.GetUtcNow();
+            deadline = Math.Min(deadline, now + (long)(remaining.TotalSeconds * Time.TimestampFrequency));
+        }
+
+        return deadline;
+    }
+
+    /// <summary>Seconds until a new request at <paramref name="lane"/> with <paramref name="rows"/> rows would be answered.</summary>
+    private double EstimateWait(int lane, int rows)
+    {
+        long ahead = 0;
+        for (int l = lane; l < Lanes; l++)
+        {
+            ahead += Volatile.Read(ref _laneRows[l]);
+        }
+
+        int cap = _batchable ? Math.Max(1, Volatile.Read(ref _cap)) : 1;
+        int slots = Math.Max(1, Pool.AvailableConcurrency());
+        long total = ahead + rows;
+        long batches = (total + cap - 1) / cap;
+        double perBatch = Latency.Estimate((int)Math.Min(total, cap));
+        double queueWait = Math.Ceiling(batches / (double)slots) * perBatch;
+        bool busy = !HasRoom();
+        return queueWait + (busy ? perBatch / 2 : 0);
+    }
+
+    private TimeSpan? EstimateDrain(int queued)
+    {
+        if (!Latency.HasData)
+        {
+            return null;
+        }
+
+        int cap = _batchable ? Math.Max(1, Volatile.Read(ref _cap)) : 1;
+        int slots = Math.Max(1, Pool.AvailableConcurrency());
+        double seconds = Math.Ceiling(queued / (double)cap / slots) * Latency.Estimate(cap);
+        return TimeSpan.FromSeconds(Math.Max(0.001, seconds / 2));
+    }
+
+    private bool PreferredReachable(long rows) => LargestPreferredAtMost(rows) > 0;
+
+    private int LargestPreferredAtMost(long rows)
+    {
+        int best = 0;
+        foreach (var p in _options.PreferredBatchSizes)
+        {
+            if (p <= rows && p > best)
+            {
+                best = p;
+            }
+        }
+
+        return best;
+    }
+
+    private void AdaptCap(int rows, double seconds)
+    {
+        double target = _options.Adaptive.LatencyTarget.TotalSeconds;
+        int cap = Volatile.Read(ref _cap);
+        if (seconds > target)
+        {
+            Volatile.Write(ref _cap, Math.Max(1, Math.Min(cap - 1, (int)(cap * 0.9))));
+        }
+        else if (rows >= cap && cap < _options.MaxBatchSize)
+        {
+            Volatile.Write(ref _cap, cap + 1);
+        }
+    }
+
+    private PendingRequest Rent() => _requestPool.TryDequeue(out var r) ? r : new PendingRequest(this, Signature.Inputs.Count);
+
+    private Batch RentBatch() => _batchPool.TryDequeue(out var b) ? b : new Batch(this, Signature);
+
+    private sealed class PumpWorkItem(ModelScheduler owner) : IThreadPoolWorkItem
+    {
+        public void Execute()
+        {
+            Volatile.Write(ref owner._pumpQueued, 0);
+            owner.Pump(DispatchMode.Worker, null);
+        }
+    }
+}

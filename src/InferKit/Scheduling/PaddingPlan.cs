@@ -1,0 +1,131 @@
+using InferKit.Backends;
+using InferKit.Tensors;
+
+namespace InferKit.Scheduling;
+
+/// <summary>
+/// Which input axes may differ between requests of one batch (padded to the longest) and which output axes
+/// follow them (cut back to each request's own length). Without padding, every non-batch axis must match.
+/// </summary>
+internal sealed class PaddingPlan
+{
+    private PaddingPlan(bool[][] paddedInputAxes, byte[][] padValues, (int Axis, int Input, int InputAxis)[][] outputTrims)
+    {
+        PaddedInputAxes = paddedInputAxes;
+        PadValues = padValues;
+        OutputTrims = outputTrims;
+    }
+
+    /// <summary>Per input, per axis: whether the axis is padded.</summary>
+    public bool[][] PaddedInputAxes { get; }
+
+    /// <summary>Per input: the bytes of one pad element.</summary>
+    public byte[][] PadValues { get; }
+
+    /// <summary>Per output: the axes cut back to a request's own length, and the input axis that length comes from.</summary>
+    public (int Axis, int Input, int InputAxis)[][] OutputTrims { get; }
+
+    public bool Enabled { get; private init; }
+
+    public static PaddingPlan Create(string model, ModelSignature signature, PaddingOptions options)
+    {
+        var inputs = signature.Inputs;
+        var padded = new bool[inputs.Count][];
+        var values = new byte[inputs.Count][];
+        var byName = new Dictionary<string, (int Input, int Axis)>(StringComparer.Ordinal);
+        bool any = false;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            padded[i] = new bool[inputs[i].Rank];
+            double pad = options.PadValues.TryGetValue(inputs[i].Name, out var v) ? v : 0;
+            values[i] = BatchTensorOps.ElementBytes(inputs[i].ElementType, pad);
+            if (!options.Enabled || !signature.IsBatchable)
+            {
+                continue;
+            }
+
+            for (int d = 1; d < inputs[i].Rank; d++)
+            {
+                if (inputs[i].Shape[d] < 0)
+                {
+                    padded[i][d] = true;
+                    any = true;
+                    if (inputs[i].DimensionNames[d] is string dimName)
+                    {
+                        byName.TryAdd(dimName, (i, d));
+                    }
+                }
+            }
+        }
+
+        foreach (var key in options.PadValues.Keys)
+        {
+            if (signature.IndexOfInput(key) < 0)
+            {
+                throw new InvalidOperationException($"Model '{model}': Batching.Padding.PadValues names input '{key}', which the model does not have.");
+            }
+        }
+
+        var outputs = signature.Outputs;
+        var trims = new (int, int, int)[outputs.Count][];
+        for (int o = 0; o < outputs.Count; o++)
+        {
+            var list = new List<(int, int, int)>();
+            if (any)
+            {
+                if (options.OutputAxes.TryGetValue(outputs[o].Name, out var explicitAxis))
+                {
+                    int input = signature.IndexOfInput(explicitAxis.Input);
+                    if (input < 0 || explicitAxis.InputAxis < 1 || explicitAxis.InputAxis >= inputs[input].Rank || explicitAxis.OutputAxis < 1 || explicitAxis.OutputAxis >= outputs[o].Rank)
+                    {
+                        throw new InvalidOperationException($"Model '{model}': Batching.Padding.OutputAxes['{outputs[o].Name}'] = {explicitAxis} does not match the model's shapes.");
+                    }
+
+                    list.Add((explicitAxis.OutputAxis, input, explicitAxis.InputAxis));
+                }
+                else
+                {
+                    for (int d = 1; d < outputs[o].Rank; d++)
+                    {
+                        if (outputs[o].DimensionNames[d] is string dimName && byName.TryGetValue(dimName, out var source))
+                        {
+                            list.Add((d, source.Input, source.Axis));
+                        }
+                    }
+                }
+            }
+
+            trims[o] = list.ToArray();
+        }
+
+        foreach (var key in options.OutputAxes.Keys)
+        {
+            if (signature.IndexOfOutput(key) < 0)
+            {
+                throw new InvalidOperationException($"Model '{model}': Batching.Padding.OutputAxes names output '{key}', which the model does not have.");
+            }
+        }
+
+        return new PaddingPlan(padded, values, trims) { Enabled = any };
+    }
+
+    /// <summary>True when two validated requests may share a batch.</summary>
+    public bool Compatible(Tensor[] a, Tensor[] b)
+    {
+        for (int i = 0; i < a.Length; i++)
+        {
+            var sa = a[i].Shape;
+            var sb = b[i].Shape;
+            var axes = PaddedInputAxes[i];
+            for (int d = 1; d < sa.Length; d++)
+            {
+                if (sa[d] != sb[d] && !axes[d])
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
+    }
+}

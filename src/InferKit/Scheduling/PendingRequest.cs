@@ -1,0 +1,168 @@
+using System.Threading.Tasks.Sources;
+using InferKit.Tensors;
+
+namespace InferKit.Scheduling;
+
+/// <summary>
+/// One admitted request while it waits and runs. Completed exactly once (a state machine guarded by CAS);
+/// awaited through <see cref="IValueTaskSource{TResult}"/>, and recycled after the caller read the result
+/// unless it carried a cancellable token (whose callback could otherwise touch a recycled object).
+/// </summary>
+internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
+{
+    public const int Queued = 0;
+    public const int Running = 1;
+    public const int Done = 2;
+
+    private ManualResetValueTaskSourceCore<InferenceResponse> _core;
+    private int _state;
+
+    public PendingRequest(ModelScheduler owner, int inputCount)
+    {
+        Owner = owner;
+        Inputs = new Tensor[inputCount];
+        _core.RunContinuationsAsynchronously = true;
+    }
+
+    public ModelScheduler Owner { get; }
+
+    /// <summary>The inputs in signature order.</summary>
+    public Tensor[] Inputs { get; }
+
+    public InferenceRequest Request { get; private set; } = null!;
+
+    public int Rows { get; private set; }
+
+    public ulong OutputMask { get; private set; }
+
+    public int Lane { get; private set; }
+
+    public long Deadline { get; private set; }
+
+    public long Enqueued { get; private set; }
+
+    public long Sequence { get; private set; }
+
+    public bool Poolable { get; private set; }
+
+    /// <summary>True while the caller runs this request on its own thread and reads the result synchronously.</summary>
+    public bool Inline { get; set; }
+
+    /// <summary>The response of an inline run.</summary>
+    public InferenceResponse? InlineResult { get; private set; }
+
+    /// <summary>The failure of an inline run.</summary>
+    public Exception? InlineException { get; private set; }
+
+    public CancellationToken Token { get; private set; }
+
+    public CancellationTokenRegistration Registration { get; set; }
+
+    public int State => Volatile.Read(ref _state);
+
+    public short Version => _core.Version;
+
+    public void Init(InferenceRequest request, int rows, ulong outputMask, int lane, long deadline, long enqueued, long sequence, CancellationToken token)
+    {
+        Request = request;
+        Rows = rows;
+        OutputMask = outputMask;
+        Lane = lane;
+        Deadline = deadline;
+        Enqueued = enqueued;
+        Sequence = sequence;
+        Token = token;
+        Poolable = !token.CanBeCanceled;
+        Inline = false;
+        InlineResult = null;
+        InlineException = null;
+        Volatile.Write(ref _state, Queued);
+    }
+
+    public bool TryStart() => Interlocked.CompareExchange(ref _state, Running, Queued) == Queued;
+
+    /// <summary>Ends a queued request (expired, refused at drain, cancelled while queued).</summary>
+    public bool TryEndQueued() => Interlocked.CompareExchange(ref _state, Done, Queued) == Queued;
+
+    /// <summary>Ends a request whether it is queued or running (cancellation); false when it already ended.</summary>
+    public bool TryEndAny(out int previous)
+    {
+        while (true)
+        {
+            previous = Volatile.Read(ref _state);
+            if (previous == Done)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref _state, Done, previous) == previous)
+            {
+                return true;
+            }
+        }
+    }
+
+    /// <summary>Puts a request taken into a batch back in the queue (before the batch ran).</summary>
+    public bool ResetToQueued() => Interlocked.CompareExchange(ref _state, Queued, Running) == Running;
+
+    public bool TryFinishRunning() => Interlocked.CompareExchange(ref _state, Done, Running) == Running;
+
+    /// <summary>Delivers the result of a request this thread has ended.</summary>
+    public void Deliver(InferenceResponse response)
+    {
+        Registration.Unregister();
+        if (Inline)
+        {
+            InlineResult = response;
+            return;
+        }
+
+        _core.SetResult(response);
+    }
+
+    public void DeliverException(Exception exception)
+    {
+        Registration.Unregister();
+        if (Inline)
+        {
+            InlineException = exception;
+            return;
+        }
+
+        _core.SetException(exception);
+    }
+
+    public InferenceResponse GetResult(short token)
+    {
+        try
+        {
+            return _core.GetResult(token);
+        }
+        finally
+        {
+            Recycle();
+        }
+    }
+
+    public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+    public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+        => _core.OnCompleted(continuation, state, token, flags);
+
+    /// <summary>Clears references and returns the object to its scheduler's pool when that is safe.</summary>
+    public void Recycle()
+    {
+        bool poolable = Poolable;
+        Array.Clear(Inputs);
+        Request = null!;
+        InlineResult = null;
+        InlineException = null;
+        Registration = default;
+        Token = default;
+        _core.Reset();
+        if (poolable)
+        {
+            Owner.Return(this);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+using InferKit.Backends;
+using InferKit.Tensors;
+
+namespace InferKit.Scheduling;
+
+/// <summary>Checks a request against a model's signature before it is queued, and orders its inputs.</summary>
+internal static class RequestValidator
+{
+    /// <summary>
+    /// Validates <paramref name="request"/> and writes its inputs in signature order into <paramref name="ordered"/>.
+    /// </summary>
+    /// <returns>The number of rows (the batch dimension) the request carries; 1 for a model without a batch axis.</returns>
+    /// <exception cref="InvalidInferenceRequestException">What was wrong, naming the model, the input, what was expected and what came.</exception>
+    public static int Validate(string model, ModelSignature signature, InferenceRequest request, Span<Tensor> ordered, int maxPaddedLength, bool padding, out ulong outputMask)
+    {
+        var specs = signature.Inputs;
+        var inputs = request.InputArray;
+        ordered.Clear();
+        foreach (var tensor in inputs)
+        {
+            int index = signature.IndexOfInput(tensor.Name);
+            if (index < 0)
+            {
+                throw new InvalidInferenceRequestException(model, tensor.Name,
+                    $"Model '{model}': unexpected input '{tensor.Name}'. The model takes {Describe(specs)}.");
+            }
+
+            if (!ordered[index].IsDefault)
+            {
+                throw new InvalidInferenceRequestException(model, tensor.Name, $"Model '{model}': input '{tensor.Name}' is given more than once.");
+            }
+
+            ordered[index] = tensor;
+        }
+
+        int rows = -1;
+        string? rowsFrom = null;
+        for (int i = 0; i < specs.Count; i++)
+        {
+            var spec = specs[i];
+            var tensor = ordered[i];
+            if (tensor.IsDefault)
+            {
+                throw new InvalidInferenceRequestException(model, spec.Name,
+                    $"Model '{model}': missing input '{spec.Name}' ({spec.ElementType}{Tensor.FormatShape(spec.Shape.ToArray())}). The model takes {Describe(specs)}.");
+            }
+
+            if (tensor.ElementType != spec.ElementType)
+            {
+                throw new InvalidInferenceRequestException(model, spec.Name,
+                    $"Model '{model}': input '{spec.Name}' must be {spec.ElementType} ({spec.ElementType.ToProtocolName()}), got {tensor.ElementType} ({tensor.ElementType.ToProtocolName()}).");
+            }
+
+            var shape = tensor.Shape;
+            if (shape.Length != spec.Rank)
+            {
+                throw new InvalidInferenceRequestException(model, spec.Name,
+                    $"Model '{model}': input '{spec.Name}' must have rank {spec.Rank} (shape {Tensor.FormatShape(spec.Shape.ToArray())}), got rank {shape.Length} (shape {Tensor.FormatShape(shape)}).");
+            }
+
+            for (int d = 0; d < shape.Length; d++)
+            {
+                long expected = spec.Shape[d];
+                if (expected >= 0 && shape[d] != expected)
+                {
+                    throw new InvalidInferenceRequestException(model, spec.Name,
+                        $"Model '{model}': input '{spec.Name}' dimension {d} must be {expected} (shape {Tensor.FormatShape(spec.Shape.ToArray())}), got {shape[d]} (shape {Tensor.FormatShape(shape)}).");
+                }
+
+                if (padding && d > 0 && expected < 0 && shape[d] > maxPaddedLength)
+                {
+                    throw new InvalidInferenceRequestException(model, spec.Name,
+                        $"Model '{model}': input '{spec.Name}' dimension {d} is {shape[d]}, longer than the padding limit {maxPaddedLength}.");
+                }
+            }
+
+            if (signature.IsBatchable)
+            {
+                if (shape[0] == 0)
+                {
+                    throw new InvalidInferenceRequestException(model, spec.Name,
+                        $"Model '{model}': input '{spec.Name}' has 0 rows (shape {Tensor.FormatShape(shape)}); a request needs at least one.");
+                }
+
+                if (rows < 0)
+                {
+                    rows = checked((int)shape[0]);
+                    rowsFrom = spec.Name;
+                }
+                else if (shape[0] != rows)
+                {
+                    throw new InvalidInferenceRequestException(model, spec.Name,
+                        $"Model '{model}': inputs disagree on the batch dimension: '{rowsFrom}' has {rows} rows, '{spec.Name}' has {shape[0]}.");
+                }
+            }
+        }
+
+        CheckNamedDimensions(model, signature, ordered);
+        outputMask = OutputMask(model, signature, request.RequestedOutputs);
+        return signature.IsBatchable ? rows : 1;
+    }
+
+    /// <summary>Dynamic dimensions that share a symbolic name (for example "sequence") must agree across inputs.</summary>
+    private static void CheckNamedDimensions(string model, ModelSignature signature, ReadOnlySpan<Tensor> ordered)
+    {
+        var specs = signature.Inputs;
+        for (int i = 0; i < specs.Count; i++)
+        {
+            for (int d = 1; d < specs[i].Rank; d++)
+            {
+                var name = specs[i].DimensionNames[d];
+                if (name is null || specs[i].Shape[d] >= 0)
+                {
+                    continue;
+                }
+
+                for (int j = i + 1; j < specs.Count; j++)
+                {
+                    for (int e = 1; e < specs[j].Rank; e++)
+                    {
+                        if (string.Equals(specs[j].DimensionNames[e], name, StringComparison.Ordinal) && ordered[i].Shape[d] != ordered[j].Shape[e])
+                        {
+                            throw new InvalidInferenceRequestException(model, specs[j].Name,
+                                $"Model '{model}': inputs '{specs[i].Name}' and '{specs[j].Name}' disagree on dimension '{name}': {ordered[i].Shape[d]} vs {ordered[j].Shape[e]}.");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private static ulong OutputMask(string model, ModelSignature signature, IReadOnlyList<string>? requested)
+    {
+        if (requested is null || requested.Count == 0)
+        {
+            return ulong.MaxValue;
+        }
+
+        ulong mask = 0;
+        foreach (var name in requested)
+        {
+            int index = signature.IndexOfOutput(name);
+            if (index < 0)
+            {
+                throw new InvalidInferenceRequestException(model, null,
+                    $"Model '{model}': unknown requested output '{name}'. The model returns {Describe(signature.Outputs)}.");
+            }
+
+            if (index >= 64)
+            {
+                return ulong.MaxValue;
+            }
+
+            mask |= 1UL << index;
+        }
+
+        return mask;
+    }
+
+    private static string Describe(IReadOnlyList<TensorSpec> specs)
+    {
+        if (specs.Count == 0)
+        {
+            return "no tensors";
+        }
+
+        return string.Join(", ", specs.Select(static s => $"'{s.Name}' {s.ElementType}{Tensor.FormatShape(s.Shape.ToArray())}"));
+    }
+}

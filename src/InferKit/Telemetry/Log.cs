@@ -1,0 +1,43 @@
+using Microsoft.Extensions.Logging;
+
+namespace InferKit.Telemetry;
+
+/// <summary>InferKit's log messages. Event ids are stable: 1xxx models, 2xxx scheduling, 3xxx instances and balancing.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(1001, LogLevel.Information, "Model '{Model}' version '{Version}' loaded: {Instances} instance(s) on {Provider} in {ElapsedMs:F0} ms")]
+    public static partial void ModelLoaded(ILogger logger, string model, string version, int instances, string provider, double elapsedMs);
+
+    [LoggerMessage(1002, LogLevel.Error, "Model '{Model}' failed to load")]
+    public static partial void ModelLoadFailed(ILogger logger, string model, Exception exception);
+
+    [LoggerMessage(1003, LogLevel.Information, "Model '{Model}' version '{Version}' unloaded")]
+    public static partial void ModelUnloaded(ILogger logger, string model, string version);
+
+    [LoggerMessage(1004, LogLevel.Warning, "Model '{Model}': execution provider {Requested} (device {DeviceId}) is unavailable; serving on CPU instead. {Reason}")]
+    public static partial void ProviderFallback(ILogger logger, string model, string requested, int deviceId, string reason);
+
+    [LoggerMessage(1005, LogLevel.Debug, "Model '{Model}' instance {Instance} warmed up in {ElapsedMs:F1} ms")]
+    public static partial void InstanceWarmedUp(ILogger logger, string model, string instance, double elapsedMs);
+
+    [LoggerMessage(2001, LogLevel.Warning, "Model '{Model}': {Count} request(s) refused in the last interval ({Reason})")]
+    public static partial void RequestsRefused(ILogger logger, string model, long count, string reason);
+
+    [LoggerMessage(2002, LogLevel.Error, "Model '{Model}': batch of {Rows} row(s) failed on instance {Instance}")]
+    public static partial void BatchFailed(ILogger logger, string model, int rows, string instance, Exception exception);
+
+    [LoggerMessage(2003, LogLevel.Information, "Model '{Model}': draining {Pending} queued and running request(s)")]
+    public static partial void Draining(ILogger logger, string model, int pending);
+
+    [LoggerMessage(2004, LogLevel.Warning, "InferKit: the drain timeout ({Timeout}) passed with requests still running")]
+    public static partial void DrainTimedOut(ILogger logger, TimeSpan timeout);
+
+    [LoggerMessage(1006, LogLevel.Debug, "InferKit: model loading at start finished with failures")]
+    public static partial void LoadFinishedWithFailures(ILogger logger, Exception exception);
+
+    [LoggerMessage(3001, LogLevel.Warning, "Model '{Model}' instance {Instance} taken out of rotation until {Until:O} after {Failures} consecutive failure(s)")]
+    public static partial void InstanceTakenOut(ILogger logger, string model, string instance, DateTimeOffset until, int failures);
+
+    [LoggerMessage(3002, LogLevel.Information, "Model '{Model}' instance {Instance} is back in rotation")]
+    public static partial void InstanceRestored(ILogger logger, string model, string instance);
+}
