@@ -249,6 +249,10 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         return await dep.Scheduler.InferAsync(request, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>The scheduler of a loaded model (tests and diagnostics).</summary>
+    internal ModelScheduler GetScheduler(string name) => Find(name).Current?.Scheduler
+        ?? throw new InvalidOperationException($"Model '{name}' is not loaded.");
+
     private ModelEntry Find(string name)
     {
         ArgumentNullException.ThrowIfNull(name);

@@ -734,7 +734,7 @@ internal sealed class ModelScheduler : IDisposable
         _timerDue = due;
         long ticks = Math.Max(0, due - now);
         var delay = TimeSpan.FromSeconds(ticks / (double)Time.TimestampFrequency);
-        _timer.Change(delay + TimeSpan.FromTicks(1), Timeout.InfiniteTimeSpan);
+        _timer.Change(delay, Timeout.InfiniteTimeSpan);
     }
 
     private void OnCancelled(PendingRequest request)

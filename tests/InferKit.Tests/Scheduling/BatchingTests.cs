@@ -1,0 +1,367 @@
+using InferKit.Tests.Fakes;
+
+namespace InferKit.Tests.Scheduling;
+
+public sealed class BatchingTests
+{
+    private static ValueTask<InferenceResponse> Send(Harness h, int id, InferencePriority priority = InferencePriority.Normal, TimeSpan? timeout = null, int rows = 1)
+        => h.Client.InferAsync("m", FakeBackend.Request(id, priority, timeout, rows));
+
+    private static void AssertAnswer(InferenceResponse response, int id, int rows = 1)
+    {
+        Assert.True(response.IsSuccess, response.Message);
+        var y = response["y"].GetSpan<float>();
+        Assert.Equal(rows * 2, y.Length);
+        for (int r = 0; r < rows; r++)
+        {
+            Assert.Equal(2f * id, y[r * 2]);
+            Assert.Equal(2f * r, y[(r * 2) + 1]);
+        }
+    }
+
+    [Fact]
+    public async Task Queued_requests_join_one_batch_and_each_caller_gets_its_own_rows()
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 8);
+        var first = await h.OccupyAsync(100);
+        var queued = Enumerable.Range(1, 5).Select(i => Send(h, i).AsTask()).ToArray();
+        Assert.All(queued, t => Assert.False(t.IsCompleted));
+
+        h.Backend.Release();
+        using (var r = await first)
+        {
+            AssertAnswer(r, 100);
+        }
+
+        for (int i = 0; i < queued.Length; i++)
+        {
+            using var r = await queued[i];
+            AssertAnswer(r, i + 1);
+            Assert.Equal(5, r.BatchSize);
+        }
+
+        var batches = h.BatchIds();
+        Assert.Equal(2, batches.Count);
+        Assert.Equal([100f], batches[0]);
+        Assert.Equal([1f, 2f, 3f, 4f, 5f], batches[1]);
+    }
+
+    [Fact]
+    public async Task Batches_are_capped_at_MaxBatchSize_and_multi_row_requests_are_never_split()
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 4);
+        var first = await h.OccupyAsync();
+        var a = Send(h, 1, rows: 3).AsTask();
+        var b = Send(h, 2, rows: 2).AsTask();
+        var c = Send(h, 3, rows: 1).AsTask();
+        h.Backend.Release();
+        (await first).Dispose();
+        using (var r = await a)
+        {
+            AssertAnswer(r, 1, 3);
+        }
+
+        using (var r = await b)
+        {
+            AssertAnswer(r, 2, 2);
+        }
+
+        using (var r = await c)
+        {
+            AssertAnswer(r, 3, 1);
+        }
+
+        var batches = h.BatchIds().Skip(1).ToList();
+        Assert.Equal([1f, 1f, 1f], batches[0]);
+        Assert.Equal([2f, 2f, 3f], batches[1]);
+    }
+
+    [Fact]
+    public async Task Preferred_batch_sizes_cut_a_batch_to_the_largest_preferred_size_queued()
+    {
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 8;
+            o.Batching.PreferredBatchSizes.Add(4);
+        });
+        var first = await h.OccupyAsync();
+        var queued = Enumerable.Range(1, 6).Select(i => Send(h, i).AsTask()).ToArray();
+        h.Backend.Release();
+        (await first).Dispose();
+        foreach (var t in queued)
+        {
+            (await t).Dispose();
+        }
+
+        var sizes = h.BatchIds().Skip(1).Select(static b => b.Length).ToList();
+        Assert.Equal([4, 2], sizes);
+    }
+
+    [Fact]
+    public async Task MaxQueueDelay_waits_for_more_requests_until_the_delay_passes()
+    {
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 4;
+            o.Batching.MaxQueueDelay = TimeSpan.FromMilliseconds(50);
+        });
+        var a = Send(h, 1).AsTask();
+        var b = Send(h, 2).AsTask();
+        Assert.Empty(h.BatchIds());
+        Assert.False(a.IsCompleted);
+
+        h.Time.Advance(TimeSpan.FromMilliseconds(49));
+        Assert.Empty(h.BatchIds());
+
+        h.Time.Advance(TimeSpan.FromMilliseconds(1));
+        using (var r = await a)
+        {
+            AssertAnswer(r, 1);
+        }
+
+        (await b).Dispose();
+        Assert.Equal([1f, 2f], Assert.Single(h.BatchIds()));
+    }
+
+    [Fact]
+    public async Task MaxQueueDelay_dispatches_at_once_when_a_full_batch_is_queued()
+    {
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 3;
+            o.Batching.MaxQueueDelay = TimeSpan.FromSeconds(10);
+        });
+        var tasks = Enumerable.Range(1, 3).Select(i => Send(h, i).AsTask()).ToArray();
+        foreach (var t in tasks)
+        {
+            (await t).Dispose();
+        }
+
+        Assert.Equal([1f, 2f, 3f], Assert.Single(h.BatchIds()));
+    }
+
+    [Fact]
+    public async Task Higher_priority_runs_first_and_a_low_priority_lane_is_not_starved()
+    {
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 1;
+            o.Batching.StarvationLimit = 2;
+        });
+        var first = await h.OccupyAsync(100);
+        var low = Send(h, 1, InferencePriority.Low).AsTask();
+        var high = Enumerable.Range(11, 6).Select(i => Send(h, i, InferencePriority.High).AsTask()).ToArray();
+        h.Backend.Release();
+        (await first).Dispose();
+        (await low).Dispose();
+        foreach (var t in high)
+        {
+            (await t).Dispose();
+        }
+
+        var order = h.BatchIds().Skip(1).Select(static b => (int)b[0]).ToList();
+        Assert.Equal([11, 12, 1, 13, 14, 15, 16], order);
+    }
+
+    [Fact]
+    public async Task Within_a_priority_the_earliest_deadline_runs_first()
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 1);
+        var first = await h.OccupyAsync(100);
+        var late = Send(h, 1, timeout: TimeSpan.FromSeconds(30)).AsTask();
+        var none = Send(h, 2).AsTask();
+        var soon = Send(h, 3, timeout: TimeSpan.FromSeconds(5)).AsTask();
+        h.Backend.Release();
+        foreach (var t in new[] { first, late, none, soon })
+        {
+            (await t).Dispose();
+        }
+
+        var order = h.BatchIds().Skip(1).Select(static b => (int)b[0]).ToList();
+        Assert.Equal([3, 1, 2], order);
+    }
+
+    [Fact]
+    public async Task A_request_whose_deadline_passes_in_the_queue_is_answered_at_its_deadline_and_never_runs()
+    {
+        await using var h = await Harness.CreateAsync();
+        var first = await h.OccupyAsync(100);
+        var doomed = Send(h, 7, timeout: TimeSpan.FromMilliseconds(100)).AsTask();
+        var patient = Send(h, 8).AsTask();
+
+        h.Time.Advance(TimeSpan.FromMilliseconds(99));
+        Assert.False(doomed.IsCompleted);
+        h.Time.Advance(TimeSpan.FromMilliseconds(1));
+        using (var r = await doomed)
+        {
+            Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
+            Assert.Contains("not run", r.Message, StringComparison.Ordinal);
+            Assert.Throws<InvalidOperationException>(() => r.Outputs);
+        }
+
+        h.Backend.Release();
+        (await first).Dispose();
+        using (var r = await patient)
+        {
+            AssertAnswer(r, 8);
+        }
+
+        Assert.DoesNotContain(h.BatchIds(), b => b.Contains(7f));
+    }
+
+    [Fact]
+    public async Task A_result_that_arrives_after_the_deadline_is_not_delivered()
+    {
+        // Each run takes 50 ms of (fake) time; the request allows 20 ms, infeasibility checks off.
+        await using var h = await Harness.CreateAsync(
+            o => o.Batching.RefuseInfeasibleDeadlines = false,
+            computeTime: _ => TimeSpan.FromMilliseconds(50));
+        using var r = await Send(h, 5, timeout: TimeSpan.FromMilliseconds(20));
+        Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
+        Assert.Single(h.BatchIds());
+    }
+
+    [Fact]
+    public async Task A_deadline_that_cannot_be_met_is_refused_at_admission_with_a_retry_hint()
+    {
+        // Runs take 10 ms of fake time (warm-up measures it); five requests queue ahead of one allowing 20 ms.
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 1, computeTime: _ => TimeSpan.FromMilliseconds(10));
+        var first = await h.OccupyAsync(100);
+        var ahead = Enumerable.Range(1, 5).Select(i => Send(h, i).AsTask()).ToArray();
+
+        var refused = Send(h, 9, timeout: TimeSpan.FromMilliseconds(20));
+        Assert.True(refused.IsCompleted);
+        using (var r = await refused)
+        {
+            Assert.Equal(InferenceStatus.Refused, r.Status);
+            Assert.Equal(RefusalReason.DeadlineInfeasible, r.RefusalReason);
+            Assert.NotNull(r.RetryAfter);
+            Assert.True(r.RetryAfter > TimeSpan.Zero);
+        }
+
+        var feasible = Send(h, 10, timeout: TimeSpan.FromSeconds(10)).AsTask();
+        Assert.False(feasible.IsCompleted);
+        h.Backend.Release();
+        foreach (var t in ahead.Append(first).Append(feasible))
+        {
+            using var r = await t;
+            Assert.True(r.IsSuccess, r.Message);
+        }
+    }
+
+    [Fact]
+    public async Task A_full_queue_refuses_at_once_and_accepts_again_once_it_drains()
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxQueueLength = 2);
+        var first = await h.OccupyAsync(100);
+        var a = Send(h, 1).AsTask();
+        var b = Send(h, 2).AsTask();
+        var refused = Send(h, 3);
+        Assert.True(refused.IsCompleted);
+        using (var r = await refused)
+        {
+            Assert.Equal(RefusalReason.QueueFull, r.RefusalReason);
+            Assert.Contains("queue is full", r.Message, StringComparison.Ordinal);
+            var ex = Assert.Throws<InferenceRefusedException>(() => r.EnsureSuccess());
+            Assert.Equal(RefusalReason.QueueFull, ex.Reason);
+        }
+
+        h.Backend.Release();
+        foreach (var t in new[] { first, a, b })
+        {
+            (await t).Dispose();
+        }
+
+        using var again = await Send(h, 4);
+        AssertAnswer(again, 4);
+    }
+
+    [Fact]
+    public async Task Cancelling_a_queued_request_removes_it_before_it_runs()
+    {
+        await using var h = await Harness.CreateAsync();
+        var first = await h.OccupyAsync(100);
+        using var cts = new CancellationTokenSource();
+        var cancelled = h.Client.InferAsync("m", FakeBackend.Request(6), cts.Token).AsTask();
+        var kept = Send(h, 7).AsTask();
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        Assert.Equal(1, h.InternalRegistry.GetScheduler("m").QueueLength);
+
+        h.Backend.Release();
+        (await first).Dispose();
+        using (var r = await kept)
+        {
+            AssertAnswer(r, 7);
+        }
+
+        Assert.DoesNotContain(h.BatchIds(), b => b.Contains(6f));
+    }
+
+    [Fact]
+    public async Task Many_concurrent_callers_each_get_exactly_their_own_rows()
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 16, instances: 2);
+        const int callers = 32;
+        const int perCaller = 40;
+        var tasks = Enumerable.Range(0, callers).Select(c => Task.Run(async () =>
+        {
+            for (int i = 0; i < perCaller; i++)
+            {
+                int id = 1 + (c * perCaller) + i;
+                int rows = 1 + (id % 3);
+                using var r = await Send(h, id, rows: rows);
+                AssertAnswer(r, id, rows);
+            }
+        })).ToArray();
+        await Task.WhenAll(tasks);
+
+        var seen = h.Backends.SelectMany(static b => b.Batches).SelectMany(static b => b).Distinct().Count();
+        Assert.Equal(callers * perCaller, seen);
+        Assert.All(h.Backends.SelectMany(static b => b.Batches), b => Assert.True(b.Length <= 16));
+    }
+
+    [Fact]
+    public async Task A_model_without_a_batch_axis_runs_one_request_per_run_across_its_instances()
+    {
+        await using var h = await Harness.CreateAsync(instances: 2, batchable: false);
+        var tasks = Enumerable.Range(1, 20).Select(i => Task.Run(async () =>
+        {
+            using var r = await Send(h, i);
+            AssertAnswer(r, i);
+        })).ToArray();
+        await Task.WhenAll(tasks);
+        Assert.All(h.Backends.SelectMany(static b => b.Batches), b => Assert.Single(b));
+        Assert.Equal(20, h.Backends.Sum(static b => b.Batches.Count));
+    }
+
+    [Fact]
+    public async Task Adaptive_batch_cap_grows_until_a_batch_exceeds_the_target_then_backs_off()
+    {
+        // A batch of n rows takes n ms of fake time; the target is 10 ms.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 32;
+            o.Batching.Adaptive.Enabled = true;
+            o.Batching.Adaptive.LatencyTarget = TimeSpan.FromMilliseconds(10);
+            o.Batching.Adaptive.InitialBatchSize = 1;
+        }, computeTime: rows => TimeSpan.FromMilliseconds(rows));
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        for (int round = 0; round < 30; round++)
+        {
+            var first = await h.OccupyAsync(100 + round);
+            var queued = Enumerable.Range(1, 32).Select(i => Send(h, i).AsTask()).ToArray();
+            h.Backend.Release();
+            (await first).Dispose();
+            foreach (var t in queued)
+            {
+                (await t).Dispose();
+            }
+        }
+
+        var sizes = h.BatchIds().Select(static b => b.Length).ToList();
+        Assert.True(sizes.Max() <= 11, $"largest batch {sizes.Max()}");
+        Assert.Contains(11, sizes);
+        Assert.InRange(scheduler.BatchCap, 9, 11);
+    }
+}
