@@ -53,6 +53,9 @@ public static class InferKitServiceCollectionExtensions
             services.TryAddSingleton(static sp => new InferKitMetrics(sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
             services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, RoundRobinStrategy>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, LeastConnectionsStrategy>());
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, WeightedLeastConnectionsStrategy>());
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, PowerOfTwoChoicesStrategy>());
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, PeakEwmaStrategy>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<ModelOptions>, ModelOptionsValidator>());
             services.TryAddSingleton<ModelRegistry>();
             services.TryAddSingleton<IModelRegistry>(static sp => sp.GetRequiredService<ModelRegistry>());

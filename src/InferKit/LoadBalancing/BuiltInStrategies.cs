@@ -19,6 +19,11 @@ internal sealed class RoundRobinStrategy : ILoadBalancingStrategy
             int bestDistance = int.MaxValue;
             for (int i = 0; i < candidates.Length; i++)
             {
+                if (!candidates[i].HasRoom)
+                {
+                    continue;
+                }
+
                 int distance = (candidates[i].Index - cursor + instanceCount) % Math.Max(1, instanceCount);
                 if (distance < bestDistance)
                 {
@@ -42,11 +47,16 @@ internal sealed class LeastConnectionsStrategy : ILoadBalancingStrategy
     {
         public int Pick(ReadOnlySpan<InstanceLoad> candidates)
         {
-            // Fewest outstanding rows; ties broken at random so equal instances share the load.
+            // Fewest outstanding rows among those with room; ties broken at random so equal instances share the load.
             int best = -1;
             int ties = 0;
             for (int i = 0; i < candidates.Length; i++)
             {
+                if (!candidates[i].HasRoom)
+                {
+                    continue;
+                }
+
                 if (best < 0 || candidates[i].OutstandingRows < candidates[best].OutstandingRows)
                 {
                     best = i;
@@ -94,6 +104,131 @@ internal sealed class DefaultRandomSource : IRandomSource
         lock (_gate)
         {
             return _seeded.NextDouble();
+        }
+    }
+}
+
+internal sealed class WeightedLeastConnectionsStrategy : ILoadBalancingStrategy
+{
+    public string Name => LoadBalancingStrategies.WeightedLeastConnections;
+
+    public IInstanceSelector CreateSelector(LoadBalancingContext context) => new Selector(context.Random);
+
+    private sealed class Selector(IRandomSource random) : IInstanceSelector
+    {
+        public int Pick(ReadOnlySpan<InstanceLoad> candidates)
+        {
+            // (outstanding + 1) / weight over every instance in rotation: the +1 counts the batch being placed. A busy
+            // instance can win, and then the batch waits for it rather than go to a much slower idle one.
+            int best = -1;
+            double bestScore = double.MaxValue;
+            int ties = 0;
+            for (int i = 0; i < candidates.Length; i++)
+            {
+                double score = (candidates[i].Outstanding + 1) / Math.Max(candidates[i].Weight, 1e-9);
+                if (score < bestScore)
+                {
+                    best = i;
+                    bestScore = score;
+                    ties = 1;
+                }
+                else if (score == bestScore && random.NextInt32(++ties) == 0)
+                {
+                    best = i;
+                }
+            }
+
+            return best;
+        }
+    }
+}
+
+internal sealed class PowerOfTwoChoicesStrategy : ILoadBalancingStrategy
+{
+    public string Name => LoadBalancingStrategies.PowerOfTwoChoices;
+
+    public IInstanceSelector CreateSelector(LoadBalancingContext context) => new Selector(context.Random);
+
+    private sealed class Selector(IRandomSource random) : IInstanceSelector
+    {
+        public int Pick(ReadOnlySpan<InstanceLoad> candidates)
+        {
+            // Two distinct random instances with room; the one with less outstanding work wins.
+            Span<int> room = candidates.Length <= 64 ? stackalloc int[candidates.Length] : new int[candidates.Length];
+            int n = 0;
+            for (int i = 0; i < candidates.Length; i++)
+            {
+                if (candidates[i].HasRoom)
+                {
+                    room[n++] = i;
+                }
+            }
+
+            if (n == 1)
+            {
+                return room[0];
+            }
+
+            int a = random.NextInt32(n);
+            int b = random.NextInt32(n - 1);
+            if (b >= a)
+            {
+                b++;
+            }
+
+            a = room[a];
+            b = room[b];
+            return candidates[b].OutstandingRows < candidates[a].OutstandingRows ? b : a;
+        }
+    }
+}
+
+internal sealed class PeakEwmaStrategy : ILoadBalancingStrategy
+{
+    public string Name => LoadBalancingStrategies.PeakEwma;
+
+    public IInstanceSelector CreateSelector(LoadBalancingContext context) => new Selector(context.Random);
+
+    private sealed class Selector(IRandomSource random) : IInstanceSelector
+    {
+        public int Pick(ReadOnlySpan<InstanceLoad> candidates)
+        {
+            // Cost = peak-sensitive latency × (outstanding + 1). Instances never measured get the lowest
+            // measured latency, so a new instance is tried instead of avoided.
+            double floor = double.MaxValue;
+            foreach (var c in candidates)
+            {
+                if (c.SmoothedLatencySeconds > 0)
+                {
+                    floor = Math.Min(floor, c.SmoothedLatencySeconds);
+                }
+            }
+
+            if (floor == double.MaxValue)
+            {
+                floor = 1;
+            }
+
+            int best = -1;
+            double bestCost = double.MaxValue;
+            int ties = 0;
+            for (int i = 0; i < candidates.Length; i++)
+            {
+                double latency = candidates[i].SmoothedLatencySeconds > 0 ? candidates[i].SmoothedLatencySeconds : floor;
+                double cost = latency * (candidates[i].Outstanding + 1);
+                if (cost < bestCost)
+                {
+                    best = i;
+                    bestCost = cost;
+                    ties = 1;
+                }
+                else if (cost == bestCost && random.NextInt32(++ties) == 0)
+                {
+                    best = i;
+                }
+            }
+
+            return best;
         }
     }
 }

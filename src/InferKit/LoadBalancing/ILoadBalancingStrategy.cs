@@ -15,10 +15,16 @@ public interface ILoadBalancingStrategy
     IInstanceSelector CreateSelector(LoadBalancingContext context);
 }
 
-/// <summary>Chooses one instance among candidates that have room. Called concurrently; must be thread-safe.</summary>
+/// <summary>
+/// Chooses the instance for the next batch among the instances in rotation. Called concurrently; must be thread-safe.
+/// </summary>
 public interface IInstanceSelector
 {
-    /// <summary>Returns the position in <paramref name="candidates"/> of the chosen instance. Never called with an empty span.</summary>
+    /// <summary>
+    /// Returns the position in <paramref name="candidates"/> of the chosen instance. At least one candidate has room
+    /// (<see cref="InstanceLoad.HasRoom"/>). Choosing a busy instance means "wait for it": the batch is formed when
+    /// that instance frees up, which lets latency-aware strategies keep work off a slow instance.
+    /// </summary>
     int Pick(ReadOnlySpan<InstanceLoad> candidates);
 }
 
@@ -62,6 +68,9 @@ public readonly record struct InstanceLoad
 
     /// <summary>Batches completed.</summary>
     public long Completed { get; init; }
+
+    /// <summary>True when it can take another batch now.</summary>
+    public bool HasRoom => Outstanding < MaxConcurrency;
 }
 
 /// <summary>The names of the built-in strategies.</summary>

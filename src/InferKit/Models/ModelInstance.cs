@@ -210,7 +210,10 @@ internal sealed class InstancePool : IDisposable
 
     public int TotalConcurrency { get; }
 
-    /// <summary>Reserves room on an instance the strategy picks among those in rotation with room.</summary>
+    /// <summary>
+    /// Reserves room on the instance the strategy picks among those in rotation. False when none has room, or when
+    /// the strategy prefers to wait for a busy instance (its completion dispatches again).
+    /// </summary>
     public bool TryAcquire(out ModelInstance instance, ModelInstance? exclude = null)
     {
         var all = Instances;
@@ -219,15 +222,22 @@ internal sealed class InstancePool : IDisposable
         for (int attempt = 0; attempt < 4; attempt++)
         {
             int n = 0;
+            int withRoom = -1;
             foreach (var inst in all)
             {
-                if (inst != exclude && inst.Outstanding < inst.MaxConcurrency && inst.IsAvailable(now))
+                if (inst != exclude && inst.IsAvailable(now))
                 {
-                    candidates[n++] = inst.Snapshot();
+                    var load = inst.Snapshot();
+                    if (load.HasRoom)
+                    {
+                        withRoom = n;
+                    }
+
+                    candidates[n++] = load;
                 }
             }
 
-            if (n == 0)
+            if (withRoom < 0)
             {
                 break;
             }
@@ -238,10 +248,32 @@ internal sealed class InstancePool : IDisposable
                 throw new InvalidOperationException($"Load-balancing strategy returned {pick} for {n} candidates.");
             }
 
+            if (!candidates[pick].HasRoom)
+            {
+                break; // the strategy waits for a busy instance
+            }
+
             var chosen = all[candidates[pick].Index];
             if (chosen.TryReserve())
             {
                 instance = chosen;
+                return true;
+            }
+        }
+
+        instance = null!;
+        return false;
+    }
+
+    /// <summary>Reserves room on any instance in rotation other than <paramref name="exclude"/>, least loaded first (used to retry a failed batch).</summary>
+    public bool TryAcquireAny(ModelInstance exclude, out ModelInstance instance)
+    {
+        long now = _time.GetTimestamp();
+        foreach (var inst in Instances.Where(i => i != exclude && i.IsAvailable(now)).OrderBy(static i => i.Outstanding))
+        {
+            if (inst.TryReserve())
+            {
+                instance = inst;
                 return true;
             }
         }

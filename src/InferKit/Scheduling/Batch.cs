@@ -139,7 +139,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
                 DiscardResponses();
                 hooks.BatchFailed(instance, Rows, error!);
-                if (attempt == 0 && health.RetryOnAnotherInstance && pool.TryAcquire(out var other, exclude: instance))
+                if (attempt == 0 && health.RetryOnAnotherInstance && pool.TryAcquireAny(instance, out var other))
                 {
                     instance = other;
                     instance.AddRows(Rows);
