@@ -868,6 +868,20 @@ internal sealed class ModelScheduler : IDisposable
         return deadline;
     }
 
+    /// <summary>
+    /// Predicted seconds from now until a request with <paramref name="rows"/> rows at <paramref name="priority"/> would be
+    /// answered, from the queue ahead and the learned batch latency; null before anything was measured.
+    /// </summary>
+    internal double? PredictLatency(InferencePriority priority, int rows)
+    {
+        if (!Latency.HasData)
+        {
+            return null;
+        }
+
+        return EstimateWait(Math.Clamp((int)priority, 0, Lanes - 1), rows);
+    }
+
     /// <summary>Seconds until a new request at <paramref name="lane"/> with <paramref name="rows"/> rows would be answered.</summary>
     private double EstimateWait(int lane, int rows)
     {
