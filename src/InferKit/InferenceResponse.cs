@@ -56,7 +56,7 @@ public sealed class InferenceResponse : IDisposable
     }
 
     /// <summary>The model (or virtual model) that was called.</summary>
-    public string Model { get; }
+    public string Model { get; internal set; }
 
     /// <summary>The version that served, when the model is versioned.</summary>
     public string? Version { get; internal set; }
@@ -85,8 +85,11 @@ public sealed class InferenceResponse : IDisposable
     /// <summary>The model that actually answered: the real model behind a cascade stage or adaptive variant, else <see cref="Model"/>.</summary>
     public string? AnsweredBy { get; internal set; }
 
-    /// <summary>For a cascade, the 1-based stage that answered; 0 otherwise.</summary>
+    /// <summary>For a cascade, the highest 1-based stage that answered a row of this request; 0 otherwise.</summary>
     public int Stage { get; internal set; }
+
+    /// <summary>For a cascade, the 1-based stage that answered each row; empty otherwise.</summary>
+    public IReadOnlyList<int> RowStages { get; internal set; } = [];
 
     /// <summary>Time spent waiting in the queue.</summary>
     public TimeSpan QueueTime { get; internal set; }
@@ -96,6 +99,9 @@ public sealed class InferenceResponse : IDisposable
 
     /// <summary>The number of rows in the batch that carried this request.</summary>
     public int BatchSize { get; internal set; }
+
+    /// <summary>A note from a virtual model (for example, that a cascade's later stage could not answer some rows).</summary>
+    public string? Note { get; internal set; }
 
     /// <summary>The output tensors.</summary>
     /// <exception cref="InvalidOperationException">The request did not succeed, or the response was disposed.</exception>

@@ -16,7 +16,23 @@ namespace InferKit.Models;
 internal sealed class ModelRegistrations
 {
     public List<string> Names { get; } = new();
+
+    /// <summary>Virtual models (cascades, adaptive models) by name, with the factory that builds each over the registry.</summary>
+    public List<VirtualRegistration> Virtuals { get; } = new();
 }
+
+/// <summary>A virtual model registered through the builder.</summary>
+/// <param name="Name">Its name.</param>
+/// <param name="Kind">"cascade" or "adaptive".</param>
+/// <param name="Members">The real models it routes to.</param>
+/// <param name="Validate">Lists configuration errors.</param>
+/// <param name="Create">Builds it over the registry.</param>
+internal sealed record VirtualRegistration(
+    string Name,
+    string Kind,
+    Func<IReadOnlyList<string>> Members,
+    Func<IReadOnlyList<string>> Validate,
+    Func<ModelRegistry, TimeProvider, Selection.SelectionMetrics, Selection.IVirtualModel> Create);
 
 /// <summary>
 /// Holds every model: its options, its loaded version (instances + scheduler) and its state. Also the in-process
@@ -27,6 +43,7 @@ internal sealed class ModelRegistrations
 internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDisposable, IDisposable
 {
     private readonly Dictionary<string, ModelEntry> _entries;
+    private readonly Dictionary<string, Selection.IVirtualModel> _virtuals = new(StringComparer.Ordinal);
     private readonly string[] _names;
     private readonly IOptionsMonitor<ModelOptions> _modelOptions;
     private readonly InferKitOptions _options;
@@ -79,12 +96,33 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             }
         }
 
-        if (errors.Count > 0)
+        var selectionMetrics = new Selection.SelectionMetrics(metrics.Meter);
+        foreach (var v in registrations.Virtuals)
         {
-            throw new OptionsValidationException(string.Join(", ", registrations.Names), typeof(ModelOptions), errors);
+            var before = errors.Count;
+            errors.AddRange(v.Validate());
+            foreach (var member in v.Members())
+            {
+                if (!_entries.ContainsKey(member))
+                {
+                    errors.Add(registrations.Virtuals.Any(o => o.Name == member)
+                        ? $"{v.Kind} '{v.Name}': member '{member}' is itself a virtual model; members must be registered models."
+                        : $"{v.Kind} '{v.Name}': member '{member}' is not a registered model. Registered models: {string.Join(", ", registrations.Names)}.");
+                }
+            }
+
+            if (errors.Count == before)
+            {
+                _virtuals[v.Name] = v.Create(this, time, selectionMetrics);
+            }
         }
 
-        _names = registrations.Names.ToArray();
+        if (errors.Count > 0)
+        {
+            throw new OptionsValidationException(string.Join(", ", registrations.Names.Concat(registrations.Virtuals.Select(static v => v.Name))), typeof(ModelOptions), errors);
+        }
+
+        _names = registrations.Names.Concat(registrations.Virtuals.Select(static v => v.Name)).ToArray();
         metrics.RegisterInstances(this, ObserveInflight, ObserveInstances);
     }
 
@@ -108,6 +146,22 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
     public ModelInfo GetModel(string name, string? version = null)
     {
+        ArgumentNullException.ThrowIfNull(name);
+        if (_virtuals.TryGetValue(name, out var virtualModel))
+        {
+            if (version is not null && version != "1")
+            {
+                throw new ModelNotFoundException(name, version, ["1"]);
+            }
+
+            var members = virtualModel.Members.Select(m => GetModel(m)).ToArray();
+            var vstate = members.All(static m => m.State == ModelState.Ready) ? ModelState.Ready
+                : members.Any(static m => m.State == ModelState.Failed) ? ModelState.Failed
+                : members.Any(static m => m.State == ModelState.Loading) ? ModelState.Loading : members[0].State;
+            return new ModelInfo(name, "1", ["1"], vstate, members[0].Signature, [], members.FirstOrDefault(static m => m.Error is not null)?.Error,
+                false, members[0].Platform, virtualModel.Kind);
+        }
+
         var entry = Find(name);
         var dep = entry.Current;
         if (version is not null && !string.Equals(version, entry.Options.Version, StringComparison.Ordinal))
@@ -173,6 +227,22 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(request);
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        if (_virtuals.Count > 0 && _virtuals.TryGetValue(model, out var virtualModel))
+        {
+            if (version is not null && version != "1")
+            {
+                throw new ModelNotFoundException(model, version, ["1"]);
+            }
+
+            return virtualModel.InferAsync(request, cancellationToken);
+        }
+
+        return InferRealAsync(model, version, request, cancellationToken);
+    }
+
+    /// <summary>Runs a request on a registered (real) model.</summary>
+    internal ValueTask<InferenceResponse> InferRealAsync(string model, string? version, InferenceRequest request, CancellationToken cancellationToken)
+    {
         if (!_entries.TryGetValue(model, out var entry))
         {
             throw new ModelNotFoundException(model, null, _names);
@@ -248,6 +318,10 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
         return await dep.Scheduler.InferAsync(request, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>Predicted seconds until a request to a loaded model would be answered; null when unknown.</summary>
+    internal double? PredictLatency(string model, InferencePriority priority, int rows)
+        => _entries.TryGetValue(model, out var e) ? e.Current?.Scheduler.PredictLatency(priority, rows) : null;
 
     /// <summary>The scheduler of a loaded model (tests and diagnostics).</summary>
     internal ModelScheduler GetScheduler(string name) => Find(name).Current?.Scheduler

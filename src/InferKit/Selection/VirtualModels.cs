@@ -1,0 +1,423 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using InferKit.Models;
+using InferKit.Telemetry;
+using InferKit.Tensors;
+
+namespace InferKit.Selection;
+
+/// <summary>A model name that is served by routing to registered models (a cascade, an adaptive model).</summary>
+internal interface IVirtualModel
+{
+    string Name { get; }
+
+    /// <summary>"cascade" or "adaptive".</summary>
+    string Kind { get; }
+
+    /// <summary>The real models it routes to.</summary>
+    IReadOnlyList<string> Members { get; }
+
+    ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken);
+}
+
+/// <summary>Instruments of cascades and adaptive selection, on InferKit's meter.</summary>
+internal sealed class SelectionMetrics
+{
+    public SelectionMetrics(Meter meter)
+    {
+        CascadeRows = meter.CreateCounter<long>("inferkit.cascade.rows", "{row}", "Rows answered by each cascade stage.");
+        Escalations = meter.CreateCounter<long>("inferkit.cascade.escalations", "{row}", "Rows a cascade stage sent on to the next.");
+        VariantChosen = meter.CreateCounter<long>("inferkit.adaptive.requests", "{request}", "Requests per chosen variant of an adaptive model.");
+        StepDowns = meter.CreateCounter<long>("inferkit.adaptive.step_downs", "{request}", "Requests an adaptive model sent to a less accurate variant than its most accurate one.");
+    }
+
+    public Counter<long> CascadeRows { get; }
+
+    public Counter<long> Escalations { get; }
+
+    public Counter<long> VariantChosen { get; }
+
+    public Counter<long> StepDowns { get; }
+}
+
+/// <summary>Row-level helpers shared by the virtual models.</summary>
+internal static class RowOps
+{
+    public static int RowsOf(InferenceRequest request) => request.InputArray.Length == 0 || request.InputArray[0].Rank == 0 ? 1 : (int)request.InputArray[0].Shape[0];
+
+    /// <summary>A request with the same settings and an absolute deadline fixed at <paramref name="deadline"/>.</summary>
+    public static InferenceRequest WithInputs(InferenceRequest original, Tensor[] inputs, DateTimeOffset? deadline) => new(inputs)
+    {
+        Id = original.Id,
+        Priority = original.Priority,
+        Deadline = deadline,
+    };
+
+    /// <summary>Copies the selected rows of a tensor into a new tensor.</summary>
+    public static Tensor TakeRows(Tensor tensor, ReadOnlySpan<int> rows)
+    {
+        var shape = tensor.Shape.ToArray();
+        long total = shape[0];
+        shape[0] = rows.Length;
+        if (tensor.ElementType == TensorElementType.String)
+        {
+            var src = tensor.GetStrings();
+            int per = total == 0 ? 0 : (int)(src.Length / total);
+            var dst = new string[rows.Length * per];
+            for (int i = 0; i < rows.Length; i++)
+            {
+                src.Slice(rows[i] * per, per).CopyTo(dst.AsSpan(i * per));
+            }
+
+            return Tensor.Create(tensor.Name, dst, shape);
+        }
+
+        var bytes = tensor.Bytes;
+        int rowBytes = total == 0 ? 0 : (int)(bytes.Length / total);
+        var copy = new byte[rows.Length * rowBytes];
+        for (int i = 0; i < rows.Length; i++)
+        {
+            bytes.Slice(rows[i] * rowBytes, rowBytes).CopyTo(copy.AsSpan(i * rowBytes));
+        }
+
+        return Tensor.FromBytes(tensor.Name, tensor.ElementType, copy, shape);
+    }
+}
+
+/// <summary>
+/// A cascade: every request runs on stage 1; its rows that the stage's acceptance rule accepts are final, the rest
+/// go on to the next stage as one smaller request (which the next model's scheduler batches with other traffic).
+/// A later stage that refuses or misses the deadline leaves the earlier stage's answer for those rows.
+/// </summary>
+internal sealed class CascadeModel(string name, CascadeOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
+{
+    private readonly CascadeStage[] _stages = options.Stages.ToArray();
+
+    public string Name { get; } = name;
+
+    public string Kind => "cascade";
+
+    public IReadOnlyList<string> Members { get; } = options.Stages.Select(static s => s.Model).ToArray();
+
+    public async ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
+    {
+        DateTimeOffset? deadline = Deadline(request);
+        int rows = RowOps.RowsOf(request);
+        var stageResponses = new List<InferenceResponse>(_stages.Length);
+        var answerStage = new int[rows];
+        var answerRow = new int[rows];
+        int[] current = Enumerable.Range(0, rows).ToArray();
+        var stageRequest = RowOps.WithInputs(request, request.InputArray, deadline);
+        string? note = null;
+        try
+        {
+            for (int s = 0; s < _stages.Length; s++)
+            {
+                var response = await registry.InferRealAsync(_stages[s].Model, null, stageRequest, cancellationToken).ConfigureAwait(false);
+                if (!response.IsSuccess)
+                {
+                    if (s == 0)
+                    {
+                        response.Model = Name;
+                        return response;
+                    }
+
+                    // Keep the previous stage's answers for the rows that could not escalate.
+                    note = $"Stage {s + 1} ('{_stages[s].Model}') could not answer ({response.Status} {response.RefusalReason}): {response.Message} Stage {s} answered those rows.";
+                    response.Dispose();
+                    break;
+                }
+
+                stageResponses.Add(response);
+                for (int k = 0; k < current.Length; k++)
+                {
+                    answerStage[current[k]] = s;
+                    answerRow[current[k]] = k;
+                }
+
+                if (s == _stages.Length - 1)
+                {
+                    break;
+                }
+
+                var rejected = Judge(_stages[s], response, current);
+                Record(metrics.CascadeRows, current.Length - rejected.Length, s);
+                if (rejected.Length == 0)
+                {
+                    break;
+                }
+
+                Record(metrics.Escalations, rejected.Length, s);
+                var rejectedLocal = new int[rejected.Length];
+                for (int i = 0; i < rejected.Length; i++)
+                {
+                    rejectedLocal[i] = Array.IndexOf(current, rejected[i]);
+                }
+
+                var inputs = new Tensor[stageRequest.InputArray.Length];
+                for (int i = 0; i < inputs.Length; i++)
+                {
+                    inputs[i] = RowOps.TakeRows(stageRequest.InputArray[i], rejectedLocal);
+                }
+
+                stageRequest = RowOps.WithInputs(request, inputs, deadline);
+                current = rejected;
+            }
+
+            if (stageResponses.Count == _stages.Length || current.Length > 0)
+            {
+                // Rows answered by the last stage that ran.
+                int last = stageResponses.Count - 1;
+                if (last == _stages.Length - 1)
+                {
+                    Record(metrics.CascadeRows, current.Length, last);
+                }
+            }
+
+            return Assemble(request, stageResponses, answerStage, answerRow, rows, note);
+        }
+        catch
+        {
+            foreach (var r in stageResponses)
+            {
+                r.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    private static int[] Judge(CascadeStage stage, InferenceResponse response, int[] current)
+    {
+        var rule = stage.Acceptance!;
+        var scores = FindScores(response, rule.Output);
+        int rows = current.Length;
+        var values = scores.GetSpan<float>();
+        int width = rows == 0 ? 0 : values.Length / rows;
+        var rejected = new List<int>();
+        for (int k = 0; k < rows; k++)
+        {
+            if (!rule.Accept(values.Slice(k * width, width)))
+            {
+                rejected.Add(current[k]);
+            }
+        }
+
+        return rejected.ToArray();
+    }
+
+    private static Tensor FindScores(InferenceResponse response, string? output)
+    {
+        if (output is not null)
+        {
+            return response[output];
+        }
+
+        foreach (var t in response.Outputs)
+        {
+            if (t.ElementType == TensorElementType.Float32)
+            {
+                return t;
+            }
+        }
+
+        throw new InvalidOperationException($"Model '{response.AnsweredBy ?? response.Model}' has no float32 output for the cascade's acceptance rule.");
+    }
+
+    private InferenceResponse Assemble(InferenceRequest request, List<InferenceResponse> responses, int[] answerStage, int[] answerRow, int rows, string? note)
+    {
+        var requested = request.RequestedOutputs;
+        var first = responses[0];
+        bool allFirst = Array.TrueForAll(answerStage, static s => s == 0);
+        if (allFirst && (requested is null || requested.Count == 0))
+        {
+            first.Model = Name;
+            first.AnsweredBy = _stages[0].Model;
+            first.Stage = 1;
+            first.RowStages = Enumerable.Repeat(1, rows).ToArray();
+            for (int i = 1; i < responses.Count; i++)
+            {
+                responses[i].Dispose();
+            }
+
+            return first;
+        }
+
+        var merged = new InferenceResponse(Name, first.Version, request.Id);
+        var names = requested is { Count: > 0 } ? requested : first.Outputs.Select(static t => t.Name).ToArray();
+        var outputs = new Tensor[names.Count];
+        for (int o = 0; o < names.Count; o++)
+        {
+            var template = first[names[o]];
+            var shape = template.Shape.ToArray();
+            shape[0] = rows;
+            int rowElements = (int)(Tensor.ElementCountOf(shape) / Math.Max(1, rows));
+            for (int s = 1; s < responses.Count; s++)
+            {
+                var other = responses[s][names[o]];
+                if (other.ElementType != template.ElementType || !other.Shape[1..].SequenceEqual(template.Shape[1..]))
+                {
+                    throw new InvalidOperationException($"Cascade '{Name}': output '{names[o]}' of stage {s + 1} has shape {Tensor.FormatShape(other.Shape)}, which does not match stage 1's {Tensor.FormatShape(template.Shape)}.");
+                }
+            }
+
+            if (template.ElementType == TensorElementType.String)
+            {
+                var buffer = ArrayPool<string>.Shared.Rent(Math.Max(1, rows * rowElements));
+                for (int r = 0; r < rows; r++)
+                {
+                    responses[answerStage[r]][names[o]].GetStrings().Slice(answerRow[r] * rowElements, rowElements).CopyTo(buffer.AsSpan(r * rowElements));
+                }
+
+                merged.AdoptStrings(buffer);
+                outputs[o] = Tensor.WrapStrings(names[o], shape, buffer, rows * rowElements);
+            }
+            else
+            {
+                int rowBytes = rowElements * template.ElementType.SizeOf();
+                var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, rows * rowBytes));
+                for (int r = 0; r < rows; r++)
+                {
+                    responses[answerStage[r]][names[o]].Bytes.Slice(answerRow[r] * rowBytes, rowBytes).CopyTo(buffer.AsSpan(r * rowBytes));
+                }
+
+                merged.AdoptBuffer(buffer);
+                outputs[o] = Tensor.Wrap(names[o], template.ElementType, shape, buffer, rows * rowBytes);
+            }
+        }
+
+        merged.SetOutputs(outputs);
+        int highest = answerStage.Max();
+        merged.Stage = highest + 1;
+        merged.RowStages = answerStage.Select(static s => s + 1).ToArray();
+        merged.AnsweredBy = _stages[highest].Model;
+        merged.Instance = responses[highest].Instance;
+        merged.BatchSize = responses[0].BatchSize;
+        merged.QueueTime = responses.Aggregate(TimeSpan.Zero, static (t, r) => t + r.QueueTime);
+        merged.ComputeTime = responses.Aggregate(TimeSpan.Zero, static (t, r) => t + r.ComputeTime);
+        merged.Note = note;
+        foreach (var r in responses)
+        {
+            r.Dispose();
+        }
+
+        return merged;
+    }
+
+    private DateTimeOffset? Deadline(InferenceRequest request)
+    {
+        DateTimeOffset? deadline = request.Deadline;
+        if (request.Timeout is TimeSpan t)
+        {
+            var fromTimeout = time.GetUtcNow() + t;
+            deadline = deadline is null || fromTimeout < deadline ? fromTimeout : deadline;
+        }
+
+        return deadline;
+    }
+
+    private void Record(Counter<long> counter, long value, int stage)
+    {
+        if (value > 0 && counter.Enabled)
+        {
+            counter.Add(value, new TagList { { InferKitTelemetry.ModelTag, Name }, { "inferkit.cascade.stage", stage + 1 } });
+        }
+    }
+}
+
+/// <summary>
+/// Adaptive selection: for each request, the most accurate variant whose predicted latency fits the request's
+/// remaining time; the fastest when none fits (step down rather than refuse); the next faster one when a variant refuses.
+/// </summary>
+internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
+{
+    private readonly string[] _variants = options.Variants.ToArray();
+
+    public string Name { get; } = name;
+
+    public string Kind => "adaptive";
+
+    public IReadOnlyList<string> Members => _variants;
+
+    public async ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        var deadline = request.Deadline;
+        var budget = request.Timeout ?? (deadline is null ? options.DefaultBudget : null);
+        if (budget is TimeSpan b && (deadline is null || now + b < deadline))
+        {
+            deadline = now + b;
+        }
+
+        double remaining = Math.Max(0, (deadline!.Value - now).TotalSeconds);
+        int chosen = Choose(request, remaining);
+        var routed = new InferenceRequest(request.InputArray)
+        {
+            Id = request.Id,
+            Priority = request.Priority,
+            Deadline = deadline,
+            RequestedOutputs = request.RequestedOutputs,
+        };
+
+        InferenceResponse? last = null;
+        for (int v = chosen; v < _variants.Length; v++)
+        {
+            last?.Dispose();
+            last = await registry.InferRealAsync(_variants[v], null, routed, cancellationToken).ConfigureAwait(false);
+            if (last.IsSuccess || last.Status == InferenceStatus.DeadlineExceeded)
+            {
+                Count(v);
+                break;
+            }
+        }
+
+        last!.Model = Name;
+        return last;
+    }
+
+    /// <summary>The index of the variant to try first.</summary>
+    internal int Choose(InferenceRequest request, double remainingSeconds)
+    {
+        int fastest = _variants.Length - 1;
+        if (options.CriticalUsesFastest && request.Priority == InferencePriority.Critical)
+        {
+            return fastest;
+        }
+
+        int rows = RowOps.RowsOf(request);
+        double allowed = remainingSeconds * options.Headroom;
+        int best = fastest;
+        double bestPredicted = double.MaxValue;
+        for (int v = 0; v < _variants.Length; v++)
+        {
+            double predicted = registry.PredictLatency(_variants[v], request.Priority, rows) ?? 0;
+            if (predicted <= allowed)
+            {
+                return v;
+            }
+
+            if (predicted < bestPredicted)
+            {
+                bestPredicted = predicted;
+                best = v;
+            }
+        }
+
+        return best;
+    }
+
+    private void Count(int variant)
+    {
+        var tags = new TagList { { InferKitTelemetry.ModelTag, Name }, { "inferkit.adaptive.variant", _variants[variant] } };
+        if (metrics.VariantChosen.Enabled)
+        {
+            metrics.VariantChosen.Add(1, tags);
+        }
+
+        if (variant > 0 && metrics.StepDowns.Enabled)
+        {
+            metrics.StepDowns.Add(1, tags);
+        }
+    }
+}

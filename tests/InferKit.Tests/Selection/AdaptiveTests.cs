@@ -1,0 +1,74 @@
+using InferKit.Models;
+using InferKit.Tests.Fakes;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+
+namespace InferKit.Tests.Selection;
+
+public sealed class AdaptiveTests
+{
+    [Fact]
+    public async Task The_most_accurate_variant_serves_while_it_meets_the_deadline_and_a_faster_one_takes_over_under_load()
+    {
+        var time = new FakeTimeProvider();
+        var large = new FakeBackend("large", time: time, computeTime: _ => TimeSpan.FromMilliseconds(30));
+        var small = new FakeBackend("small", time: time, computeTime: _ => TimeSpan.FromMilliseconds(3));
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit()
+            .AddModel("large", _ => large, o => o.Batching.MaxBatchSize = 1)
+            .AddModel("small", _ => small, o => o.Batching.MaxBatchSize = 1)
+            .AddAdaptiveModel("auto", a =>
+            {
+                a.Variants.Add("large");
+                a.Variants.Add("small");
+                a.DefaultBudget = TimeSpan.FromMilliseconds(50);
+            });
+        await using var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        // Idle: large's predicted 30 ms fits 80% of 50 ms.
+        using (var r = await client.InferAsync("auto", FakeBackend.Request(1)))
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("auto", r.Model);
+            Assert.Equal("large", r.AnsweredBy);
+        }
+
+        // Load: large is busy and one request waits; a new one would need ~75 ms there, so small answers.
+        large.Hold();
+        var busy = Task.Run(async () => await client.InferAsync("large", FakeBackend.Request(2)));
+        await large.Entered;
+        var waiting = client.InferAsync("large", FakeBackend.Request(3)).AsTask();
+        using (var r = await client.InferAsync("auto", FakeBackend.Request(4)))
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("small", r.AnsweredBy);
+        }
+
+        // A generous deadline still goes to the accurate variant, even under that load.
+        var patient = client.InferAsync("auto", FakeBackend.Request(5, timeout: TimeSpan.FromSeconds(1))).AsTask();
+        Assert.False(patient.IsCompleted);
+
+        // Critical requests go straight to the fastest variant.
+        using (var r = await client.InferAsync("auto", FakeBackend.Request(6, InferencePriority.Critical, TimeSpan.FromSeconds(10))))
+        {
+            Assert.Equal("small", r.AnsweredBy);
+        }
+
+        // Load falls: back up to the accurate variant.
+        large.Release();
+        (await busy).Dispose();
+        (await waiting).Dispose();
+        using (var r = await patient)
+        {
+            Assert.Equal("large", r.AnsweredBy);
+        }
+
+        using (var r = await client.InferAsync("auto", FakeBackend.Request(7)))
+        {
+            Assert.Equal("large", r.AnsweredBy);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using InferKit.Backends;
+using InferKit.Models;
+using InferKit.Selection;
+using InferKit.Tensors;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
+
+namespace InferKit.Tests.Selection;
+
+public sealed class CascadeTests
+{
+    /// <summary>
+    /// A two-class classifier over rows (id, r). The small model is sure (0.95) of rows with even r and unsure (0.55)
+    /// of odd ones; the large model answers (0.1, 0.9) for every row, so the answer shows which stage gave it.
+    /// </summary>
+    private sealed class Classifier(bool large) : IModelBackend
+    {
+        public ConcurrentQueue<int> BatchRows { get; } = new();
+
+        public ModelSignature Signature { get; } = new(
+            [new TensorSpec("x", TensorElementType.Float32, [-1, 2])],
+            [new TensorSpec("probabilities", TensorElementType.Float32, [-1, 2]), new TensorSpec("echo", TensorElementType.Float32, [-1, 2])]);
+
+        public ExecutionProviderInfo Provider { get; } = new("Fake", "Fake");
+
+        public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
+        {
+            var x = inputs[0].GetSpan<float>();
+            int rows = (int)inputs[0].Shape[0];
+            if (x.Length > 0 && x[0] != 0)
+            {
+                BatchRows.Enqueue(rows);
+            }
+
+            var p = new float[rows * 2];
+            for (int r = 0; r < rows; r++)
+            {
+                bool sure = ((int)x[(r * 2) + 1]) % 2 == 0;
+                (p[r * 2], p[(r * 2) + 1]) = large ? (0.1f, 0.9f) : sure ? (0.95f, 0.05f) : (0.55f, 0.45f);
+            }
+
+            sink.OnOutput(0, TensorElementType.Float32, [rows, 2], MemoryMarshal.AsBytes(p.AsSpan()));
+            sink.OnOutput(1, TensorElementType.Float32, [rows, 2], MemoryMarshal.AsBytes(x));
+        }
+
+        public void Dispose()
+        {
+        }
+    }
+
+    private static InferenceRequest Rows(int id, int count, TimeSpan? timeout = null)
+    {
+        var data = new float[count * 2];
+        for (int r = 0; r < count; r++)
+        {
+            data[r * 2] = id;
+            data[(r * 2) + 1] = r;
+        }
+
+        return new InferenceRequest(Tensor.Create("x", data, count, 2)) { Id = $"req{id}", Timeout = timeout };
+    }
+
+    private static (ServiceProvider Provider, Classifier Small, Classifier Large, FakeTimeProvider Time) Build(AcceptanceRule rule, TimeSpan smallDelay)
+    {
+        var time = new FakeTimeProvider();
+        var small = new Classifier(large: false);
+        var large = new Classifier(large: true);
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit()
+            .AddModel("small", _ => small, o =>
+            {
+                o.Batching.MaxBatchSize = 64;
+                o.Batching.MaxQueueDelay = smallDelay;
+            })
+            .AddModel("large", _ => large)
+            .AddCascade("cascade", c => c.Then("small", rule).Then("large"));
+        return (services.BuildServiceProvider(), small, large, time);
+    }
+
+    [Fact]
+    public async Task Rows_are_split_between_stages_inside_a_mixed_batch_and_each_request_gets_its_rows_in_order()
+    {
+        var (provider, small, large, time) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.FromSeconds(1));
+        await using var _ = provider;
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        // Four requests of three rows queue on the small model and run there as one batch of 12 rows.
+        var tasks = Enumerable.Range(1, 4).Select(id => client.InferAsync("cascade", Rows(id, 3)).AsTask()).ToArray();
+        Assert.Empty(small.BatchRows);
+        time.Advance(TimeSpan.FromSeconds(1));
+        var responses = await Task.WhenAll(tasks);
+
+        Assert.Equal([12], small.BatchRows.ToArray());
+        Assert.Equal(4, large.BatchRows.Sum()); // only the four unsure rows (r = 1) went on
+        for (int i = 0; i < responses.Length; i++)
+        {
+            using var r = responses[i];
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("cascade", r.Model);
+            Assert.Equal($"req{i + 1}", r.RequestId);
+            Assert.Equal(2, r.Stage);
+            Assert.Equal([1, 2, 1], r.RowStages);
+            var p = r["probabilities"].GetSpan<float>();
+            Assert.Equal([0.95f, 0.05f, 0.1f, 0.9f, 0.95f, 0.05f], p.ToArray());
+            var echo = r["echo"].GetSpan<float>();
+            Assert.Equal([i + 1f, 0, i + 1f, 1, i + 1f, 2], echo.ToArray());
+        }
+    }
+
+    [Fact]
+    public async Task A_request_whose_rows_are_all_accepted_never_reaches_the_next_stage()
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.Margin(0.5), TimeSpan.Zero);
+        await using var __ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        var data = new float[] { 5, 0, 5, 2 }; // both rows sure
+        using var r = await client.InferAsync("cascade", new InferenceRequest(Tensor.Create("x", data, 2, 2)));
+        Assert.True(r.IsSuccess);
+        Assert.Equal(1, r.Stage);
+        Assert.Equal("small", r.AnsweredBy);
+        Assert.Empty(large.BatchRows);
+    }
+
+    [Fact]
+    public async Task A_custom_rule_decides_per_row()
+    {
+        // Accept only rows whose second probability is tiny: the same as "sure" here, decided by user code.
+        var rule = AcceptanceRule.Custom(scores => scores[1] < 0.1f, output: "probabilities");
+        var (provider, _, large, _) = Build(rule, TimeSpan.Zero);
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        using var r = await client.InferAsync("cascade", Rows(9, 4));
+        Assert.Equal([1, 2, 1, 2], r.RowStages);
+        Assert.Equal(2, large.BatchRows.Sum());
+    }
+
+    [Fact]
+    public async Task Requested_outputs_are_honoured_after_merging()
+    {
+        var (provider, _, _, _) = Build(AcceptanceRule.Entropy(0.3), TimeSpan.Zero);
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        var request = new InferenceRequest(Rows(3, 2).Inputs.ToArray()) { RequestedOutputs = ["echo"] };
+        using var r = await client.InferAsync("cascade", request);
+        Assert.Equal("echo", Assert.Single(r.Outputs).Name);
+        Assert.Equal([1, 2], r.RowStages);
+    }
+
+    [Fact]
+    public void Cascades_are_validated_at_start_with_every_error_listed()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => new Classifier(false))
+            .AddCascade("one", c => c.Then("small"))
+            .AddCascade("bad", c => c.Then("small").Then("missing", AcceptanceRule.TopProbability(0.5)).Then("small"));
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        var all = string.Join("\n", ex.Failures);
+        Assert.Contains("cascade 'one': needs at least two stages", all, StringComparison.Ordinal);
+        Assert.Contains("cascade 'bad': stage 1 ('small') has no acceptance rule", all, StringComparison.Ordinal);
+        Assert.Contains("member 'missing' is not a registered model", all, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_cascade_is_described_like_a_model()
+    {
+        var (provider, _, _, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        await using var _ = provider;
+        var registry = provider.GetRequiredService<IModelRegistry>();
+        await registry.LoadAllAsync();
+        Assert.Contains("cascade", registry.ModelNames);
+        var info = registry.GetModel("cascade");
+        Assert.Equal("cascade", info.Kind);
+        Assert.True(info.IsReady);
+        Assert.Equal("x", info.Signature!.Inputs[0].Name);
+    }
+}
