@@ -8,7 +8,6 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.Metrics;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
@@ -47,8 +46,7 @@ public static class InferKitServiceCollectionExtensions
             existing = new ModelRegistrations();
             services.AddSingleton(existing);
             services.TryAddSingleton(TimeProvider.System);
-            services.TryAddSingleton<ILoggerFactory>(NullLoggerFactory.Instance);
-            services.TryAddSingleton(typeof(ILogger<>), typeof(Logger<>));
+            services.AddLogging(); // idempotent; a later AddLogging(...) by the host still configures providers
             services.AddMetrics();
             services.TryAddSingleton(static sp => new InferKitMetrics(sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
             services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, RoundRobinStrategy>());

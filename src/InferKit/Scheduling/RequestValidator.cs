@@ -63,8 +63,9 @@ internal static class RequestValidator
                 long expected = spec.Shape[d];
                 if (expected >= 0 && shape[d] != expected)
                 {
+                    string hint = d == 0 ? $" The model has a fixed batch size of {expected}: send {expected} row(s) per request." : string.Empty;
                     throw new InvalidInferenceRequestException(model, spec.Name,
-                        $"Model '{model}': input '{spec.Name}' dimension {d} must be {expected} (shape {Tensor.FormatShape(spec.Shape.ToArray())}), got {shape[d]} (shape {Tensor.FormatShape(shape)}).");
+                        $"Model '{model}': input '{spec.Name}' dimension {d} must be {expected} (shape {Tensor.FormatShape(spec.Shape.ToArray())}), got {shape[d]} (shape {Tensor.FormatShape(shape)}).{hint}");
                 }
 
                 if (padding && d > 0 && expected < 0 && shape[d] > maxPaddedLength)
