@@ -48,7 +48,7 @@ public static class InferKitServiceCollectionExtensions
             services.TryAddSingleton(TimeProvider.System);
             services.AddLogging(); // idempotent; a later AddLogging(...) by the host still configures providers
             services.AddMetrics();
-            services.TryAddSingleton(static sp => new InferKitMetrics(sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
+            InferKitTelemetryServices.Add(services);
             services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, RoundRobinStrategy>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, LeastConnectionsStrategy>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy, WeightedLeastConnectionsStrategy>());

@@ -124,6 +124,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
         _names = registrations.Names.Concat(registrations.Virtuals.Select(static v => v.Name)).ToArray();
         metrics.RegisterInstances(this, ObserveInflight, ObserveInstances);
+        metrics.RegisterModelStates(this, this);
     }
 
     public IReadOnlyList<string> ModelNames => _names;
@@ -306,14 +307,15 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            return InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null,
-                $"Model '{entry.Name}' is not available: {entry.Error ?? ex.Message}");
+            return _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request, InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null,
+                $"Model '{entry.Name}' is not available: {entry.Error ?? ex.Message}"));
         }
 
         var dep = entry.Current;
         if (dep is null)
         {
-            return InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null, $"Model '{entry.Name}' is not loaded.");
+            return _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
+                InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null, $"Model '{entry.Name}' is not loaded."));
         }
 
         return await dep.Scheduler.InferAsync(request, cancellationToken).ConfigureAwait(false);

@@ -1,7 +1,9 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Numerics;
 using InferKit.Backends;
 using InferKit.Models;
+using InferKit.Telemetry;
 using InferKit.Tensors;
 
 namespace InferKit.Scheduling;
@@ -92,12 +94,34 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     /// <summary>Joins the inputs, runs them (retrying once on another instance after a failure) and answers every request.</summary>
     public void Run()
     {
+        long started = _owner.Time.GetTimestamp();
+        Activity? saved = null;
+        var span = _owner.Telemetry?.BatchStarted(this, started, out saved);
+        if (span is null)
+        {
+            RunCore(started, null);
+            return;
+        }
+
+        Exception? error = null;
+        try
+        {
+            error = RunCore(started, span);
+        }
+        finally
+        {
+            ModelTelemetry.BatchEnded(span, saved, Instance!, error);
+        }
+    }
+
+    /// <summary>The run itself; returns the error every request was failed with, or null.</summary>
+    private Exception? RunCore(long started, Activity? span)
+    {
         var hooks = _owner;
         var time = _owner.Time;
         var pool = _owner.Pool;
         var health = _owner.Health;
         bool reserved = true;
-        long started = time.GetTimestamp();
         Exception? error = null;
         double seconds = 0;
         var instance = Instance!;
@@ -107,6 +131,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             for (int attempt = 0; ; attempt++)
             {
                 PrepareResponses();
+                bool wasOut = instance.OutUntilTimestamp != 0;
                 long t0 = time.GetTimestamp();
                 bool ok;
                 try
@@ -128,6 +153,10 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 {
                     hooks.InstanceTakenOut(instance);
                 }
+                else if (wasOut && ok && !slow && instance.OutUntilTimestamp == 0)
+                {
+                    hooks.InstanceRestored(instance);
+                }
 
                 if (ok)
                 {
@@ -141,7 +170,9 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 hooks.BatchFailed(instance, Rows, error!);
                 if (attempt == 0 && health.RetryOnAnotherInstance && pool.TryAcquireAny(instance, out var other))
                 {
+                    ModelTelemetry.BatchRetried(span, instance, error!);
                     instance = other;
+                    Instance = other;
                     instance.AddRows(Rows);
                     reserved = true;
                     continue;
@@ -189,6 +220,8 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
             _outputs[j] = null;
         }
+
+        return error;
     }
 
     public void Reset()

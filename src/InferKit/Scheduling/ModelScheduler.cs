@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using InferKit.Backends;
 using InferKit.Models;
 using InferKit.Telemetry;
@@ -37,8 +36,7 @@ internal sealed class ModelScheduler : IDisposable
 
     private readonly BatchingOptions _options;
     private readonly ILogger _logger;
-    private readonly InferKitMetrics? _metrics;
-    private readonly TagList _tags;
+    private readonly ModelTelemetry? _telemetry;
     private readonly Lock _gate = new();
     private readonly PriorityQueue<PendingRequest, (long Deadline, long Sequence)>[] _lanes;
     private readonly int[] _laneCount = new int[Lanes];
@@ -50,7 +48,6 @@ internal sealed class ModelScheduler : IDisposable
     private readonly ITimer _timer;
     private readonly IThreadPoolWorkItem _pumpItem;
     private readonly bool _batchable;
-    private readonly long[] _refusals = new long[8];
     private long _timerDue = long.MaxValue;
     private long _sequence;
     private int _queued;
@@ -71,8 +68,6 @@ internal sealed class ModelScheduler : IDisposable
         _options = options.Batching;
         Health = options.Health;
         _logger = logger;
-        _metrics = metrics;
-        _tags = InferKitMetrics.ModelTags(model, version);
         _batchable = signature.IsBatchable && _options.Enabled;
         Padding = PaddingPlan.Create(model, signature, _options.Padding);
         Latency = new BatchLatencyModel(_options.MaxBatchSize);
@@ -85,7 +80,8 @@ internal sealed class ModelScheduler : IDisposable
 
         _timer = time.CreateTimer(static s => ((ModelScheduler)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _pumpItem = new PumpWorkItem(this);
-        metrics?.RegisterQueue(this, () => [new Measurement<long>(Volatile.Read(ref _queued), _tags)]);
+        _telemetry = metrics?.ForModel(model, version);
+        _telemetry?.Attach(this);
     }
 
     public string ModelName { get; }
@@ -113,6 +109,9 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>The current batch cap (adaptive, or MaxBatchSize).</summary>
     public int BatchCap => Volatile.Read(ref _cap);
 
+    /// <summary>Metrics, spans, alert windows and audit of this model version; null without a telemetry hub.</summary>
+    internal ModelTelemetry? Telemetry => _telemetry;
+
     /// <summary>Admits, queues and (when possible) runs one request.</summary>
     public ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {
@@ -138,28 +137,33 @@ internal sealed class ModelScheduler : IDisposable
         long deadline = DeadlineOf(request, now);
         int lane = Math.Clamp((int)request.Priority, 0, Lanes - 1);
 
+        // The request's span: a child of the caller's Activity.Current; null (and free) when nothing listens.
+        var activity = _telemetry?.StartRequest(request);
+
         // Admission: refusals are answered at once, without queueing.
         if (_draining || _disposed)
         {
-            return Refuse(pending, request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.");
+            return Refuse(pending, request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.", now, activity);
         }
 
         if (deadline <= now)
         {
             pending.Recycle();
-            return new ValueTask<InferenceResponse>(InferenceResponse.Expired(ModelName, request.Id, $"Model '{ModelName}': the request's deadline had already passed when it arrived."));
+            var expired = InferenceResponse.Expired(ModelName, request.Id, $"Model '{ModelName}': the request's deadline had already passed when it arrived.");
+            _telemetry?.RequestEnded(request, now, activity, InferenceOutcome.DeadlineExceeded, expired, null);
+            return new ValueTask<InferenceResponse>(expired);
         }
 
         if (!Pool.AnyAvailable())
         {
             long back = Pool.EarliestReturn();
             TimeSpan? retry = back == 0 ? null : Time.GetElapsedTime(now, back);
-            return Refuse(pending, request, RefusalReason.NoHealthyInstance, retry, $"Model '{ModelName}': every instance is out of rotation after repeated failures.");
+            return Refuse(pending, request, RefusalReason.NoHealthyInstance, retry, $"Model '{ModelName}': every instance is out of rotation after repeated failures.", now, activity);
         }
 
         if (Volatile.Read(ref _queued) >= _options.MaxQueueLength)
         {
-            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), $"Model '{ModelName}': the queue is full ({_options.MaxQueueLength} requests).");
+            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), $"Model '{ModelName}': the queue is full ({_options.MaxQueueLength} requests).", now, activity);
         }
 
         if (deadline != long.MaxValue && _options.RefuseInfeasibleDeadlines && Latency.HasData)
@@ -169,11 +173,12 @@ internal sealed class ModelScheduler : IDisposable
             if (wait > remaining)
             {
                 return Refuse(pending, request, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
-                    $"Model '{ModelName}': the deadline ({remaining * 1000:F1} ms away) cannot be met; the queue ahead needs about {wait * 1000:F1} ms.");
+                    $"Model '{ModelName}': the deadline ({remaining * 1000:F1} ms away) cannot be met; the queue ahead needs about {wait * 1000:F1} ms.", now, activity);
             }
         }
 
         pending.Init(request, rows, mask, lane, deadline, now, Interlocked.Increment(ref _sequence), cancellationToken);
+        pending.Activity = activity;
         Interlocked.Increment(ref _active);
 
         // Fast path: nothing queued and an idle instance: run on the caller's thread, no hop, no queue.
@@ -266,10 +271,11 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         _timer.Dispose();
-        _metrics?.Unregister(this);
+        _telemetry?.Detach(this);
         foreach (var r in orphans)
         {
-            Finish(r, InferenceResponse.Refused(ModelName, r.Request.Id, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' was unloaded before the request ran."), "refused");
+            CountRefusal(RefusalReason.ShuttingDown);
+            Finish(r, InferenceResponse.Refused(ModelName, r.Request.Id, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' was unloaded before the request ran."), InferenceOutcome.Refused);
         }
     }
 
@@ -357,12 +363,7 @@ internal sealed class ModelScheduler : IDisposable
             return;
         }
 
-        if (_metrics is not null && _metrics.QueueDuration.Enabled && response.IsSuccess)
-        {
-            _metrics.QueueDuration.Record(response.QueueTime.TotalSeconds, _tags);
-        }
-
-        Finish(request, response, response.IsSuccess ? "success" : "deadline_exceeded");
+        Finish(request, response, response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded);
     }
 
     internal void Fail(PendingRequest request, Exception exception)
@@ -372,7 +373,7 @@ internal sealed class ModelScheduler : IDisposable
             return;
         }
 
-        RecordOutcome(request, "error");
+        _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, InferenceOutcome.Error, null, exception);
         EndActive();
         request.DeliverException(exception);
     }
@@ -394,25 +395,9 @@ internal sealed class ModelScheduler : IDisposable
         }
     }
 
-    internal void BatchCompleted(ModelInstance instance, int rows, double seconds)
-    {
-        if (_metrics is null)
-        {
-            return;
-        }
+    internal void InstanceRestored(ModelInstance instance) => Log.InstanceRestored(_logger, ModelName, instance.Id);
 
-        if (_metrics.ComputeDuration.Enabled)
-        {
-            var tags = _tags;
-            tags.Add(InferKitTelemetry.InstanceTag, instance.Id);
-            _metrics.ComputeDuration.Record(seconds, tags);
-        }
-
-        if (_metrics.BatchSize.Enabled)
-        {
-            _metrics.BatchSize.Record(rows, _tags);
-        }
-    }
+    internal void BatchCompleted(ModelInstance instance, int rows, double seconds) => _telemetry?.BatchCompleted(instance, rows, seconds);
 
     internal void BatchFailed(ModelInstance instance, int rows, Exception error) => Log.BatchFailed(_logger, ModelName, rows, instance.Id, error);
 
@@ -693,7 +678,7 @@ internal sealed class ModelScheduler : IDisposable
                     _queued--;
                     var waited = Time.GetElapsedTime(head.Enqueued, now);
                     Finish(head, InferenceResponse.Expired(ModelName, head.Request.Id,
-                        $"Model '{ModelName}': the deadline passed after {waited.TotalMilliseconds:F1} ms in the queue; the request was not run."), "deadline_exceeded");
+                        $"Model '{ModelName}': the deadline passed after {waited.TotalMilliseconds:F1} ms in the queue; the request was not run."), InferenceOutcome.DeadlineExceeded);
                 }
             }
         }
@@ -754,7 +739,7 @@ internal sealed class ModelScheduler : IDisposable
             }
         }
 
-        RecordOutcome(request, "cancelled");
+        _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, InferenceOutcome.Cancelled, null, null);
         EndActive();
         request.DeliverException(new OperationCanceledException($"The request to model '{ModelName}' was cancelled.", request.Token));
     }
@@ -786,25 +771,16 @@ internal sealed class ModelScheduler : IDisposable
         {
             CountRefusal(RefusalReason.NoHealthyInstance);
             Finish(r, InferenceResponse.Refused(ModelName, r.Request.Id, RefusalReason.NoHealthyInstance, retry,
-                $"Model '{ModelName}': every instance is out of rotation after repeated failures."), "refused");
+                $"Model '{ModelName}': every instance is out of rotation after repeated failures."), InferenceOutcome.Refused);
         }
     }
 
-    private void Finish(PendingRequest request, InferenceResponse response, string outcome)
+    private void Finish(PendingRequest request, InferenceResponse response, InferenceOutcome outcome)
     {
-        RecordOutcome(request, outcome);
+        // Telemetry first: once delivered, the caller may dispose the response and the request may be recycled.
+        _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, outcome, response, null);
         EndActive();
         request.Deliver(response);
-    }
-
-    private void RecordOutcome(PendingRequest request, string outcome)
-    {
-        if (_metrics is not null && _metrics.RequestDuration.Enabled)
-        {
-            var tags = _tags;
-            tags.Add(InferKitTelemetry.OutcomeTag, outcome);
-            _metrics.RequestDuration.Record(Time.GetElapsedTime(request.Enqueued).TotalSeconds, tags);
-        }
     }
 
     private void EndActive()
@@ -818,37 +794,21 @@ internal sealed class ModelScheduler : IDisposable
         }
     }
 
-    private ValueTask<InferenceResponse> Refuse(PendingRequest pending, InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message)
+    private ValueTask<InferenceResponse> Refuse(PendingRequest pending, InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message, long admitted, Activity? activity)
     {
         pending.Recycle();
         CountRefusal(reason);
-        return new ValueTask<InferenceResponse>(InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message));
+        var response = InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message);
+        _telemetry?.RequestEnded(request, admitted, activity, InferenceOutcome.Refused, response, null);
+        return new ValueTask<InferenceResponse>(response);
     }
 
-    private void CountRefusal(RefusalReason reason)
-    {
-        Interlocked.Increment(ref _refusals[(int)reason]);
-        if (_metrics is not null && _metrics.Rejected.Enabled)
-        {
-            var tags = _tags;
-            tags.Add(InferKitTelemetry.ReasonTag, ReasonName(reason));
-            _metrics.Rejected.Add(1, tags);
-        }
-    }
+    private void CountRefusal(RefusalReason reason) => _telemetry?.CountRefusal(reason);
 
-    internal static string ReasonName(RefusalReason reason) => reason switch
-    {
-        RefusalReason.QueueFull => "queue_full",
-        RefusalReason.DeadlineInfeasible => "deadline_infeasible",
-        RefusalReason.NoHealthyInstance => "no_healthy_instance",
-        RefusalReason.ModelNotReady => "model_not_ready",
-        RefusalReason.ShuttingDown => "shutting_down",
-        RefusalReason.Overloaded => "overloaded",
-        _ => "none",
-    };
+    internal static string ReasonName(RefusalReason reason) => TelemetryNames.Reason(reason);
 
     /// <summary>Refusals so far by reason (for aggregate logging and tests).</summary>
-    internal long RefusalCount(RefusalReason reason) => Interlocked.Read(ref _refusals[(int)reason]);
+    internal long RefusalCount(RefusalReason reason) => _telemetry?.RefusalCount(reason) ?? 0;
 
     private long DeadlineOf(InferenceRequest request, long now)
     {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Tasks.Sources;
 using InferKit.Tensors;
 
@@ -57,6 +58,9 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     public CancellationToken Token { get; private set; }
 
     public CancellationTokenRegistration Registration { get; set; }
+
+    /// <summary>The request's span while it is traced (ended by the scheduler's telemetry); null when nothing listens.</summary>
+    public Activity? Activity { get; set; }
 
     public int State => Volatile.Read(ref _state);
 
@@ -159,6 +163,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
         InlineException = null;
         Registration = default;
         Token = default;
+        Activity = null;
         _core.Reset();
         if (poolable)
         {

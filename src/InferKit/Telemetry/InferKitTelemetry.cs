@@ -54,8 +54,11 @@ public static class InferKitTelemetry
         /// <summary>Up-down counter ({batch}): batches running per instance.</summary>
         public const string InstanceInflight = "inferkit.instance.inflight";
 
-        /// <summary>Up-down counter ({instance}): instances loaded per model version.</summary>
-        public const string InstanceCount = "inferkit.instance.count";
+        /// <summary>
+        /// Up-down counter ({instance}): instances loaded per model version. (Not "inferkit.instance.count": Prometheus
+        /// reserves the "_count" suffix for histograms and summaries.)
+        /// </summary>
+        public const string InstanceCount = "inferkit.instances";
 
         /// <summary>Histogram (s): time to load and warm a model version.</summary>
         public const string ModelLoadDuration = "inferkit.model.load.duration";

@@ -2,7 +2,10 @@ using Microsoft.Extensions.Logging;
 
 namespace InferKit.Telemetry;
 
-/// <summary>InferKit's log messages. Event ids are stable: 1xxx models, 2xxx scheduling, 3xxx instances and balancing.</summary>
+/// <summary>
+/// InferKit's log messages. Event ids are stable: 1xxx models, 2xxx scheduling, 3xxx instances and balancing, 4xxx alerts,
+/// 5xxx audit. Nothing is logged per request at Information or above: refusals and audit drops are summarized per interval.
+/// </summary>
 internal static partial class Log
 {
     [LoggerMessage(1001, LogLevel.Information, "Model '{Model}' version '{Version}' loaded: {Instances} instance(s) on {Provider} in {ElapsedMs:F0} ms")]
@@ -40,4 +43,19 @@ internal static partial class Log
 
     [LoggerMessage(3002, LogLevel.Information, "Model '{Model}' instance {Instance} is back in rotation")]
     public static partial void InstanceRestored(ILogger logger, string model, string instance);
+
+    [LoggerMessage(4001, LogLevel.Warning, "Alert '{Rule}' is firing for model '{Model}' version '{Version}': {Metric} = {Value:G4}, above {Threshold:G4}")]
+    public static partial void AlertFiring(ILogger logger, string rule, string model, string version, AlertMetric metric, double value, double threshold);
+
+    [LoggerMessage(4002, LogLevel.Information, "Alert '{Rule}' resolved for model '{Model}' version '{Version}': {Metric} = {Value:G4}, below {Threshold:G4}")]
+    public static partial void AlertResolved(ILogger logger, string rule, string model, string version, AlertMetric metric, double value, double threshold);
+
+    [LoggerMessage(4003, LogLevel.Warning, "An alert subscriber threw while handling alert '{Rule}'")]
+    public static partial void AlertObserverFailed(ILogger logger, string rule, Exception exception);
+
+    [LoggerMessage(5001, LogLevel.Warning, "Audit sink {Sink}: {Count} record(s) dropped in the last interval because its buffer was full")]
+    public static partial void AuditRecordsDropped(ILogger logger, string sink, long count);
+
+    [LoggerMessage(5002, LogLevel.Warning, "Audit sink {Sink} failed to write {Count} record(s) since the last report")]
+    public static partial void AuditSinkFailed(ILogger logger, string sink, long count, Exception exception);
 }

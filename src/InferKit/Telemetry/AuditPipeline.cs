@@ -1,0 +1,147 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+
+namespace InferKit.Telemetry;
+
+/// <summary>
+/// One sink's bounded buffer and the background loop that drains it. Writers never wait: when the buffer is full the
+/// record is dropped and counted. Sink failures are logged at most once per summary interval, with a count.
+/// </summary>
+internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
+{
+    private readonly IInferenceAuditSink _sink;
+    private readonly Channel<InferenceAuditRecord> _channel;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly TimeSpan _logInterval;
+    private readonly TimeSpan _flushTimeout;
+    private readonly Task _loop;
+    private long _dropped;
+    private long _written;
+    private long _failures;
+    private long _failuresLogged;
+    private long _lastFailureLog;
+    private bool _failureLogged;
+    private int _disposed;
+
+    public AuditPipeline(IInferenceAuditSink sink, AuditOptions options, ILogger logger, TimeProvider time, TimeSpan logInterval)
+    {
+        _sink = sink;
+        SinkName = sink.GetType().Name;
+        _logger = logger;
+        _time = time;
+        _logInterval = logInterval;
+        _flushTimeout = options.FlushTimeout;
+        _channel = Channel.CreateBounded<InferenceAuditRecord>(new BoundedChannelOptions(options.BufferCapacity)
+        {
+            FullMode = BoundedChannelFullMode.Wait, // TryWrite fails instead of waiting: the caller drops and counts
+            SingleReader = true,
+            SingleWriter = false,
+            AllowSynchronousContinuations = false,
+        });
+        _loop = Task.Run(RunAsync);
+    }
+
+    public string SinkName { get; }
+
+    /// <summary>Records dropped because the buffer was full.</summary>
+    public long Dropped => Interlocked.Read(ref _dropped);
+
+    /// <summary>Records the sink took (successfully or not).</summary>
+    public long Written => Interlocked.Read(ref _written);
+
+    /// <summary>Offers a record without waiting; false (and counted) when the buffer is full or the pipeline is closed.</summary>
+    public bool TryWrite(InferenceAuditRecord record)
+    {
+        if (_channel.Writer.TryWrite(record))
+        {
+            return true;
+        }
+
+        Interlocked.Increment(ref _dropped);
+        return false;
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _channel.Writer.TryComplete();
+        _stop.Cancel();
+        _stop.Dispose();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _channel.Writer.TryComplete();
+        try
+        {
+            await _loop.WaitAsync(_flushTimeout, _time).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // The sink did not take the rest in time: stop it; what is left in the buffer is lost.
+        }
+
+        await _stop.CancelAsync().ConfigureAwait(false);
+        _stop.Dispose();
+    }
+
+    private async Task RunAsync()
+    {
+        var reader = _channel.Reader;
+        var token = _stop.Token;
+        try
+        {
+            while (await reader.WaitToReadAsync(token).ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var record))
+                {
+                    try
+                    {
+                        await _sink.WriteAsync(record, token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException) when (token.IsCancellationRequested)
+                    {
+                        return;
+                    }
+                    catch (Exception ex) when (ex is not OutOfMemoryException)
+                    {
+                        OnFailure(ex);
+                    }
+
+                    Interlocked.Increment(ref _written);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            // Shut down.
+        }
+    }
+
+    private void OnFailure(Exception exception)
+    {
+        long failures = Interlocked.Increment(ref _failures);
+        long now = _time.GetTimestamp();
+        if (_failureLogged && _time.GetElapsedTime(_lastFailureLog, now) < _logInterval)
+        {
+            return;
+        }
+
+        _failureLogged = true;
+        _lastFailureLog = now;
+        long count = failures - _failuresLogged;
+        _failuresLogged = failures;
+        Log.AuditSinkFailed(_logger, SinkName, count, exception);
+    }
+}
