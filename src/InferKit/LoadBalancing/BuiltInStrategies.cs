@@ -45,31 +45,9 @@ internal sealed class LeastConnectionsStrategy : ILoadBalancingStrategy
 
     private sealed class Selector(IRandomSource random) : IInstanceSelector
     {
+        // Fewest outstanding rows among those with room; ties broken at random so equal instances share the load.
         public int Pick(ReadOnlySpan<InstanceLoad> candidates)
-        {
-            // Fewest outstanding rows among those with room; ties broken at random so equal instances share the load.
-            int best = -1;
-            int ties = 0;
-            for (int i = 0; i < candidates.Length; i++)
-            {
-                if (!candidates[i].HasRoom)
-                {
-                    continue;
-                }
-
-                if (best < 0 || candidates[i].OutstandingRows < candidates[best].OutstandingRows)
-                {
-                    best = i;
-                    ties = 1;
-                }
-                else if (candidates[i].OutstandingRows == candidates[best].OutstandingRows && random.NextInt32(++ties) == 0)
-                {
-                    best = i;
-                }
-            }
-
-            return best;
-        }
+            => Scoring.ArgMin(candidates, random, roomOnly: true, 0, static (c, _) => c.OutstandingRows);
     }
 }
 
@@ -116,30 +94,10 @@ internal sealed class WeightedLeastConnectionsStrategy : ILoadBalancingStrategy
 
     private sealed class Selector(IRandomSource random) : IInstanceSelector
     {
+        // (outstanding + 1) / weight over every instance in rotation: the +1 counts the batch being placed. A busy
+        // instance can win, and then the batch waits for it rather than go to a much slower idle one.
         public int Pick(ReadOnlySpan<InstanceLoad> candidates)
-        {
-            // (outstanding + 1) / weight over every instance in rotation: the +1 counts the batch being placed. A busy
-            // instance can win, and then the batch waits for it rather than go to a much slower idle one.
-            int best = -1;
-            double bestScore = double.MaxValue;
-            int ties = 0;
-            for (int i = 0; i < candidates.Length; i++)
-            {
-                double score = (candidates[i].Outstanding + 1) / Math.Max(candidates[i].Weight, 1e-9);
-                if (score < bestScore)
-                {
-                    best = i;
-                    bestScore = score;
-                    ties = 1;
-                }
-                else if (score == bestScore && random.NextInt32(++ties) == 0)
-                {
-                    best = i;
-                }
-            }
-
-            return best;
-        }
+            => Scoring.ArgMin(candidates, random, roomOnly: false, 0, static (c, _) => (c.Outstanding + 1) / Math.Max(c.Weight, 1e-9));
     }
 }
 
@@ -209,26 +167,41 @@ internal sealed class PeakEwmaStrategy : ILoadBalancingStrategy
                 floor = 1;
             }
 
-            int best = -1;
-            double bestCost = double.MaxValue;
-            int ties = 0;
-            for (int i = 0; i < candidates.Length; i++)
+            return Scoring.ArgMin(candidates, random, roomOnly: false, floor,
+                static (c, floor) => (c.SmoothedLatencySeconds > 0 ? c.SmoothedLatencySeconds : floor) * (c.Outstanding + 1));
+        }
+    }
+}
+
+/// <summary>The shared choice rule of the scoring strategies.</summary>
+internal static class Scoring
+{
+    /// <summary>The candidate with the lowest score (only those with room when asked); ties broken at random, evenly.</summary>
+    public static int ArgMin<TState>(ReadOnlySpan<InstanceLoad> candidates, IRandomSource random, bool roomOnly, TState state, Func<InstanceLoad, TState, double> score)
+    {
+        int best = -1;
+        double bestScore = double.MaxValue;
+        int ties = 0;
+        for (int i = 0; i < candidates.Length; i++)
+        {
+            if (roomOnly && !candidates[i].HasRoom)
             {
-                double latency = candidates[i].SmoothedLatencySeconds > 0 ? candidates[i].SmoothedLatencySeconds : floor;
-                double cost = latency * (candidates[i].Outstanding + 1);
-                if (cost < bestCost)
-                {
-                    best = i;
-                    bestCost = cost;
-                    ties = 1;
-                }
-                else if (cost == bestCost && random.NextInt32(++ties) == 0)
-                {
-                    best = i;
-                }
+                continue;
             }
 
-            return best;
+            double value = score(candidates[i], state);
+            if (best < 0 || value < bestScore)
+            {
+                best = i;
+                bestScore = value;
+                ties = 1;
+            }
+            else if (value == bestScore && random.NextInt32(++ties) == 0)
+            {
+                best = i;
+            }
         }
+
+        return best;
     }
 }
