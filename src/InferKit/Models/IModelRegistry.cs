@@ -49,8 +49,10 @@ public interface IModelRegistry
 public sealed class ModelInfo
 {
     internal ModelInfo(string name, string version, IReadOnlyList<string> versions, ModelState state, ModelSignature? signature,
-        IReadOnlyList<ModelInstanceInfo> instances, string? error, bool required, string platform, string kind)
+        IReadOnlyList<ModelInstanceInfo> instances, string? error, bool required, string platform, string kind, int queueLength = 0, int activeRequests = 0)
     {
+        QueueLength = queueLength;
+        ActiveRequests = activeRequests;
         Name = name;
         Version = version;
         Versions = versions;
@@ -95,6 +97,12 @@ public sealed class ModelInfo
 
     /// <summary>"model" for a real model; "cascade" or "adaptive" for virtual ones.</summary>
     public string Kind { get; }
+
+    /// <summary>Requests waiting in the queue now.</summary>
+    public int QueueLength { get; }
+
+    /// <summary>Requests admitted and not yet answered (queued or running) now.</summary>
+    public int ActiveRequests { get; }
 }
 
 /// <summary>A snapshot of one model instance: where it runs and how loaded it is.</summary>

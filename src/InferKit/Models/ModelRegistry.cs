@@ -173,7 +173,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         var state = dep?.State ?? entry.State;
         return new ModelInfo(name, entry.Options.Version, [entry.Options.Version], state, dep?.Signature,
             dep is null ? [] : dep.Pool.Instances.Select(static i => i.ToInfo()).ToArray(), entry.Error, entry.Options.Required,
-            entry.Options.BackendFactory is null ? "onnxruntime" : "custom", "model");
+            entry.Options.BackendFactory is null ? "onnxruntime" : "custom", "model", dep?.Scheduler.QueueLength ?? 0, dep?.Scheduler.Active ?? 0);
     }
 
     public Task LoadAsync(string name, CancellationToken cancellationToken = default) => EnsureLoadedAsync(Find(name), cancellationToken);

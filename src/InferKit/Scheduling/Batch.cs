@@ -88,7 +88,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     void IThreadPoolWorkItem.Execute()
     {
         _owner.RunBatch(this);
-        _owner.Pump(DispatchMode.Worker, null);
+        _owner.HandOff();
     }
 
     /// <summary>Joins the inputs, runs them (retrying once on another instance after a failure) and answers every request.</summary>

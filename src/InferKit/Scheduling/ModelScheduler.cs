@@ -54,6 +54,7 @@ internal sealed class ModelScheduler : IDisposable
     private int _active;
     private int _cap;
     private int _pumpQueued;
+    private int _lastBatchRequests;
     private volatile bool _draining;
     private TaskCompletionSource? _drained;
     private bool _disposed;
@@ -181,24 +182,39 @@ internal sealed class ModelScheduler : IDisposable
         pending.Activity = activity;
         Interlocked.Increment(ref _active);
 
-        // Fast path: nothing queued and an idle instance: run on the caller's thread, no hop, no queue.
-        if (_options.AllowInlineExecution && _options.MaxQueueDelay <= TimeSpan.Zero && Volatile.Read(ref _queued) == 0 && Pool.TryAcquire(out var idle))
+        // Fast path: nothing queued, an idle instance and no concurrent traffic (the last batch carried one request):
+        // run on the caller's thread, no hop, no queue. Under concurrency the request queues so it can join a batch.
+        if (_options.AllowInlineExecution && _options.MaxQueueDelay <= TimeSpan.Zero && Volatile.Read(ref _queued) == 0
+            && Volatile.Read(ref _lastBatchRequests) <= 1 && Pool.TryAcquire(out var idle))
         {
             pending.TryStart();
             pending.Inline = true;
             return RunInline(pending, idle);
         }
 
+        bool full;
         lock (_gate)
         {
-            _lanes[lane].Enqueue(pending, (deadline, pending.Sequence));
-            _laneCount[lane]++;
-            _laneRows[lane] += rows;
-            _queued++;
-            if (deadline < _timerDue)
+            // The limit is exact: checked and taken under the lock (the check above only answers a full queue cheaply).
+            full = _queued >= _options.MaxQueueLength;
+            if (!full)
             {
-                ArmTimer(deadline, now);
+                _lanes[lane].Enqueue(pending, (deadline, pending.Sequence));
+                _laneCount[lane]++;
+                _laneRows[lane] += rows;
+                _queued++;
+                if (deadline < _timerDue)
+                {
+                    ArmTimer(deadline, now);
+                }
             }
+        }
+
+        if (full)
+        {
+            EndActive();
+            pending.Activity = null;
+            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), $"Model '{ModelName}': the queue is full ({_options.MaxQueueLength} requests).", now, activity);
         }
 
         if (cancellationToken.CanBeCanceled)
@@ -207,7 +223,17 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         var task = new ValueTask<InferenceResponse>(pending, pending.Version);
-        Pump(DispatchMode.Caller, pending);
+        if (_batchable && Volatile.Read(ref _lastBatchRequests) > 1)
+        {
+            // Under concurrency a caller does not form a batch itself: a pool work item does, after the continuations
+            // already queued on this thread have run and added their requests to the batch.
+            HandOff();
+        }
+        else
+        {
+            Pump(DispatchMode.Caller, pending);
+        }
+
         return task;
     }
 
@@ -295,17 +321,27 @@ internal sealed class ModelScheduler : IDisposable
             }
 
             Batch? batch;
-            bool waiting;
+            long waitUntil;
             lock (_gate)
             {
-                batch = FormBatch(Time.GetTimestamp(), out waiting);
+                batch = FormBatch(Time.GetTimestamp(), out waitUntil);
             }
 
             if (batch is null)
             {
                 instance.Unreserve();
-                if (waiting)
+                if (waitUntil != long.MaxValue)
                 {
+                    // Waiting for more requests (MaxQueueDelay). Arm the timer now that the instance is free again: a
+                    // timer that fired while this thread held the reservation found no instance and did nothing.
+                    lock (_gate)
+                    {
+                        if (waitUntil < _timerDue || _timerDue == long.MaxValue)
+                        {
+                            ArmTimer(waitUntil, Time.GetTimestamp());
+                        }
+                    }
+
                     return;
                 }
 
@@ -314,25 +350,30 @@ internal sealed class ModelScheduler : IDisposable
 
             batch.Instance = instance;
             instance.AddRows(batch.Rows);
-            switch (mode)
+            if (mode == DispatchMode.Caller && own is not null && _options.AllowInlineExecution && batch.Contains(own))
             {
-                case DispatchMode.Caller when own is not null && _options.AllowInlineExecution && batch.Contains(own):
-                    own.Inline = false; // its answer goes through the awaited value task as usual
-                    RunBatch(batch);
-                    HandOff();
-                    return;
-                case DispatchMode.Worker when !(Volatile.Read(ref _queued) > 0 && HasRoom()):
-                    RunBatch(batch);
-                    break;
-                default:
-                    ThreadPool.UnsafeQueueUserWorkItem(batch, preferLocal: false);
-                    break;
+                own.Inline = false; // its answer goes through the awaited value task as usual
+                RunBatch(batch);
+                HandOff();
+                return;
             }
+
+            if (mode == DispatchMode.Worker && !(Volatile.Read(ref _queued) > 0 && HasRoom()))
+            {
+                // Run the last batch this worker can form here, then leave further work to a fresh work item so the
+                // continuations this batch just queued on this thread run first (prompt answers, fuller next batch).
+                RunBatch(batch);
+                HandOff();
+                return;
+            }
+
+            ThreadPool.UnsafeQueueUserWorkItem(batch, preferLocal: false);
         }
     }
 
     internal void RunBatch(Batch batch)
     {
+        Volatile.Write(ref _lastBatchRequests, batch.Count);
         int rows = batch.Rows;
         batch.Run();
         if (_options.Adaptive.Enabled && batch.Seconds > 0)
@@ -422,8 +463,8 @@ internal sealed class ModelScheduler : IDisposable
         return new ValueTask<InferenceResponse>(result!);
     }
 
-    /// <summary>After a caller ran a batch on its own thread, leaves any further work to a thread-pool worker.</summary>
-    private void HandOff()
+    /// <summary>Leaves any further work to a thread-pool work item (queued globally, so local continuations run first).</summary>
+    internal void HandOff()
     {
         if (Volatile.Read(ref _queued) > 0 && Interlocked.Exchange(ref _pumpQueued, 1) == 0)
         {
@@ -446,9 +487,9 @@ internal sealed class ModelScheduler : IDisposable
     }
 
     /// <summary>Takes the next batch off the queue. Called under the lock.</summary>
-    private Batch? FormBatch(long now, out bool waiting)
+    private Batch? FormBatch(long now, out long waitUntil)
     {
-        waiting = false;
+        waitUntil = long.MaxValue;
         SweepExpired(now);
         if (_queued == 0)
         {
@@ -479,12 +520,7 @@ internal sealed class ModelScheduler : IDisposable
             long due = oldest + (long)(_options.MaxQueueDelay.TotalSeconds * Time.TimestampFrequency);
             if (rowsQueued < cap && !PreferredReachable(rowsQueued) && now < due)
             {
-                waiting = true;
-                if (due < _timerDue)
-                {
-                    ArmTimer(due, now);
-                }
-
+                waitUntil = due;
                 return null;
             }
         }
@@ -717,8 +753,10 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         _timerDue = due;
+        // Timers count whole milliseconds: round a sub-millisecond wait up rather than let it fire at once and spin.
         long ticks = Math.Max(0, due - now);
-        var delay = TimeSpan.FromSeconds(ticks / (double)Time.TimestampFrequency);
+        double ms = ticks * 1000.0 / Time.TimestampFrequency;
+        var delay = ms <= 0 ? TimeSpan.Zero : TimeSpan.FromMilliseconds(Math.Ceiling(ms));
         _timer.Change(delay, Timeout.InfiniteTimeSpan);
     }
 

@@ -14,12 +14,13 @@ namespace InferKit.Backends.Onnx;
 /// </summary>
 internal sealed class OnnxModelBackend : IModelBackend
 {
+    private const string SpinningKey = "session.intra_op.allow_spinning";
     private static int s_liveSessions;
 
     private readonly InferenceSession _session;
     private readonly string[] _inputNames;
     private readonly string[] _outputNames;
-    private readonly ConcurrentBag<RunOptions> _runOptions = new();
+    private readonly ConcurrentBag<RunContext> _contexts = new();
     private int _disposed;
 
     private OnnxModelBackend(InferenceSession session, ModelSignature signature, ExecutionProviderInfo provider)
@@ -101,20 +102,22 @@ internal sealed class OnnxModelBackend : IModelBackend
             throw new ArgumentException($"Expected {_inputNames.Length} inputs, got {inputs.Length}.", nameof(inputs));
         }
 
-        var values = new OrtValue[inputs.Length];
-        var handles = new GCHandle[inputs.Length];
-        if (!_runOptions.TryTake(out var runOptions))
+        // Per-run native objects and arrays come from a small pool: one context per concurrent run.
+        if (!_contexts.TryTake(out var context))
         {
-            runOptions = new RunOptions();
+            context = new RunContext(inputs.Length);
         }
 
+        var values = context.Values;
+        var handles = context.Handles;
+        var runOptions = context.Options;
         CancellationTokenRegistration registration = default;
         bool terminated = false;
         try
         {
             for (int i = 0; i < inputs.Length; i++)
             {
-                values[i] = CreateInput(inputs[i], ref handles[i]);
+                values[i] = CreateInput(inputs[i], ref handles[i], ref context.Shapes[i]);
             }
 
             if (cancellationToken.CanBeCanceled)
@@ -158,10 +161,13 @@ internal sealed class OnnxModelBackend : IModelBackend
             for (int i = 0; i < values.Length; i++)
             {
                 values[i]?.Dispose();
+                values[i] = null!;
                 if (handles[i].IsAllocated)
                 {
                     handles[i].Free();
                 }
+
+                handles[i] = default;
             }
 
             if (terminated || _disposed != 0)
@@ -170,7 +176,7 @@ internal sealed class OnnxModelBackend : IModelBackend
             }
             else
             {
-                _runOptions.Add(runOptions);
+                _contexts.Add(context);
             }
         }
     }
@@ -183,17 +189,24 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
 
         _session.Dispose();
-        while (_runOptions.TryTake(out var ro))
+        while (_contexts.TryTake(out var context))
         {
-            ro.Dispose();
+            context.Options.Dispose();
         }
 
         Interlocked.Decrement(ref s_liveSessions);
     }
 
-    private static unsafe OrtValue CreateInput(in Tensor tensor, ref GCHandle handle)
+    private static unsafe OrtValue CreateInput(in Tensor tensor, ref GCHandle handle, ref long[] shape)
     {
-        var shape = tensor.Shape.ToArray();
+        // ONNX Runtime copies the dimensions when it creates the value, so one buffer per input serves every run.
+        var dims = tensor.Shape;
+        if (shape is null || shape.Length != dims.Length)
+        {
+            shape = new long[dims.Length];
+        }
+
+        dims.CopyTo(shape);
         if (tensor.ElementType == TensorElementType.String)
         {
             var strings = tensor.GetStrings();
@@ -265,6 +278,11 @@ internal sealed class OnnxModelBackend : IModelBackend
         foreach (var kv in settings.ConfigEntries)
         {
             options.AddSessionConfigEntry(kv.Key, kv.Value);
+        }
+
+        if (!OnnxEnvironment.UsesGlobalThreadPool && !settings.ConfigEntries.ContainsKey(SpinningKey))
+        {
+            options.AddSessionConfigEntry(SpinningKey, settings.AllowSpinning ? "1" : "0");
         }
 
         switch (provider)
@@ -370,6 +388,18 @@ internal sealed class OnnxModelBackend : IModelBackend
         int nl = message.IndexOf('\n', StringComparison.Ordinal);
         return nl < 0 ? message : message[..nl].TrimEnd();
     }
+}
+
+/// <summary>What one run needs besides its inputs: run options (for cancellation) and reusable arrays.</summary>
+internal sealed class RunContext(int inputs)
+{
+    public RunOptions Options { get; } = new();
+
+    public OrtValue[] Values { get; } = new OrtValue[inputs];
+
+    public GCHandle[] Handles { get; } = new GCHandle[inputs];
+
+    public long[][] Shapes { get; } = new long[inputs][];
 }
 
 /// <summary>The bytes or path of one ONNX model, read once and shared by its instances.</summary>
