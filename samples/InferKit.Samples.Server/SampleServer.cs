@@ -1,0 +1,170 @@
+using System.Globalization;
+using System.Threading.RateLimiting;
+using InferKit.AspNetCore;
+using InferKit.Models;
+using InferKit.Scheduling;
+using InferKit.TestModels;
+using Microsoft.AspNetCore.RateLimiting;
+
+namespace InferKit.Samples.Server;
+
+/// <summary>
+/// Builds the sample server. Configuration (appsettings.json, environment, or command line such as
+/// <c>--Sample:Models=fraud</c>):
+/// <list type="bullet">
+/// <item><c>Sample:Models</c>: which of fraud, resnet18, minilm to serve (comma-separated; all three by default).</item>
+/// <item><c>Sample:ModelsPath</c>: where fraud.onnx is generated on first start (default: <c>models</c> under the content root).</item>
+/// <item><c>Sample:ApiKeys:&lt;client&gt;=&lt;key&gt;</c>: when any is set, the inference endpoints require an <c>X-Api-Key</c> header.</item>
+/// <item><c>Sample:RateLimit:Permits</c> per <c>Sample:RateLimit:Period</c>: requests per client (API key, else IP address); 1000 a second by default, 0 switches it off.</item>
+/// </list>
+/// </summary>
+public static class SampleServer
+{
+    /// <summary>The URL served when none is configured (<c>--urls</c>, <c>ASPNETCORE_URLS</c>, ...).</summary>
+    public const string DefaultUrl = "http://localhost:5000";
+
+    /// <summary>The name of the per-client rate-limiting policy.</summary>
+    public const string RateLimitPolicy = "per-client";
+
+    /// <summary>Builds the application from command-line arguments.</summary>
+    /// <param name="args">Command-line arguments, for example <c>--urls http://0.0.0.0:8080</c>.</param>
+    /// <param name="configure">A last say over the builder (tests use it).</param>
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["http_ports"]))
+        {
+            builder.WebHost.UseUrls(DefaultUrl);
+        }
+
+        var models = (builder.Configuration["Sample:Models"] ?? "fraud,resnet18,minilm")
+            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        string modelsPath = builder.Configuration["Sample:ModelsPath"] ?? Path.Combine(builder.Environment.ContentRootPath, "models");
+        var apiKeys = builder.Configuration.GetSection("Sample:ApiKeys").GetChildren()
+            .Where(static c => !string.IsNullOrEmpty(c.Value))
+            .Select(static c => new KeyValuePair<string, string>(c.Key, c.Value!))
+            .ToList();
+        int permits = builder.Configuration.GetValue("Sample:RateLimit:Permits", 1000);
+        var period = builder.Configuration.GetValue("Sample:RateLimit:Period", TimeSpan.FromSeconds(1));
+
+        var inferKit = builder.Services.AddInferKit(o => o.DrainTimeout = TimeSpan.FromSeconds(20));
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(25));
+        foreach (var model in models)
+        {
+            switch (model)
+            {
+                case "fraud":
+                    // Generated on first start, then reused. Many HTTP callers arrive at once: let their requests queue
+                    // and join batches rather than run alone on the caller's thread whenever the instance is idle.
+                    inferKit.AddOnnxModel("fraud", FraudModel.EnsureFile(modelsPath), o =>
+                    {
+                        o.Batching.MaxBatchSize = 64;
+                        o.Batching.AllowInlineExecution = false;
+                    });
+                    break;
+                case "resnet18":
+                    // Its batch dimension is fixed at 1: one request per run.
+                    inferKit.AddOnnxModel("resnet18", RealModels.ResNet18Path, o => o.Batching.Enabled = false);
+                    break;
+                case "minilm":
+                    // Sentences of different lengths share a batch: inputs are padded, and the hidden states cut back.
+                    inferKit.AddOnnxModel("minilm", ModelSource.FromEmbeddedResource(RealModels.MiniLmAssembly, RealModels.MiniLmResourceName), o =>
+                    {
+                        o.Batching.MaxBatchSize = 16;
+                        o.Batching.AllowInlineExecution = false;
+                        o.Batching.Padding.Enabled = true;
+                        o.Batching.Padding.OutputAxes[RealModels.MiniLmLastHiddenState] = new PaddedAxis(1, RealModels.MiniLmInputIds, 1);
+                    });
+                    break;
+                default:
+                    throw new InvalidOperationException($"Sample:Models names '{model}'; the sample serves fraud, resnet18 and minilm.");
+            }
+        }
+
+        builder.Services.AddHealthChecks().AddInferKitReadinessCheck();
+        builder.Services.AddAuthorization();
+        builder.Services.AddApiKeyAuthentication(apiKeys);
+        if (permits > 0)
+        {
+            builder.Services.AddRateLimiter(o => ConfigureRateLimiter(o, permits, period));
+        }
+
+        configure?.Invoke(builder);
+        var app = builder.Build();
+
+        app.UseAuthentication();
+        app.UseAuthorization();
+        if (permits > 0)
+        {
+            app.UseRateLimiter();
+        }
+
+        var group = app.MapInferKit();
+        if (apiKeys.Count > 0)
+        {
+            group.RequireAuthorization();
+        }
+
+        if (permits > 0)
+        {
+            group.RequireRateLimiting(RateLimitPolicy);
+        }
+
+        app.MapHealthChecks("/healthz");
+        app.MapGet("/", () => Results.Text(Usage(models), "text/plain"));
+
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("InferKit.Samples.Server");
+            if (!logger.IsEnabled(LogLevel.Information))
+            {
+                return;
+            }
+
+            logger.LogInformation(
+                "InferKit sample serving {Models} on {Urls}. API keys: {Auth}. Rate limit: {Limit}.",
+                string.Join(", ", models),
+                string.Join(", ", app.Urls),
+                apiKeys.Count == 0 ? "off (set Sample:ApiKeys:<client>=<key> to require X-Api-Key)" : $"required ({apiKeys.Count} clients)",
+                permits > 0 ? $"{permits} per {period} per client" : "off");
+        });
+        return app;
+    }
+
+    private static void ConfigureRateLimiter(RateLimiterOptions options, int permits, TimeSpan period)
+    {
+        options.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
+        options.OnRejected = static async (context, cancellationToken) =>
+        {
+            if (context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var retryAfter))
+            {
+                context.HttpContext.Response.Headers.RetryAfter = Math.Max(1, (long)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+            }
+
+            context.HttpContext.Response.ContentType = "application/json";
+            await context.HttpContext.Response.WriteAsync("""{"error":"Rate limit exceeded for this client; retry later."}""", cancellationToken).ConfigureAwait(false);
+        };
+
+        // One token bucket per client: the API-key client name when authenticated, else the remote address.
+        options.AddPolicy(RateLimitPolicy, http => RateLimitPartition.GetTokenBucketLimiter(
+            http.User.Identity?.IsAuthenticated == true ? "client:" + http.User.Identity.Name : "ip:" + http.Connection.RemoteIpAddress,
+            _ => new TokenBucketRateLimiterOptions
+            {
+                TokenLimit = permits,
+                TokensPerPeriod = permits,
+                ReplenishmentPeriod = period,
+                QueueLimit = 0,
+                AutoReplenishment = true,
+            }));
+    }
+
+    private static string Usage(IEnumerable<string> models) => $"""
+        InferKit sample server (Open Inference Protocol / KServe v2).
+        Models: {string.Join(", ", models)}
+          GET  /v2                              server metadata
+          GET  /v2/health/live | /v2/health/ready
+          GET  /v2/models/{"{model}"}                  model metadata
+          POST /v2/models/{"{model}"}/infer            inference (JSON or binary tensor data)
+          GET  /healthz                         ASP.NET Core health checks
+        """;
+}

@@ -1,0 +1,523 @@
+using System.Buffers;
+using System.Globalization;
+using System.Reflection;
+using InferKit.AspNetCore.Protocol;
+using InferKit.Models;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace InferKit.AspNetCore;
+
+/// <summary>The request handlers behind <c>MapInferKit</c>: one instance per mapped group.</summary>
+internal sealed partial class InferKitHttpHandler
+{
+    private const string JsonContentType = "application/json";
+    private const string BinaryContentType = "application/octet-stream";
+
+    private readonly IInferenceClient _client;
+    private readonly IModelRegistry _registry;
+    private readonly InferKitEndpointOptions _options;
+    private readonly IHostApplicationLifetime? _lifetime;
+    private readonly ILogger _logger;
+    private readonly string _serverVersion;
+
+    public InferKitHttpHandler(IInferenceClient client, IModelRegistry registry, InferKitEndpointOptions options, IHostApplicationLifetime? lifetime, ILogger logger)
+    {
+        _client = client;
+        _registry = registry;
+        _options = options;
+        _lifetime = lifetime;
+        _logger = logger;
+        var assembly = typeof(IInferenceClient).Assembly;
+        var informational = assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion;
+        _serverVersion = informational is null ? assembly.GetName().Version?.ToString(3) ?? "0.0.0" : informational.Split('+')[0];
+    }
+
+    private bool IsStopping => _lifetime?.ApplicationStopping.IsCancellationRequested == true;
+
+    /// <summary>GET /v2: server metadata.</summary>
+    public Task ServerMetadataAsync(HttpContext context)
+    {
+        using var buffer = new PooledBufferWriter(256);
+        var writer = JsonWriterCache.Rent(buffer);
+        try
+        {
+            MetadataWriter.WriteServerMetadata(writer, _options.ServerName, _serverVersion);
+        }
+        finally
+        {
+            JsonWriterCache.Return(writer);
+        }
+
+        return WriteJsonAsync(context, StatusCodes.Status200OK, buffer);
+    }
+
+    /// <summary>GET /v2/health/live: always live while the process serves HTTP.</summary>
+    public static Task LiveAsync(HttpContext context) => WriteFlagAsync(context, StatusCodes.Status200OK, "live"u8, true);
+
+    /// <summary>GET /v2/health/ready: 200 when every required model is ready and the host is not stopping; 400 otherwise (as Triton answers).</summary>
+    public Task ReadyAsync(HttpContext context)
+    {
+        bool ready = !IsStopping && _registry.AllRequiredModelsReady;
+        return WriteFlagAsync(context, ready ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest, "ready"u8, ready);
+    }
+
+    /// <summary>GET /v2/models/{model}[/versions/{version}]: model metadata.</summary>
+    public Task ModelMetadataAsync(HttpContext context)
+    {
+        if (!TryGetModel(context, out var model, out var error))
+        {
+            return WriteErrorAsync(context, StatusCodes.Status404NotFound, error);
+        }
+
+        using var buffer = new PooledBufferWriter(1024);
+        var writer = JsonWriterCache.Rent(buffer);
+        try
+        {
+            MetadataWriter.WriteModelMetadata(writer, model);
+        }
+        finally
+        {
+            JsonWriterCache.Return(writer);
+        }
+
+        return WriteJsonAsync(context, StatusCodes.Status200OK, buffer);
+    }
+
+    /// <summary>GET /v2/models/{model}[/versions/{version}]/ready: 200 when ready, 400 when not (as Triton answers), 404 when unknown.</summary>
+    public Task ModelReadyAsync(HttpContext context)
+    {
+        if (!TryGetModel(context, out var model, out var error))
+        {
+            return WriteErrorAsync(context, StatusCodes.Status404NotFound, error);
+        }
+
+        using var buffer = new PooledBufferWriter(256);
+        var writer = JsonWriterCache.Rent(buffer);
+        try
+        {
+            MetadataWriter.WriteModelReady(writer, model);
+        }
+        finally
+        {
+            JsonWriterCache.Return(writer);
+        }
+
+        return WriteJsonAsync(context, model.IsReady ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest, buffer);
+    }
+
+    /// <summary>POST /v2/models/{model}[/versions/{version}]/infer.</summary>
+    public async Task InferAsync(HttpContext context)
+    {
+        string model = (string)context.Request.RouteValues["model"]!;
+        string? version = context.Request.RouteValues["version"] as string;
+        if (IsStopping)
+        {
+            context.Response.Headers.Connection = "close";
+            await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable,
+                $"Model '{model}': the server is shutting down and takes no new requests.", _options.DefaultRetryAfter).ConfigureAwait(false);
+            return;
+        }
+
+        if (!TryReadHeaders(context, out var headerTimeout, out var headerPriority, out int? headerLength, out string? headerError))
+        {
+            await WriteErrorAsync(context, StatusCodes.Status400BadRequest, headerError).ConfigureAwait(false);
+            return;
+        }
+
+        var (body, length, tooLarge) = await ReadBodyAsync(context).ConfigureAwait(false);
+        if (tooLarge)
+        {
+            await WriteErrorAsync(context, StatusCodes.Status413RequestEntityTooLarge,
+                $"The request body is larger than the server's limit of {_options.MaxRequestBytes} bytes.").ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            InferRequestPayload payload;
+            try
+            {
+                payload = InferRequestReader.Read(new ReadOnlyMemory<byte>(body, 0, length), headerLength ?? length);
+            }
+            catch (ProtocolException ex)
+            {
+                Log.BadRequest(_logger, model, ex.Message);
+                await WriteErrorAsync(context, StatusCodes.Status400BadRequest, ex.Message).ConfigureAwait(false);
+                return;
+            }
+
+            using (payload)
+            {
+                await RunAsync(context, model, version, payload, headerTimeout, headerPriority).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(body!);
+        }
+    }
+
+    private async Task RunAsync(HttpContext context, string model, string? version, InferRequestPayload payload, TimeSpan? headerTimeout, InferencePriority? headerPriority)
+    {
+        InferenceResponse response;
+        try
+        {
+            var request = new InferenceRequest(payload.Inputs)
+            {
+                Id = payload.Id,
+                Timeout = EffectiveTimeout(headerTimeout, payload.TimeoutMicroseconds),
+                Priority = EffectivePriority(headerPriority, payload.Priority),
+                RequestedOutputs = payload.RequestedOutputNames(),
+            };
+            response = await _client.InferAsync(model, version, request, context.RequestAborted).ConfigureAwait(false);
+        }
+        catch (ModelNotFoundException ex)
+        {
+            await WriteErrorAsync(context, StatusCodes.Status404NotFound, ex.Message).ConfigureAwait(false);
+            return;
+        }
+        catch (ArgumentException ex)
+        {
+            // InvalidInferenceRequestException (the request does not fit the signature) and the tensor factories' checks.
+            string message = ex is InvalidInferenceRequestException invalid ? invalid.Message : ex.Message;
+            message = message.Contains($"'{model}'", StringComparison.Ordinal) ? message : $"Model '{model}': {message}";
+            Log.BadRequest(_logger, model, message);
+            await WriteErrorAsync(context, StatusCodes.Status400BadRequest, message).ConfigureAwait(false);
+            return;
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // The caller went away; there is no one to answer.
+            return;
+        }
+        catch (ModelLoadException ex)
+        {
+            await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, ex.Message, _options.DefaultRetryAfter).ConfigureAwait(false);
+            return;
+        }
+#pragma warning disable CA1031 // Anything else is a server fault: log it and answer 500 so the server keeps serving.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Log.InferFailed(_logger, model, ex);
+            await WriteErrorAsync(context, StatusCodes.Status500InternalServerError, $"Model '{model}' failed: {ex.Message}").ConfigureAwait(false);
+            return;
+        }
+
+        using (response)
+        {
+            switch (response.Status)
+            {
+                case InferenceStatus.Success:
+                    WriteSuccess(context, response, payload);
+                    await context.Response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+                    break;
+                case InferenceStatus.DeadlineExceeded:
+                    await WriteErrorAsync(context, StatusCodes.Status504GatewayTimeout,
+                        $"Model '{response.Model}': the request's deadline passed before it could be answered. {response.Message}".TrimEnd()).ConfigureAwait(false);
+                    break;
+                default:
+                    Log.Refused(_logger, response.Model, response.RefusalReason);
+                    await WriteErrorAsync(context,
+                        response.RefusalReason == RefusalReason.QueueFull ? StatusCodes.Status429TooManyRequests : StatusCodes.Status503ServiceUnavailable,
+                        $"Model '{response.Model}' refused the request ({response.RefusalReason}). {response.Message}".TrimEnd(),
+                        response.RetryAfter ?? _options.DefaultRetryAfter).ConfigureAwait(false);
+                    break;
+            }
+        }
+    }
+
+    private static void WriteSuccess(HttpContext context, InferenceResponse response, InferRequestPayload payload)
+    {
+        var outputs = response.Outputs;
+        Span<OutputMode> modes = outputs.Count <= 64 ? stackalloc OutputMode[outputs.Count] : new OutputMode[outputs.Count];
+        bool anyBinary = false;
+        for (int i = 0; i < outputs.Count; i++)
+        {
+            var mode = payload.OutputMode(outputs[i].Name);
+            modes[i] = mode switch
+            {
+                null => OutputMode.Skip,
+                true => OutputMode.Binary,
+                false => OutputMode.Json,
+            };
+            anyBinary |= mode == true;
+        }
+
+        using var json = new PooledBufferWriter(EstimateJsonSize(outputs, modes));
+        var writer = JsonWriterCache.Rent(json);
+        long binaryLength;
+        try
+        {
+            binaryLength = InferResponseWriter.WriteJson(writer, response.Model, response.Version, payload.Id ?? response.RequestId, outputs, modes);
+        }
+        finally
+        {
+            JsonWriterCache.Return(writer);
+        }
+
+        var http = context.Response;
+        http.StatusCode = StatusCodes.Status200OK;
+        if (anyBinary)
+        {
+            http.ContentType = BinaryContentType;
+            http.Headers[InferKitHeaders.InferenceHeaderContentLength] = json.WrittenCount.ToString(CultureInfo.InvariantCulture);
+        }
+        else
+        {
+            http.ContentType = JsonContentType;
+        }
+
+        http.ContentLength = json.WrittenCount + binaryLength;
+        var body = http.BodyWriter;
+        body.Write(json.WrittenSpan);
+        if (anyBinary)
+        {
+            InferResponseWriter.WriteBinary(body, outputs, modes);
+        }
+    }
+
+    private static int EstimateJsonSize(IReadOnlyList<InferKit.Tensors.Tensor> outputs, ReadOnlySpan<OutputMode> modes)
+    {
+        long size = 256;
+        for (int i = 0; i < outputs.Count; i++)
+        {
+            if (modes[i] == OutputMode.Json)
+            {
+                // About 12 bytes per number written as JSON.
+                size += 64 + (outputs[i].ElementCount * 12);
+            }
+            else if (modes[i] == OutputMode.Binary)
+            {
+                size += 128;
+            }
+        }
+
+        return (int)Math.Min(size, 1 << 20);
+    }
+
+    private TimeSpan? EffectiveTimeout(TimeSpan? header, long? parameterMicroseconds)
+    {
+        TimeSpan? timeout = header;
+
+        // Triton's timeout parameter is in microseconds, and 0 means none.
+        if (parameterMicroseconds is > 0)
+        {
+            var parameter = TimeSpan.FromMicroseconds(parameterMicroseconds.Value);
+            timeout = timeout is null || parameter < timeout ? parameter : timeout;
+        }
+
+        timeout ??= _options.DefaultTimeout;
+        if (timeout is { } t && _options.MaxTimeout is { } max && t > max)
+        {
+            timeout = max;
+        }
+
+        return timeout;
+    }
+
+    private InferencePriority EffectivePriority(InferencePriority? header, InferencePriority? parameter)
+    {
+        // When both are given, the lower one wins: a gateway's header can lower what a body asks for, never raise it.
+        InferencePriority priority = (header, parameter) switch
+        {
+            ({ } h, { } p) => h < p ? h : p,
+            ({ } h, null) => h,
+            (null, { } p) => p,
+            _ => _options.DefaultPriority,
+        };
+        return priority > _options.MaxPriority ? _options.MaxPriority : priority;
+    }
+
+    private static bool TryReadHeaders(HttpContext context, out TimeSpan? timeout, out InferencePriority? priority, out int? headerLength, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? error)
+    {
+        timeout = null;
+        priority = null;
+        headerLength = null;
+        error = null;
+        var headers = context.Request.Headers;
+        if (headers.TryGetValue(InferKitHeaders.TimeoutMs, out var timeoutValue))
+        {
+            if (!long.TryParse(timeoutValue.ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out long ms) || ms <= 0 || ms > (long)TimeSpan.MaxValue.TotalMilliseconds)
+            {
+                error = $"Header {InferKitHeaders.TimeoutMs} must be a positive integer number of milliseconds, not '{timeoutValue}'.";
+                return false;
+            }
+
+            timeout = TimeSpan.FromMilliseconds(ms);
+        }
+
+        if (headers.TryGetValue(InferKitHeaders.Priority, out var priorityValue))
+        {
+            if (!PriorityParser.TryParse(priorityValue.ToString(), out var p))
+            {
+                error = $"Header {InferKitHeaders.Priority} must be one of {PriorityParser.Expected}, not '{priorityValue}'.";
+                return false;
+            }
+
+            priority = p;
+        }
+
+        if (headers.TryGetValue(InferKitHeaders.InferenceHeaderContentLength, out var lengthValue))
+        {
+            if (!int.TryParse(lengthValue.ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out int length))
+            {
+                error = $"Header {InferKitHeaders.InferenceHeaderContentLength} must be the byte length of the JSON part, a non-negative integer, not '{lengthValue}'.";
+                return false;
+            }
+
+            headerLength = length;
+        }
+
+        return true;
+    }
+
+    /// <summary>Reads the whole body into a pooled buffer, enforcing <see cref="InferKitEndpointOptions.MaxRequestBytes"/>.</summary>
+    private async ValueTask<(byte[]? Body, int Length, bool TooLarge)> ReadBodyAsync(HttpContext context)
+    {
+        long limit = _options.MaxRequestBytes;
+        if (context.Request.ContentLength > limit)
+        {
+            return (null, 0, true);
+        }
+
+        // Kestrel's own limit (30 MB by default) would stop a body this endpoint allows; ours is checked below.
+        var sizeFeature = context.Features.Get<IHttpMaxRequestBodySizeFeature>();
+        if (sizeFeature is { IsReadOnly: false })
+        {
+            sizeFeature.MaxRequestBodySize = limit;
+        }
+
+        long? declared = context.Request.ContentLength;
+        var buffer = ArrayPool<byte>.Shared.Rent(declared is > 0 ? (int)declared.Value : 16 * 1024);
+        int total = 0;
+        var reader = context.Request.BodyReader;
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync(context.RequestAborted).ConfigureAwait(false);
+                var sequence = result.Buffer;
+                if (total + sequence.Length > limit)
+                {
+                    reader.AdvanceTo(sequence.End);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    return (null, 0, true);
+                }
+
+                if (total + sequence.Length > buffer.Length)
+                {
+                    var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min(limit, Math.Max((long)buffer.Length * 2, total + sequence.Length)));
+                    buffer.AsSpan(0, total).CopyTo(bigger);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = bigger;
+                }
+
+                sequence.CopyTo(buffer.AsSpan(total));
+                total += (int)sequence.Length;
+                reader.AdvanceTo(sequence.End);
+                if (result.IsCompleted)
+                {
+                    return (buffer, total, false);
+                }
+            }
+        }
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            return (null, 0, true);
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            throw;
+        }
+    }
+
+    private bool TryGetModel(HttpContext context, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ModelInfo? model, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? error)
+    {
+        string name = (string)context.Request.RouteValues["model"]!;
+        string? version = context.Request.RouteValues["version"] as string;
+        try
+        {
+            model = _registry.GetModel(name, version);
+            error = null;
+            return true;
+        }
+        catch (ModelNotFoundException ex)
+        {
+            model = null;
+            error = ex.Message;
+            return false;
+        }
+    }
+
+    private static Task WriteFlagAsync(HttpContext context, int status, ReadOnlySpan<byte> property, bool value)
+    {
+        using var buffer = new PooledBufferWriter(64);
+        var writer = JsonWriterCache.Rent(buffer);
+        try
+        {
+            MetadataWriter.WriteFlag(writer, property, value);
+        }
+        finally
+        {
+            JsonWriterCache.Return(writer);
+        }
+
+        return WriteJsonAsync(context, status, buffer);
+    }
+
+    private static Task WriteErrorAsync(HttpContext context, int status, string message, TimeSpan? retryAfter = null)
+    {
+        if (context.Response.HasStarted)
+        {
+            return Task.CompletedTask;
+        }
+
+        if (retryAfter is { } r)
+        {
+            long seconds = Math.Max(1, (long)Math.Ceiling(r.TotalSeconds));
+            context.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
+        }
+
+        using var buffer = new PooledBufferWriter(message.Length + 32);
+        var writer = JsonWriterCache.Rent(buffer);
+        try
+        {
+            MetadataWriter.WriteError(writer, message);
+        }
+        finally
+        {
+            JsonWriterCache.Return(writer);
+        }
+
+        return WriteJsonAsync(context, status, buffer);
+    }
+
+    /// <summary>Copies <paramref name="buffer"/> into the response at once (so the caller may dispose it) and flushes.</summary>
+    private static async Task WriteJsonAsync(HttpContext context, int status, PooledBufferWriter buffer)
+    {
+        var response = context.Response;
+        response.StatusCode = status;
+        response.ContentType = JsonContentType;
+        response.ContentLength = buffer.WrittenCount;
+        response.BodyWriter.Write(buffer.WrittenSpan);
+        await response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 5001, Level = LogLevel.Debug, Message = "Request to model {Model} is invalid: {Reason}")]
+        public static partial void BadRequest(ILogger logger, string model, string reason);
+
+        [LoggerMessage(EventId = 5002, Level = LogLevel.Debug, Message = "Model {Model} refused a request: {Reason}")]
+        public static partial void Refused(ILogger logger, string model, RefusalReason reason);
+
+        [LoggerMessage(EventId = 5003, Level = LogLevel.Error, Message = "Inference on model {Model} failed")]
+        public static partial void InferFailed(ILogger logger, string model, Exception exception);
+    }
+}

@@ -1,0 +1,455 @@
+using System.Net;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using InferKit.Models;
+using InferKit.Tensors;
+using InferKit.TestModels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace InferKit.AspNetCore.Tests;
+
+public sealed class EndpointTests
+{
+    private const string AffineRequest = """
+        {"id":"r-1","inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[1,2,3,4],[-1,-2,-3,-4.5]]}]}
+        """;
+
+    private static Task<KestrelHost> StartAffineAsync(bool load = true, string prefix = "") =>
+        KestrelHost.StartAsync(ik => ik.AddModel("affine", _ => new AffineBackend()), prefix: prefix, load: load);
+
+    [Fact]
+    public async Task Server_metadata_names_the_server_and_the_binary_extension()
+    {
+        await using var host = await StartAffineAsync();
+        using var response = await host.Client.GetAsync("/v2");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        using var doc = await KestrelHost.JsonAsync(response);
+        Assert.Equal("inferkit", doc.RootElement.GetProperty("name").GetString());
+        Assert.False(string.IsNullOrEmpty(doc.RootElement.GetProperty("version").GetString()));
+        Assert.Contains("binary_tensor_data", doc.RootElement.GetProperty("extensions").EnumerateArray().Select(e => e.GetString()));
+    }
+
+    [Fact]
+    public async Task Live_always_and_ready_only_once_required_models_are_loaded()
+    {
+        await using var host = await StartAffineAsync(load: false);
+        using (var live = await host.Client.GetAsync("/v2/health/live"))
+        {
+            Assert.Equal(HttpStatusCode.OK, live.StatusCode);
+            using var doc = await KestrelHost.JsonAsync(live);
+            Assert.True(doc.RootElement.GetProperty("live").GetBoolean());
+        }
+
+        using (var notReady = await host.Client.GetAsync("/v2/health/ready"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, notReady.StatusCode);
+            using var doc = await KestrelHost.JsonAsync(notReady);
+            Assert.False(doc.RootElement.GetProperty("ready").GetBoolean());
+        }
+
+        using (var modelNotReady = await host.Client.GetAsync("/v2/models/affine/ready"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, modelNotReady.StatusCode);
+        }
+
+        await host.LoadAsync();
+        using (var ready = await host.Client.GetAsync("/v2/health/ready"))
+        {
+            Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+            using var doc = await KestrelHost.JsonAsync(ready);
+            Assert.True(doc.RootElement.GetProperty("ready").GetBoolean());
+        }
+
+        using (var modelReady = await host.Client.GetAsync("/v2/models/affine/ready"))
+        {
+            Assert.Equal(HttpStatusCode.OK, modelReady.StatusCode);
+            using var doc = await KestrelHost.JsonAsync(modelReady);
+            Assert.Equal("affine", doc.RootElement.GetProperty("name").GetString());
+            Assert.True(doc.RootElement.GetProperty("ready").GetBoolean());
+        }
+
+        using (var versionReady = await host.Client.GetAsync("/v2/models/affine/versions/1/ready"))
+        {
+            Assert.Equal(HttpStatusCode.OK, versionReady.StatusCode);
+        }
+    }
+
+    [Fact]
+    public async Task Model_metadata_lists_inputs_and_outputs_with_dynamic_dimensions_as_minus_one()
+    {
+        await using var host = await StartAffineAsync();
+        foreach (var path in new[] { "/v2/models/affine", "/v2/models/affine/versions/1" })
+        {
+            using var response = await host.Client.GetAsync(path);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            using var doc = await KestrelHost.JsonAsync(response);
+            var root = doc.RootElement;
+            Assert.Equal("affine", root.GetProperty("name").GetString());
+            Assert.Equal(["1"], root.GetProperty("versions").EnumerateArray().Select(e => e.GetString()));
+            Assert.False(string.IsNullOrEmpty(root.GetProperty("platform").GetString()));
+            var input = Assert.Single(root.GetProperty("inputs").EnumerateArray());
+            Assert.Equal("x", input.GetProperty("name").GetString());
+            Assert.Equal("FP32", input.GetProperty("datatype").GetString());
+            Assert.Equal([-1L, 4L], input.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()));
+            var outputs = root.GetProperty("outputs").EnumerateArray().ToArray();
+            Assert.Equal(["y", "total"], outputs.Select(o => o.GetProperty("name").GetString()));
+            Assert.Equal("FP64", outputs[1].GetProperty("datatype").GetString());
+        }
+    }
+
+    [Theory]
+    [InlineData("/v2/models/nope")]
+    [InlineData("/v2/models/nope/ready")]
+    [InlineData("/v2/models/affine/versions/9")]
+    [InlineData("/v2/models/affine/versions/9/ready")]
+    public async Task Unknown_models_and_versions_are_404_with_an_error(string path)
+    {
+        await using var host = await StartAffineAsync();
+        using var response = await host.Client.GetAsync(path);
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        string error = await KestrelHost.ErrorAsync(response);
+        Assert.Contains(path.Contains("nope", StringComparison.Ordinal) ? "'nope'" : "'9'", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Json_inference_returns_every_output_and_echoes_the_id()
+    {
+        await using var host = await StartAffineAsync();
+        using var response = await host.PostJsonAsync("/v2/models/affine/infer", AffineRequest);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
+        using var doc = await KestrelHost.JsonAsync(response);
+        var root = doc.RootElement;
+        Assert.Equal("affine", root.GetProperty("model_name").GetString());
+        Assert.Equal("1", root.GetProperty("model_version").GetString());
+        Assert.Equal("r-1", root.GetProperty("id").GetString());
+        var outputs = root.GetProperty("outputs").EnumerateArray().ToArray();
+        Assert.Equal("y", outputs[0].GetProperty("name").GetString());
+        Assert.Equal([2L, 4L], outputs[0].GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()));
+        Assert.Equal(AffineBackend.Expected([1, 2, 3, 4, -1, -2, -3, -4.5f]), outputs[0].GetProperty("data").EnumerateArray().Select(e => e.GetSingle()));
+        Assert.Equal([10.0, -10.5], outputs[1].GetProperty("data").EnumerateArray().Select(e => e.GetDouble()));
+    }
+
+    [Fact]
+    public async Task A_versioned_infer_route_serves_that_version_and_an_unknown_version_is_404()
+    {
+        await using var host = await StartAffineAsync();
+        using (var ok = await host.PostJsonAsync("/v2/models/affine/versions/1/infer", AffineRequest))
+        {
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+            var recorded = host.Recorder.Requests.Last();
+            Assert.Equal("1", recorded.Version);
+        }
+
+        using var missing = await host.PostJsonAsync("/v2/models/affine/versions/7/infer", AffineRequest);
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+        Assert.Contains("'7'", await KestrelHost.ErrorAsync(missing), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Requested_outputs_limit_the_response_and_an_unknown_one_is_400()
+    {
+        await using var host = await StartAffineAsync();
+        string json = """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,1,1,1]}],"outputs":[{"name":"total"}]}""";
+        using (var response = await host.PostJsonAsync("/v2/models/affine/infer", json))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            using var doc = await KestrelHost.JsonAsync(response);
+            var output = Assert.Single(doc.RootElement.GetProperty("outputs").EnumerateArray());
+            Assert.Equal("total", output.GetProperty("name").GetString());
+            Assert.Equal(4.0, output.GetProperty("data")[0].GetDouble());
+        }
+
+        json = """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,1,1,1]}],"outputs":[{"name":"nope"}]}""";
+        using var bad = await host.PostJsonAsync("/v2/models/affine/infer", json);
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        string error = await KestrelHost.ErrorAsync(bad);
+        Assert.Contains("'affine'", error, StringComparison.Ordinal);
+        Assert.Contains("'nope'", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Every_datatype_goes_through_json_and_binary_alike()
+    {
+        await using var host = await KestrelHost.StartAsync(ik => ik.AddModel("echo", _ => new EchoBackend()));
+        var inputs = new (string Name, string Type, string Json)[]
+        {
+            ("fp32", "FP32", "[1.5,-2.25,3e-5]"),
+            ("fp16", "FP16", "[0.5,-1024,0.099975586]"),
+            ("bf16", "BF16", "[1.5,-0.25,256]"),
+            ("fp64", "FP64", "[0.1,-1e300,5e-324]"),
+            ("int8", "INT8", "[-128,0,127]"),
+            ("int16", "INT16", "[-32768,1,32767]"),
+            ("int32", "INT32", "[-2147483648,2,2147483647]"),
+            ("int64", "INT64", "[-9223372036854775808,3,9223372036854775807]"),
+            ("uint8", "UINT8", "[0,4,255]"),
+            ("uint16", "UINT16", "[0,5,65535]"),
+            ("uint32", "UINT32", "[0,6,4294967295]"),
+            ("uint64", "UINT64", "[0,7,18446744073709551615]"),
+            ("bool", "BOOL", "[true,false,true]"),
+            ("bytes", "BYTES", "[\"a\",\"\",\"日本語\"]"),
+        };
+        string json = "{\"inputs\":[" + string.Join(",", inputs.Select(i => $"{{\"name\":\"{i.Name}\",\"shape\":[3],\"datatype\":\"{i.Type}\",\"data\":{i.Json}}}")) + "]}";
+
+        // JSON in, JSON out: every value comes back as it went.
+        using var jsonResponse = await host.PostJsonAsync("/v2/models/echo/infer", json);
+        Assert.Equal(HttpStatusCode.OK, jsonResponse.StatusCode);
+        using var jsonDoc = await KestrelHost.JsonAsync(jsonResponse);
+        var jsonOutputs = jsonDoc.RootElement.GetProperty("outputs").EnumerateArray().ToDictionary(o => o.GetProperty("name").GetString()!);
+        foreach (var (name, type, data) in inputs)
+        {
+            var o = jsonOutputs[name + "_out"];
+            Assert.Equal(type, o.GetProperty("datatype").GetString());
+            Assert.Equal([3L], o.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()));
+            using var expected = JsonDocument.Parse(data);
+            Assert.Equal(
+                expected.RootElement.EnumerateArray().Select(Normalize),
+                o.GetProperty("data").EnumerateArray().Select(Normalize));
+        }
+
+        // The same request with every output as binary: the bytes are the tensors' raw little-endian bytes.
+        using var binaryResponse = await host.PostJsonAsync("/v2/models/echo/infer", json.Insert(1, "\"parameters\":{\"binary_data_output\":true},"));
+        Assert.Equal(HttpStatusCode.OK, binaryResponse.StatusCode);
+        Assert.Equal("application/octet-stream", binaryResponse.Content.Headers.ContentType?.MediaType);
+        var (binaryDoc, binary) = await KestrelHost.SplitAsync(binaryResponse);
+        using var binaryScope = binaryDoc;
+        int offset = 0;
+        foreach (var o in binaryDoc.RootElement.GetProperty("outputs").EnumerateArray())
+        {
+            Assert.False(o.TryGetProperty("data", out _));
+            int size = (int)o.GetProperty("parameters").GetProperty("binary_data_size").GetInt64();
+            var bytes = binary.AsSpan(offset, size);
+            offset += size;
+            string name = o.GetProperty("name").GetString()!;
+            var fromJson = jsonOutputs[name];
+            Assert.Equal(Encode(fromJson), bytes.ToArray());
+        }
+
+        Assert.Equal(binary.Length, offset);
+    }
+
+    [Fact]
+    public async Task Binary_inputs_from_a_triton_style_body_give_the_same_outputs_as_json_on_a_real_onnx_model()
+    {
+        var mlp = new MlpModel(inputSize: 32, hiddenSize: 64, classes: 2, seed: 11);
+        await using var host = await KestrelHost.StartAsync(ik => ik.AddOnnxModel("mlp", ModelSource.FromBytes(mlp.ToOnnx())));
+        var input = mlp.CreateInputs(rows: 3, seed: 5);
+
+        string jsonRequest = $"{{\"inputs\":[{{\"name\":\"input\",\"shape\":[3,32],\"datatype\":\"FP32\",\"data\":{JsonSerializer.Serialize(input)}}}]}}";
+        using var jsonResponse = await host.PostJsonAsync("/v2/models/mlp/infer", jsonRequest);
+        Assert.Equal(HttpStatusCode.OK, jsonResponse.StatusCode);
+        using var jsonDoc = await KestrelHost.JsonAsync(jsonResponse);
+
+        string header = """
+            {"inputs":[{"name":"input","shape":[3,32],"datatype":"FP32","parameters":{"binary_data_size":384}}],
+             "outputs":[{"name":"logits","parameters":{"binary_data":true}},{"name":"probabilities","parameters":{"binary_data":true}}]}
+            """;
+        using var binaryResponse = await host.PostBinaryAsync("/v2/models/mlp/infer", header, MemoryMarshal.AsBytes(input.AsSpan()).ToArray());
+        Assert.Equal(HttpStatusCode.OK, binaryResponse.StatusCode);
+        var (binaryDoc, binary) = await KestrelHost.SplitAsync(binaryResponse);
+        using var binaryScope = binaryDoc;
+
+        var expectedProbabilities = mlp.Forward(input, 3, out var expectedLogits);
+        var jsonOutputs = jsonDoc.RootElement.GetProperty("outputs").EnumerateArray().ToArray();
+        var binaryOutputs = binaryDoc.RootElement.GetProperty("outputs").EnumerateArray().ToArray();
+        int offset = 0;
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(jsonOutputs[i].GetProperty("name").GetString(), binaryOutputs[i].GetProperty("name").GetString());
+            int size = (int)binaryOutputs[i].GetProperty("parameters").GetProperty("binary_data_size").GetInt64();
+            var fromBinary = MemoryMarshal.Cast<byte, float>(binary.AsSpan(offset, size)).ToArray();
+            offset += size;
+            var fromJson = jsonOutputs[i].GetProperty("data").EnumerateArray().Select(e => e.GetSingle()).ToArray();
+            Assert.Equal(fromJson, fromBinary); // bit for bit: JSON floats round-trip exactly
+            var expected = i == 0 ? expectedLogits : expectedProbabilities;
+            Assert.Equal(expected.Length, fromBinary.Length);
+            for (int k = 0; k < expected.Length; k++)
+            {
+                Assert.Equal(expected[k], fromBinary[k], 1e-4f);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Binary_and_json_outputs_can_be_mixed_per_output()
+    {
+        await using var host = await StartAffineAsync();
+        string header = """
+            {"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}],
+             "parameters":{"binary_data_output":true},
+             "outputs":[{"name":"y"},{"name":"total","parameters":{"binary_data":false}}]}
+            """;
+        float[] x = [1, 2, 3, 4];
+        using var response = await host.PostBinaryAsync("/v2/models/affine/infer", header, MemoryMarshal.AsBytes(x.AsSpan()).ToArray());
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var (doc, binary) = await KestrelHost.SplitAsync(response);
+        using var scope = doc;
+        var outputs = doc.RootElement.GetProperty("outputs").EnumerateArray().ToArray();
+        Assert.Equal(16, outputs[0].GetProperty("parameters").GetProperty("binary_data_size").GetInt64());
+        Assert.Equal(AffineBackend.Expected(x), MemoryMarshal.Cast<byte, float>(binary).ToArray());
+        Assert.Equal(10.0, outputs[1].GetProperty("data")[0].GetDouble());
+    }
+
+    [Fact]
+    public async Task The_endpoints_can_live_under_a_prefix()
+    {
+        await using var host = await StartAffineAsync(prefix: "/inference");
+        using (var metadata = await host.Client.GetAsync("/inference/v2/models/affine"))
+        {
+            Assert.Equal(HttpStatusCode.OK, metadata.StatusCode);
+        }
+
+        using (var infer = await host.PostJsonAsync("/inference/v2/models/affine/infer", AffineRequest))
+        {
+            Assert.Equal(HttpStatusCode.OK, infer.StatusCode);
+        }
+
+        using var unprefixed = await host.Client.GetAsync("/v2");
+        Assert.Equal(HttpStatusCode.NotFound, unprefixed.StatusCode);
+    }
+
+    [Theory]
+    [InlineData("{\"inputs\":[{\"name\":\"x\"", "malformed")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1,3],\"datatype\":\"FP32\",\"data\":[1,2,3]}]}", "dimension 1 must be 4")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"INT32\",\"data\":[1,2,3,4]}]}", "must be Float32 (FP32), got Int32 (INT32)")]
+    [InlineData("{\"inputs\":[{\"name\":\"z\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4]}]}", "unexpected input 'z'")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3]}]}", "holds 4 FP32 elements, but 'data' has 3")]
+    public async Task Invalid_requests_are_400_naming_what_was_wrong_and_the_server_keeps_serving(string json, string expected)
+    {
+        await using var host = await StartAffineAsync();
+        using (var response = await host.PostJsonAsync("/v2/models/affine/infer", json))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Contains(expected, await KestrelHost.ErrorAsync(response), StringComparison.Ordinal);
+        }
+
+        using var next = await host.PostJsonAsync("/v2/models/affine/infer", AffineRequest);
+        Assert.Equal(HttpStatusCode.OK, next.StatusCode);
+    }
+
+    [Fact]
+    public async Task Errors_from_the_model_signature_name_the_model()
+    {
+        await using var host = await StartAffineAsync();
+        using var response = await host.PostJsonAsync("/v2/models/affine/infer", """{"inputs":[{"name":"x","shape":[1,5],"datatype":"FP32","data":[1,2,3,4,5]}]}""");
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("Model 'affine'", await KestrelHost.ErrorAsync(response), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_unknown_model_is_404()
+    {
+        await using var host = await StartAffineAsync();
+        using var response = await host.PostJsonAsync("/v2/models/nope/infer", AffineRequest);
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Contains("'nope'", await KestrelHost.ErrorAsync(response), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_bad_inference_header_length_is_400()
+    {
+        await using var host = await StartAffineAsync();
+        using var response = await host.PostJsonAsync("/v2/models/affine/infer", AffineRequest, r => r.Headers.Add(InferKitHeaders.InferenceHeaderContentLength, "abc"));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains(InferKitHeaders.InferenceHeaderContentLength, await KestrelHost.ErrorAsync(response), StringComparison.Ordinal);
+
+        using var tooLong = await host.PostJsonAsync("/v2/models/affine/infer", AffineRequest, r => r.Headers.Add(InferKitHeaders.InferenceHeaderContentLength, "100000"));
+        Assert.Equal(HttpStatusCode.BadRequest, tooLong.StatusCode);
+    }
+
+    [Fact]
+    public async Task Bodies_over_the_size_limit_are_413_whether_their_length_is_declared_or_streamed()
+    {
+        await using var host = await KestrelHost.StartAsync(
+            ik => ik.AddModel("affine", _ => new AffineBackend()),
+            configure: b => b.Services.Configure<InferKitEndpointOptions>(o => o.MaxRequestBytes = 1024));
+        string big = "{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4]}],\"pad\":\"" + new string('a', 2000) + "\"}";
+
+        using (var declared = await host.PostJsonAsync("/v2/models/affine/infer", big))
+        {
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, declared.StatusCode);
+            Assert.Contains("1024", await KestrelHost.ErrorAsync(declared), StringComparison.Ordinal);
+        }
+
+        using (var streamed = await host.Client.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v2/models/affine/infer")
+        {
+            Content = new StreamContent(new UnknownLengthStream(Encoding.UTF8.GetBytes(big))),
+        }))
+        {
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, streamed.StatusCode);
+        }
+
+        // Just under the limit is fine, and the server keeps serving.
+        using var small = await host.PostJsonAsync("/v2/models/affine/infer", AffineRequest);
+        Assert.Equal(HttpStatusCode.OK, small.StatusCode);
+    }
+
+    [Fact]
+    public async Task Map_fails_clearly_without_AddInferKit()
+    {
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
+        await using var app = builder.Build();
+        var ex = Assert.Throws<InvalidOperationException>(() => app.MapInferKit());
+        Assert.Contains("AddInferKit", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Invalid_endpoint_options_fail_at_map_time_naming_every_problem()
+    {
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
+        builder.Services.AddInferKit().AddModel("affine", _ => new AffineBackend());
+        builder.Services.Configure<InferKitEndpointOptions>(o =>
+        {
+            o.MaxRequestBytes = 0;
+            o.MaxTimeout = TimeSpan.Zero;
+        });
+        await using var app = builder.Build();
+        var ex = Assert.Throws<InvalidOperationException>(() => app.MapInferKit());
+        Assert.Contains("MaxRequestBytes", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("MaxTimeout", ex.Message, StringComparison.Ordinal);
+    }
+
+    private static string Normalize(JsonElement e) => e.ValueKind switch
+    {
+        JsonValueKind.Number when e.GetRawText().Contains('.', StringComparison.Ordinal) || e.GetRawText().Contains('e', StringComparison.OrdinalIgnoreCase)
+            => e.GetDouble().ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+        JsonValueKind.Number => e.GetRawText(),
+        _ => e.ToString(),
+    };
+
+    /// <summary>The binary form of a JSON output, computed independently of the server's writer.</summary>
+    private static byte[] Encode(JsonElement output)
+    {
+        var data = output.GetProperty("data").EnumerateArray().ToArray();
+        Assert.True(TensorElementTypes.TryParseProtocolName(output.GetProperty("datatype").GetString(), out var type));
+        return type switch
+        {
+            TensorElementType.Float32 => Bytes(data.Select(e => e.GetSingle()).ToArray()),
+            TensorElementType.Float16 => Bytes(data.Select(e => (Half)e.GetSingle()).ToArray()),
+            TensorElementType.BFloat16 => Bytes(data.Select(e => (BFloat16)e.GetSingle()).ToArray()),
+            TensorElementType.Float64 => Bytes(data.Select(e => e.GetDouble()).ToArray()),
+            TensorElementType.Int8 => Bytes(data.Select(e => e.GetSByte()).ToArray()),
+            TensorElementType.Int16 => Bytes(data.Select(e => e.GetInt16()).ToArray()),
+            TensorElementType.Int32 => Bytes(data.Select(e => e.GetInt32()).ToArray()),
+            TensorElementType.Int64 => Bytes(data.Select(e => e.GetInt64()).ToArray()),
+            TensorElementType.UInt8 => Bytes(data.Select(e => e.GetByte()).ToArray()),
+            TensorElementType.UInt16 => Bytes(data.Select(e => e.GetUInt16()).ToArray()),
+            TensorElementType.UInt32 => Bytes(data.Select(e => e.GetUInt32()).ToArray()),
+            TensorElementType.UInt64 => Bytes(data.Select(e => e.GetUInt64()).ToArray()),
+            TensorElementType.Bool => data.Select(e => e.GetBoolean() ? (byte)1 : (byte)0).ToArray(),
+            TensorElementType.String => Protocol.InferRequestReaderTests.EncodeStrings(data.Select(e => e.GetString()!).ToArray()),
+            _ => throw new InvalidOperationException(type.ToString()),
+        };
+    }
+
+    private static byte[] Bytes<T>(T[] values)
+        where T : unmanaged => MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+
+    /// <summary>A stream that hides its length, so the client sends the body chunked.</summary>
+    private sealed class UnknownLengthStream(byte[] data) : MemoryStream(data)
+    {
+        public override bool CanSeek => false;
+    }
+}

@@ -1,0 +1,297 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Text;
+using InferKit.AspNetCore.Protocol;
+using InferKit.Tensors;
+
+namespace InferKit.AspNetCore.Tests.Protocol;
+
+public sealed class InferRequestReaderTests
+{
+    private static InferRequestPayload ReadJson(string json)
+    {
+        var bytes = Encoding.UTF8.GetBytes(json);
+        return InferRequestReader.Read(bytes, bytes.Length);
+    }
+
+    private static ProtocolException Rejects(string json) => Assert.Throws<ProtocolException>(() => ReadJson(json).Dispose());
+
+    [Fact]
+    public void Flat_fp32_data_becomes_a_tensor_with_the_given_shape()
+    {
+        using var p = ReadJson("""{"inputs":[{"name":"x","shape":[2,3],"datatype":"FP32","data":[1,2.5,-3,4e2,5,6]}]}""");
+        var t = Assert.Single(p.Inputs);
+        Assert.Equal("x", t.Name);
+        Assert.Equal(TensorElementType.Float32, t.ElementType);
+        Assert.Equal([2L, 3L], t.Shape.ToArray());
+        Assert.Equal([1f, 2.5f, -3f, 400f, 5f, 6f], t.ToArray<float>());
+    }
+
+    [Fact]
+    public void Nested_data_is_flattened_row_major()
+    {
+        using var p = ReadJson("""{"inputs":[{"name":"x","shape":[2,2,2],"datatype":"INT32","data":[[[1,2],[3,4]],[[5,6],[7,8]]]}]}""");
+        Assert.Equal([1, 2, 3, 4, 5, 6, 7, 8], p.Inputs[0].ToArray<int>());
+    }
+
+    [Fact]
+    public void Data_before_shape_and_datatype_is_read_once_they_are_known()
+    {
+        using var p = ReadJson("""{"inputs":[{"data":[[1,2],[3,4]],"name":"x","datatype":"INT64","shape":[2,2]}]}""");
+        Assert.Equal([1L, 2L, 3L, 4L], p.Inputs[0].ToArray<long>());
+        Assert.Equal([2L, 2L], p.Inputs[0].Shape.ToArray());
+    }
+
+    [Fact]
+    public void Every_integer_datatype_reads_its_extremes()
+    {
+        using var p = ReadJson("""
+            {"inputs":[
+              {"name":"i8","shape":[2],"datatype":"INT8","data":[-128,127]},
+              {"name":"i16","shape":[2],"datatype":"INT16","data":[-32768,32767]},
+              {"name":"i32","shape":[2],"datatype":"INT32","data":[-2147483648,2147483647]},
+              {"name":"i64","shape":[2],"datatype":"INT64","data":[-9223372036854775808,9223372036854775807]},
+              {"name":"u8","shape":[2],"datatype":"UINT8","data":[0,255]},
+              {"name":"u16","shape":[2],"datatype":"UINT16","data":[0,65535]},
+              {"name":"u32","shape":[2],"datatype":"UINT32","data":[0,4294967295]},
+              {"name":"u64","shape":[2],"datatype":"UINT64","data":[0,18446744073709551615]}
+            ]}
+            """);
+        Assert.Equal([sbyte.MinValue, sbyte.MaxValue], p.Inputs[0].ToArray<sbyte>());
+        Assert.Equal([short.MinValue, short.MaxValue], p.Inputs[1].ToArray<short>());
+        Assert.Equal([int.MinValue, int.MaxValue], p.Inputs[2].ToArray<int>());
+        Assert.Equal([long.MinValue, long.MaxValue], p.Inputs[3].ToArray<long>());
+        Assert.Equal([byte.MinValue, byte.MaxValue], p.Inputs[4].ToArray<byte>());
+        Assert.Equal([ushort.MinValue, ushort.MaxValue], p.Inputs[5].ToArray<ushort>());
+        Assert.Equal([uint.MinValue, uint.MaxValue], p.Inputs[6].ToArray<uint>());
+        Assert.Equal([ulong.MinValue, ulong.MaxValue], p.Inputs[7].ToArray<ulong>());
+    }
+
+    [Fact]
+    public void Floating_datatypes_bool_and_bytes_read_from_json()
+    {
+        using var p = ReadJson("""
+            {"inputs":[
+              {"name":"h","shape":[3],"datatype":"FP16","data":[0.5,-2,65504]},
+              {"name":"bf","shape":[2],"datatype":"BF16","data":[1.5,-0.25]},
+              {"name":"d","shape":[2],"datatype":"FP64","data":[0.1,1e300]},
+              {"name":"b","shape":[3],"datatype":"BOOL","data":[true,false,1]},
+              {"name":"s","shape":[2],"datatype":"BYTES","data":["héllo","\u00e9\n"]}
+            ]}
+            """);
+        Assert.Equal([(Half)0.5f, (Half)(-2f), Half.MaxValue], p.Inputs[0].ToArray<Half>());
+        Assert.Equal([1.5f, -0.25f], p.Inputs[1].ToArray<BFloat16>().Select(v => (float)v));
+        Assert.Equal([0.1, 1e300], p.Inputs[2].ToArray<double>());
+        Assert.Equal([true, false, true], p.Inputs[3].ToArray<bool>());
+        Assert.Equal(["héllo", "é\n"], p.Inputs[4].GetStrings().ToArray());
+    }
+
+    [Fact]
+    public void Non_finite_floats_travel_as_strings()
+    {
+        using var p = ReadJson("""{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":["NaN","Infinity","-Infinity"]}]}""");
+        var v = p.Inputs[0].ToArray<float>();
+        Assert.True(float.IsNaN(v[0]));
+        Assert.Equal(float.PositiveInfinity, v[1]);
+        Assert.Equal(float.NegativeInfinity, v[2]);
+    }
+
+    [Fact]
+    public void Id_parameters_and_requested_outputs_are_read()
+    {
+        using var p = ReadJson("""
+            {"id":"req-7","model_name":"ignored","parameters":{"binary_data_output":true,"timeout":2500,"priority":"high","sequence_id":3},
+             "inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1],"parameters":{"unknown":{"a":[1]}}}],
+             "outputs":[{"name":"a","parameters":{"binary_data":false}},{"name":"b"}]}
+            """);
+        Assert.Equal("req-7", p.Id);
+        Assert.True(p.BinaryDataOutput);
+        Assert.Equal(2500, p.TimeoutMicroseconds);
+        Assert.Equal(InferencePriority.High, p.Priority);
+        Assert.Equal(["a", "b"], p.RequestedOutputNames()!);
+        Assert.False(p.OutputMode("a"));
+        Assert.True(p.OutputMode("b"));
+        Assert.Null(p.OutputMode("c"));
+    }
+
+    [Fact]
+    public void Without_requested_outputs_every_output_is_returned_as_json_by_default()
+    {
+        using var p = ReadJson("""{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}""");
+        Assert.Null(p.RequestedOutputNames());
+        Assert.False(p.OutputMode("anything"));
+        Assert.Null(p.Priority);
+        Assert.Null(p.TimeoutMicroseconds);
+        Assert.Null(p.Id);
+    }
+
+    [Fact]
+    public void Binary_inputs_follow_the_json_in_order()
+    {
+        float[] x = [1.5f, -2f, 3.25f, 4f];
+        long[] ids = [7, 8, 9];
+        string[] words = ["a", "", "日本"];
+        var wordsBytes = EncodeStrings(words);
+        string json = $$$"""
+            {"inputs":[
+              {"name":"x","shape":[2,2],"datatype":"FP32","parameters":{"binary_data_size":16}},
+              {"name":"j","shape":[1],"datatype":"INT32","data":[5]},
+              {"name":"ids","shape":[3],"datatype":"INT64","parameters":{"binary_data_size":24}},
+              {"name":"w","shape":[3],"datatype":"BYTES","parameters":{"binary_data_size":{{{wordsBytes.Length}}}}}
+            ]}
+            """;
+        var body = Concat(Encoding.UTF8.GetBytes(json), MemoryMarshal.AsBytes(x.AsSpan()).ToArray(), MemoryMarshal.AsBytes(ids.AsSpan()).ToArray(), wordsBytes);
+        using var p = InferRequestReader.Read(body, Encoding.UTF8.GetByteCount(json));
+        Assert.Equal(x, p.Inputs[0].ToArray<float>());
+        Assert.Equal([5], p.Inputs[1].ToArray<int>());
+        Assert.Equal(ids, p.Inputs[2].ToArray<long>());
+        Assert.Equal(words, p.Inputs[3].GetStrings().ToArray());
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void Binary_data_reads_the_same_whatever_its_alignment(int padding)
+    {
+        double[] x = [Math.PI, -1e-300, 42];
+        string json = """{"inputs":[{"name":"x","shape":[3],"datatype":"FP64","parameters":{"binary_data_size":24}}]}""" + new string(' ', padding);
+        var body = Concat(Encoding.UTF8.GetBytes(json), MemoryMarshal.AsBytes(x.AsSpan()).ToArray());
+        using var p = InferRequestReader.Read(body, json.Length);
+        Assert.Equal(x, p.Inputs[0].ToArray<double>());
+        Assert.Equal(x, p.Inputs[0].GetSpan<double>().ToArray());
+    }
+
+    [Theory]
+    [InlineData("", "empty")]
+    [InlineData("[1,2]", "must be a JSON object")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\"", "malformed")]
+    [InlineData("{}", "no 'inputs'")]
+    [InlineData("{\"inputs\":[]}", "no 'inputs'")]
+    [InlineData("{\"inputs\":{}}", "'inputs' must be an array")]
+    [InlineData("{\"inputs\":[{\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "inputs[0] has no 'name'")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"data\":[1]}]}", "Input 'x' has no 'datatype'")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"data\":[1]}]}", "Input 'x' has no 'shape'")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP33\",\"data\":[1]}]}", "datatype 'FP33' is not")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"fp32\",\"data\":[1]}]}", "datatype 'fp32' is not")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[-1],\"datatype\":\"FP32\",\"data\":[1]}]}", "dimension 0 is -1")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1.5],\"datatype\":\"FP32\",\"data\":[1]}]}", "dimension 0 is 1.5")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[2,2],\"datatype\":\"FP32\",\"data\":[1,2,3]}]}", "shape [2,2] holds 4 FP32 elements, but 'data' has 3")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"FP32\",\"data\":[1,2,3]}]}", "shape [2] holds 2 FP32 elements, but 'data' has 3")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"INT8\",\"data\":[1,300]}]}", "element 1 of 'data' is 300; expected an integer in the range of INT8")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"UINT32\",\"data\":[-1]}]}", "element 0 of 'data' is -1")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT32\",\"data\":[1.5]}]}", "element 0 of 'data' is 1.5")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[\"one\"]}]}", "element 0 of 'data' is \"one\"; expected a number")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[null]}]}", "element 0 of 'data' is a Null")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"BOOL\",\"data\":[2]}]}", "expected true or false")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[1]}]}", "BYTES data must be JSON strings")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\"}]}", "Input 'x' has no 'data'")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1],\"parameters\":{\"binary_data_size\":4}}]}", "both 'data' and a binary_data_size")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]},{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "Input 'x' appears more than once")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1000000000],\"datatype\":\"FP32\",\"data\":[1]}]}", "more than a")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"parameters\":{\"binary_data_size\":4}}]}", "no binary data follows the JSON")]
+    [InlineData("{\"id\":5,\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "'id' must be a string")]
+    [InlineData("{\"parameters\":{\"timeout\":\"soon\"},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "timeout parameter must be a non-negative integer number of microseconds")]
+    [InlineData("{\"parameters\":{\"priority\":9},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "priority parameter must be one of")]
+    [InlineData("{\"parameters\":{\"binary_data_output\":1},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "binary_data_output parameter must be true or false")]
+    [InlineData("{\"outputs\":[{}],\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "outputs[0] has no 'name'")]
+    [InlineData("{\"outputs\":[{\"name\":\"y\"},{\"name\":\"y\"}],\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "Output 'y' is requested more than once")]
+    [InlineData("{\"outputs\":[{\"name\":\"y\",\"parameters\":{\"classification\":3}}],\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "classification extension is not supported")]
+    public void Invalid_requests_are_rejected_with_a_message_naming_the_problem(string json, string expected)
+    {
+        var ex = Rejects(json);
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Binary_data_of_the_wrong_size_is_rejected()
+    {
+        string json = """{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":12}}]}""";
+        var body = Concat(Encoding.UTF8.GetBytes(json), new byte[12]);
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(body, json.Length));
+        Assert.Contains("binary_data_size is 12 bytes, but shape [2] of FP32 needs 8", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Binary_data_left_over_after_every_input_is_rejected()
+    {
+        string json = """{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}""";
+        var body = Concat(Encoding.UTF8.GetBytes(json), new byte[6]);
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(body, json.Length));
+        Assert.Contains("6 bytes after the", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("add up to 4", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Binary_data_running_past_the_body_is_rejected()
+    {
+        string json = """{"inputs":[{"name":"x","shape":[4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}""";
+        var body = Concat(Encoding.UTF8.GetBytes(json), new byte[8]);
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(body, json.Length));
+        Assert.Contains("only 8 bytes of binary data remain", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_header_length_beyond_the_body_is_rejected()
+    {
+        var body = Encoding.UTF8.GetBytes("""{"inputs":[]}""");
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(body, body.Length + 1));
+        Assert.Contains("Inference-Header-Content-Length", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Binary_bytes_elements_must_be_valid_utf8_and_fill_the_size()
+    {
+        var bad = new byte[] { 2, 0, 0, 0, 0xC3, 0x28 };
+        string json = """{"inputs":[{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":6}}]}""";
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(Concat(Encoding.UTF8.GetBytes(json), bad), json.Length));
+        Assert.Contains("not valid UTF-8", ex.Message, StringComparison.Ordinal);
+
+        var truncated = new byte[] { 9, 0, 0, 0, (byte)'a' };
+        json = """{"inputs":[{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":5}}]}""";
+        ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(Concat(Encoding.UTF8.GetBytes(json), truncated), json.Length));
+        Assert.Contains("says it has 9 bytes, but only 1 remain", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Priority_parses_names_and_numbers_and_nothing_else()
+    {
+        Assert.True(PriorityParser.TryParse("Critical", out var p));
+        Assert.Equal(InferencePriority.Critical, p);
+        Assert.True(PriorityParser.TryParse(" low ", out p));
+        Assert.Equal(InferencePriority.Low, p);
+        Assert.True(PriorityParser.TryParse("2", out p));
+        Assert.Equal(InferencePriority.High, p);
+        Assert.False(PriorityParser.TryParse("4", out _));
+        Assert.False(PriorityParser.TryParse("-1", out _));
+        Assert.False(PriorityParser.TryParse("urgent", out _));
+    }
+
+    internal static byte[] EncodeStrings(string[] values)
+    {
+        var bytes = new List<byte>();
+        foreach (var s in values)
+        {
+            var utf8 = Encoding.UTF8.GetBytes(s);
+            var length = new byte[4];
+            BinaryPrimitives.WriteUInt32LittleEndian(length, (uint)utf8.Length);
+            bytes.AddRange(length);
+            bytes.AddRange(utf8);
+        }
+
+        return bytes.ToArray();
+    }
+
+    internal static byte[] Concat(params byte[][] parts)
+    {
+        var result = new byte[parts.Sum(p => p.Length)];
+        int offset = 0;
+        foreach (var p in parts)
+        {
+            p.CopyTo(result, offset);
+            offset += p.Length;
+        }
+
+        return result;
+    }
+}

@@ -1,0 +1,164 @@
+using System.Net;
+using System.Text.Json;
+using InferKit.Models;
+using InferKit.Samples.Server;
+using InferKit.TestModels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace InferKit.AspNetCore.Tests;
+
+/// <summary>The sample server as it is wired (models, API keys, rate limiter), on Kestrel with an ephemeral port.</summary>
+public sealed class SampleServerTests : IDisposable
+{
+    private readonly string _models = Path.Combine(Path.GetTempPath(), "inferkit-sample-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_models))
+        {
+            Directory.Delete(_models, recursive: true);
+        }
+    }
+
+    private async Task<(WebApplication App, HttpClient Client)> StartAsync(params string[] args)
+    {
+        var app = SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--Sample:ModelsPath={_models}", .. args],
+            b => b.Logging.ClearProviders());
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+        await app.Services.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        return (app, new HttpClient { BaseAddress = new Uri(address) });
+    }
+
+    private static string FraudRequest(float[] features) =>
+        $"{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,{FraudModel.Features}],\"datatype\":\"FP32\",\"data\":{JsonSerializer.Serialize(features)}}}]}}";
+
+    [Fact]
+    public async Task Fraud_is_generated_on_first_start_reused_after_and_protected_by_the_api_key_when_one_is_configured()
+    {
+        var (app, client) = await StartAsync("--Sample:Models=fraud", "--Sample:ApiKeys:alice=key-a");
+        await using (app)
+        {
+            using (client)
+            {
+                string path = Path.Combine(_models, "fraud.onnx");
+                Assert.True(File.Exists(path));
+
+                var features = FraudModel.Create().CreateInputs(1, seed: 9);
+                using (var anonymous = await client.PostAsync("/v2/models/fraud/infer", new StringContent(FraudRequest(features))))
+                {
+                    Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+                }
+
+                using (var healthz = await client.GetAsync("/healthz"))
+                {
+                    Assert.Equal(HttpStatusCode.OK, healthz.StatusCode);
+                }
+
+                using var request = new HttpRequestMessage(HttpMethod.Post, "/v2/models/fraud/infer") { Content = new StringContent(FraudRequest(features)) };
+                request.Headers.Add(ApiKeyAuthentication.HeaderName, "key-a");
+                using var response = await client.SendAsync(request);
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                using var doc = await KestrelHost.JsonAsync(response);
+                var probabilities = doc.RootElement.GetProperty("outputs").EnumerateArray()
+                    .Single(o => o.GetProperty("name").GetString() == MlpModel.ProbabilitiesName)
+                    .GetProperty("data").EnumerateArray().Select(e => e.GetSingle()).ToArray();
+                var expected = FraudModel.Create().Forward(features, 1);
+                Assert.Equal(expected.Length, probabilities.Length);
+                for (int i = 0; i < expected.Length; i++)
+                {
+                    Assert.Equal(expected[i], probabilities[i], 1e-4f);
+                }
+            }
+        }
+
+        // A second start reuses the file it wrote.
+        var written = File.GetLastWriteTimeUtc(Path.Combine(_models, "fraud.onnx"));
+        var (again, againClient) = await StartAsync("--Sample:Models=fraud");
+        await using (again)
+        {
+            using (againClient)
+            {
+                Assert.Equal(written, File.GetLastWriteTimeUtc(Path.Combine(_models, "fraud.onnx")));
+                using var open = await againClient.PostAsync("/v2/models/fraud/infer", new StringContent(FraudRequest(new float[FraudModel.Features])));
+                Assert.Equal(HttpStatusCode.OK, open.StatusCode); // no keys configured: open, as the README's curl lines expect
+            }
+        }
+    }
+
+    [Fact]
+    public async Task The_sample_rate_limiter_answers_429_with_retry_after_per_client()
+    {
+        var (app, client) = await StartAsync("--Sample:Models=fraud", "--Sample:RateLimit:Permits=1", "--Sample:RateLimit:Period=01:00:00", "--Sample:ApiKeys:alice=key-a", "--Sample:ApiKeys:bob=key-b");
+        await using (app)
+        {
+            using (client)
+            {
+                async Task<HttpResponseMessage> SendAsync(string key)
+                {
+                    using var request = new HttpRequestMessage(HttpMethod.Post, "/v2/models/fraud/infer") { Content = new StringContent(FraudRequest(new float[FraudModel.Features])) };
+                    request.Headers.Add(ApiKeyAuthentication.HeaderName, key);
+                    return await client.SendAsync(request);
+                }
+
+                // One request per hour per client: alice's second is refused, bob has his own bucket.
+                using (var first = await SendAsync("key-a"))
+                {
+                    Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+                }
+
+                using (var second = await SendAsync("key-a"))
+                {
+                    Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+                    Assert.NotNull(second.Headers.RetryAfter);
+                    Assert.Contains("Rate limit", await KestrelHost.ErrorAsync(second), StringComparison.Ordinal);
+                }
+
+                using var bob = await SendAsync("key-b");
+                Assert.Equal(HttpStatusCode.OK, bob.StatusCode);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task The_sample_serves_all_three_models()
+    {
+        var (app, client) = await StartAsync();
+        await using (app)
+        {
+            using (client)
+            {
+                using (var resnet = await client.PostAsync("/v2/models/resnet18/infer", new StringContent(
+                    $"{{\"inputs\":[{{\"name\":\"{RealModels.ResNet18Input}\",\"shape\":[1,3,224,224],\"datatype\":\"FP32\",\"data\":{JsonSerializer.Serialize(Enumerable.Repeat(0.5f, 3 * 224 * 224))}}}]}}")))
+                {
+                    Assert.Equal(HttpStatusCode.OK, resnet.StatusCode);
+                    using var doc = await KestrelHost.JsonAsync(resnet);
+                    var output = doc.RootElement.GetProperty("outputs")[0];
+                    Assert.Equal([1L, 512L, 1L, 1L], output.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()));
+                }
+
+                var tokens = RealModels.TokenizeMiniLm(["hello world"]);
+                string ids = JsonSerializer.Serialize(tokens.InputIds.ToArray());
+                string mask = JsonSerializer.Serialize(tokens.AttentionMask.ToArray());
+                string types = JsonSerializer.Serialize(tokens.TokenTypeIds.ToArray());
+                int n = tokens.SequenceLength;
+                using var minilm = await client.PostAsync("/v2/models/minilm/infer", new StringContent($$"""
+                    {"inputs":[
+                      {"name":"input_ids","shape":[1,{{n}}],"datatype":"INT64","data":{{ids}}},
+                      {"name":"attention_mask","shape":[1,{{n}}],"datatype":"INT64","data":{{mask}}},
+                      {"name":"token_type_ids","shape":[1,{{n}}],"datatype":"INT64","data":{{types}}}]}
+                    """));
+                Assert.Equal(HttpStatusCode.OK, minilm.StatusCode);
+                using var minilmDoc = await KestrelHost.JsonAsync(minilm);
+                var outputs = minilmDoc.RootElement.GetProperty("outputs").EnumerateArray().ToDictionary(o => o.GetProperty("name").GetString()!);
+                Assert.Equal([1L, n, 384L], outputs[RealModels.MiniLmLastHiddenState].GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()));
+                Assert.Equal([1L, 384L], outputs[RealModels.MiniLmPooled].GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()));
+            }
+        }
+    }
+}
