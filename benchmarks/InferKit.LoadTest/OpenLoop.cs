@@ -1,0 +1,346 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using InferKit.TestModels;
+using InferKit.Tensors;
+using Microsoft.ML.OnnxRuntime;
+
+namespace InferKit.LoadTest;
+
+/// <summary>What one open-loop run shares with the requests it fires.</summary>
+internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSpan deadline)
+{
+    private long _outstanding;
+
+    public PeerStats Stats { get; } = stats;
+
+    public Workload Workload { get; } = workload;
+
+    public TimeSpan Deadline { get; } = deadline;
+
+    public long DeadlineTicks { get; } = (long)(deadline.TotalSeconds * Stopwatch.Frequency);
+
+    public long Outstanding => Interlocked.Read(ref _outstanding);
+
+    public void Begin() => Interlocked.Increment(ref _outstanding);
+
+    public void End() => Interlocked.Decrement(ref _outstanding);
+
+    /// <summary>Counts a successful answer: latency from the arrival; late against the deadline from the arrival and from the call.</summary>
+    public void Answered(long arrival, long call, long now)
+    {
+        Stats.Success(now - arrival);
+        if (now - arrival > DeadlineTicks)
+        {
+            Stats.LateFromArrivalAnswer();
+        }
+
+        if (now - call > DeadlineTicks)
+        {
+            Stats.LateAnswer();
+        }
+    }
+}
+
+/// <summary>A peer that takes independent arrivals.</summary>
+internal interface IOpenLoopPeer
+{
+    string Name { get; }
+
+    /// <summary>Starts one request that arrived at <paramref name="arrival"/>; calls <see cref="OpenLoopContext.End"/> when it is answered.</summary>
+    void Fire(OpenLoopContext context, long arrival);
+}
+
+/// <summary>
+/// Open loop: Poisson arrivals at a set rate for a set time, each handed to the thread pool as its own work item (as
+/// a server's requests arrive on pool threads), whatever the state of earlier ones. Waits for every request to end.
+/// </summary>
+internal static class OpenLoop
+{
+    public static void Run(IOpenLoopPeer peer, double rate, TimeSpan duration, OpenLoopContext context, int seed, bool measureMemory)
+    {
+        var stats = context.Stats;
+        if (measureMemory)
+        {
+            var (heap, ws) = Memory();
+            stats.HeapBeforeMb = heap;
+            stats.WorkingSetBeforeMb = ws;
+        }
+
+        double peak = 0;
+        using var sampler = new Timer(_ => peak = Math.Max(peak, GC.GetTotalMemory(false) / 1048576.0), null, 0, 100);
+        var rng = new Random(seed);
+        long freq = Stopwatch.Frequency;
+        long start = Stopwatch.GetTimestamp();
+        long end = start + (long)(duration.TotalSeconds * freq);
+        double t = 0;
+        while (true)
+        {
+            t += -Math.Log(1.0 - rng.NextDouble()) / rate;
+            long due = start + (long)(t * freq);
+            if (due >= end)
+            {
+                break;
+            }
+
+            long now = Stopwatch.GetTimestamp();
+            while (due > now)
+            {
+                Thread.Sleep(1);
+                now = Stopwatch.GetTimestamp();
+            }
+
+            stats.GeneratorLag.Record(now - due);
+            context.Begin();
+            peer.Fire(context, now);
+        }
+
+        long drainLimit = Stopwatch.GetTimestamp() + (30 * freq);
+        while (context.Outstanding > 0 && Stopwatch.GetTimestamp() < drainLimit)
+        {
+            Thread.Sleep(2);
+        }
+
+        stats.AddActive(Stopwatch.GetTimestamp() - start);
+        if (context.Outstanding > 0)
+        {
+            stats.Error($"{context.Outstanding} requests still unanswered 30 s after the last arrival.");
+        }
+
+        if (measureMemory)
+        {
+            var (heap, ws) = Memory();
+            stats.HeapAfterMb = heap;
+            stats.WorkingSetAfterMb = ws;
+            stats.HeapPeakMb = peak;
+        }
+    }
+
+    /// <summary>Live managed heap (bytes that survived a full blocking collection) and the process working set, in MB.</summary>
+    public static (double HeapMb, double WorkingSetMb) Memory()
+    {
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        GC.WaitForPendingFinalizers();
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        var info = GC.GetGCMemoryInfo(GCKind.FullBlocking);
+        return (info.PromotedBytes / 1048576.0, Environment.WorkingSet / 1048576.0);
+    }
+}
+
+/// <summary>InferKit in the open loop: each arrival calls InferAsync with a 50 ms (configurable) timeout on a pool thread.</summary>
+internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
+{
+    private readonly ConcurrentQueue<Call> _pool = new();
+    private int _created;
+
+    public string Name => peer.Name;
+
+    public void Fire(OpenLoopContext context, long arrival)
+    {
+        if (!_pool.TryDequeue(out var call))
+        {
+            call = new Call(this, context.Workload, Interlocked.Increment(ref _created));
+        }
+
+        call.Start(context, arrival);
+    }
+
+    /// <summary>One reusable request slot: its own input row and request object, no allocation per arrival.</summary>
+    private sealed class Call : IThreadPoolWorkItem
+    {
+        private readonly InferKitOpenLoop _owner;
+        private readonly int _id;
+        private readonly Action _onCompleted;
+        private InferenceRequest? _request;
+        private OpenLoopContext _context = null!;
+        private ValueTask<InferenceResponse> _pending;
+        private long _arrival;
+        private long _call;
+
+        public Call(InferKitOpenLoop owner, Workload workload, int id)
+        {
+            _owner = owner;
+            _id = id;
+            _onCompleted = OnCompleted;
+            Data = workload.Input(id);
+        }
+
+        private float[] Data { get; }
+
+        public void Start(OpenLoopContext context, long arrival)
+        {
+            if (_request is null || _request.Timeout != context.Deadline)
+            {
+                _request = new InferenceRequest(Tensor.Create(MlpModel.InputName, Data, 1, Data.Length)) { Timeout = context.Deadline };
+            }
+
+            _context = context;
+            _arrival = arrival;
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
+
+        public void Execute()
+        {
+            _call = Stopwatch.GetTimestamp();
+            _context.Stats.DispatchLag.Record(_call - _arrival);
+            try
+            {
+                // Kept in a field and consumed exactly once, by OnCompleted: an allocation-free open-loop await.
+#pragma warning disable CA2012
+                _pending = _owner.Peer.Client.InferAsync(Workload.ModelName, _request!);
+#pragma warning restore CA2012
+            }
+#pragma warning disable CA1031 // A load generator counts every failure and goes on.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                _context.Stats.Error(ex);
+                Finish();
+                return;
+            }
+
+            if (_pending.IsCompleted)
+            {
+                OnCompleted();
+            }
+            else
+            {
+                _pending.GetAwaiter().UnsafeOnCompleted(_onCompleted);
+            }
+        }
+
+        private void OnCompleted()
+        {
+            var context = _context;
+            var stats = context.Stats;
+            InferenceResponse response;
+            try
+            {
+                response = _pending.GetAwaiter().GetResult();
+            }
+#pragma warning disable CA1031
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                stats.Error(ex);
+                Finish();
+                return;
+            }
+            finally
+            {
+                _pending = default;
+            }
+
+            long now = Stopwatch.GetTimestamp();
+            using (response)
+            {
+                switch (response.Status)
+                {
+                    case InferenceStatus.Success:
+                        if (context.Workload.Matches(_id, response[MlpModel.ProbabilitiesName].GetSpan<float>()))
+                        {
+                            context.Answered(_arrival, _call, now);
+                            long server = (long)((response.QueueTime + response.ComputeTime).TotalSeconds * Stopwatch.Frequency);
+                            stats.DeliveryLag.Record(now - _call - server);
+                            if (server > context.DeadlineTicks)
+                            {
+                                stats.ServerLateAnswer();
+                            }
+                        }
+                        else
+                        {
+                            stats.WrongOutput();
+                        }
+
+                        break;
+                    case InferenceStatus.Refused:
+                        stats.Refusal(now - _call);
+                        break;
+                    default:
+                        stats.Expiry();
+                        break;
+                }
+            }
+
+            Finish();
+        }
+
+        private void Finish()
+        {
+            var context = _context;
+            _context = null!;
+            _owner._pool.Enqueue(this);
+            context.End();
+        }
+    }
+
+    private InferKitPeer Peer => peer;
+}
+
+/// <summary>
+/// The naive host in the open loop: each arrival is a pool work item that calls session.Run on its own row. No
+/// admission control; it does skip a request whose deadline passed while it waited (as a cancelled token would),
+/// so the backlog drains after the run.
+/// </summary>
+internal sealed class NaiveOpenLoop(Workload workload) : IOpenLoopPeer
+{
+    private readonly ConcurrentQueue<Call> _pool = new();
+    private int _created;
+
+    public string Name => "naive";
+
+    public void Fire(OpenLoopContext context, long arrival)
+    {
+        if (!_pool.TryDequeue(out var call))
+        {
+            call = new Call(this, Interlocked.Increment(ref _created));
+        }
+
+        call.Start(context, arrival);
+    }
+
+    private sealed class Call(NaiveOpenLoop owner, int id) : IThreadPoolWorkItem
+    {
+        private readonly float[] _result = new float[owner.Workload.Classes];
+        private readonly long[] _shape = [1, owner.Workload.InputSize];
+        [ThreadStatic]
+        private static RunOptions? t_runOptions;
+        private OpenLoopContext _context = null!;
+        private long _arrival;
+
+        public void Start(OpenLoopContext context, long arrival)
+        {
+            _context = context;
+            _arrival = arrival;
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
+
+        public void Execute()
+        {
+            var context = _context;
+            long start = Stopwatch.GetTimestamp();
+            context.Stats.DispatchLag.Record(start - _arrival);
+            if (start - _arrival > context.DeadlineTicks)
+            {
+                context.Stats.Expiry();
+            }
+            else if (NaivePeer.RunOne(owner.Workload.RawSession, t_runOptions ??= new RunOptions(), owner.Workload.Input(id), _shape, _result, context.Stats))
+            {
+                long now = Stopwatch.GetTimestamp();
+                if (owner.Workload.Matches(id, _result))
+                {
+                    context.Answered(_arrival, start, now);
+                }
+                else
+                {
+                    context.Stats.WrongOutput();
+                }
+            }
+
+            _context = null!;
+            owner._pool.Enqueue(this);
+            context.End();
+        }
+    }
+
+    private Workload Workload => workload;
+}

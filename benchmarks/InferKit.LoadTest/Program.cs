@@ -1,0 +1,507 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Reflection;
+using InferKit.LoadBalancing;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace InferKit.LoadTest;
+
+/// <summary>
+/// The InferKit load generator. With no scenario argument it runs the standard suite: 1 and 64 callers closed loop
+/// (ceiling, naive, inferkit), the open-loop overload at twice InferKit's measured capacity with a 50 ms deadline
+/// (inferkit, naive), and 4 instances with one 5× slower, 32 callers, one row per load-balancing strategy beside
+/// 4 healthy instances. Closed-loop peers run interleaved in rounds so drifting background load hits them alike.
+/// </summary>
+internal static class Program
+{
+    private static readonly string[] AllScenarios = [Report.Closed1, Report.Closed64, Report.Open2x, Report.SlowInstance];
+
+    /// <summary>
+    /// Synchronous on purpose: the runs block the calling thread while they wait, and that thread must be the main
+    /// thread, not a thread-pool worker that InferKit's continuations need.
+    /// </summary>
+    public static int Main(string[] args)
+    {
+        CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+        CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+        Cli cli;
+        try
+        {
+            cli = Cli.Parse(args);
+        }
+        catch (ArgumentException ex)
+        {
+            Console.Error.WriteLine(ex.Message);
+            Console.Error.WriteLine(Cli.Usage);
+            return 2;
+        }
+
+        if (cli.Help)
+        {
+            Console.WriteLine(Cli.Usage);
+            return 0;
+        }
+
+        var scenarios = cli.Scenarios.Count == 0 ? AllScenarios.ToList() : cli.Scenarios;
+        foreach (var s in scenarios)
+        {
+            if (!AllScenarios.Contains(s))
+            {
+                Console.Error.WriteLine($"Unknown scenario '{s}'. Known scenarios: {string.Join(", ", AllScenarios)}.");
+                return 2;
+            }
+        }
+
+        var suiteStart = Stopwatch.GetTimestamp();
+        string header = $"# InferKit load test — {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, {RuntimeInformationText()}, " +
+            $"{cli.Duration.TotalSeconds:F0} s per peer per scenario in {cli.Rounds} interleaved rounds, load average at start {LoadAverage()}";
+        Console.WriteLine(header);
+        Console.WriteLine($"Scenarios: {string.Join(", ", scenarios)}. Output: {cli.OutDir}");
+
+        if (cli.MinThreads is int minThreads)
+        {
+            ThreadPool.SetMinThreads(minThreads, minThreads);
+        }
+
+        Console.WriteLine(cli.InferKitSettings);
+        using var workload = new Workload(cli.NoSpin);
+        var rows = new List<PeerStats>();
+        var notes = new List<string>();
+        using var ceiling = new CeilingPeer(workload);
+        double? capacity = null;
+
+        if (scenarios.Contains(Report.Closed64) && cli.Runs("ceiling"))
+        {
+            Console.WriteLine("Calibrating the ceiling (raw ONNX Runtime, one caller, batch sizes 1..256)...");
+            ceiling.Calibrate([1, 4, 16, 32, 64, 128, 256], TimeSpan.FromMilliseconds(500));
+            var table = string.Join(", ", ceiling.Calibration.Select(kv => $"{kv.Key}: {kv.Value:N0} rows/s"));
+            Console.WriteLine($"  {table}; best batch size {ceiling.BatchSize}");
+            notes.Add($"Ceiling calibration (rows/s by batch size): {table}; best {ceiling.BatchSize}.");
+        }
+
+        foreach (var scenario in scenarios)
+        {
+            string loadBefore = LoadAverage();
+            var scenarioStart = Stopwatch.GetTimestamp();
+            Console.WriteLine();
+            Console.WriteLine($"== {scenario} (load average {loadBefore})");
+            switch (scenario)
+            {
+                case Report.Closed1:
+                {
+                    using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
+                    rows.AddRange(RunClosed(scenario, 1, cli, [new NaivePeer(workload), inferkit]));
+                    break;
+                }
+
+                case Report.Closed64:
+                {
+                    using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
+                    var result = RunClosed(scenario, 64, cli, [ceiling, new NaivePeer(workload), inferkit]);
+                    rows.AddRange(result);
+                    capacity = result.FirstOrDefault(r => r.Peer == "inferkit")?.ThroughputPerSecond;
+                    break;
+                }
+
+                case Report.Open2x:
+                {
+                    using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
+                    if (capacity is null)
+                    {
+                        var probe = new PeerStats("capacity", "inferkit", 64, 0);
+                        using (new Progress("[capacity probe] inferkit, 64 callers", probe))
+                        {
+                            inferkit.Run(64, TimeSpan.FromSeconds(1), new PeerStats("warmup", "inferkit", 64, 0));
+                            inferkit.Run(64, TimeSpan.FromSeconds(3), probe);
+                        }
+
+                        capacity = probe.ThroughputPerSecond;
+                        notes.Add($"Open-loop capacity measured by a 3 s closed-loop probe with 64 callers: {capacity:N0}/s.");
+                    }
+
+                    double rate = cli.Rate ?? (2 * capacity.Value);
+                    rows.AddRange(RunOpen(scenario, rate, capacity.Value, cli, workload, inferkit));
+                    break;
+                }
+
+                case Report.SlowInstance:
+                    rows.AddRange(RunSlowInstance(cli, workload, notes));
+                    break;
+            }
+
+            notes.Add($"{scenario}: load average {loadBefore} before, {LoadAverage()} after; took {Stopwatch.GetElapsedTime(scenarioStart).TotalSeconds:F0} s.");
+        }
+
+        notes.Add(cli.InferKitSettings + ".");
+        notes.Add($"Whole run: {Stopwatch.GetElapsedTime(suiteStart).TotalSeconds:F0} s.");
+        Directory.CreateDirectory(cli.OutDir);
+        var markdown = Report.Markdown(rows, notes, header);
+        Console.WriteLine();
+        Console.WriteLine(markdown);
+        var mdPath = Path.Combine(cli.OutDir, "loadtest.md");
+        File.WriteAllText(mdPath, markdown);
+        Console.WriteLine($"Table: {mdPath}");
+        var pngPath = Path.Combine(cli.OutDir, "loadtest.png");
+        try
+        {
+            Report.Chart(rows, pngPath, $"InferKit load test: throughput vs p99 (MLP 256-1024-10, {Environment.ProcessorCount} cores)");
+            Console.WriteLine($"Chart: {pngPath}");
+        }
+        catch (Exception ex) when (ex is TypeInitializationException or DllNotFoundException or InvalidOperationException)
+        {
+            Console.Error.WriteLine($"Chart not written ({ex.GetType().Name}: {ex.Message}). ScottPlot needs SkiaSharp's native library (SkiaSharp.NativeAssets.Linux.NoDependencies, restored with ScottPlot) and a font (fonts-dejavu-core on Debian).");
+        }
+
+        if (cli.JsonPath is not null)
+        {
+            var dir = Path.GetDirectoryName(Path.GetFullPath(cli.JsonPath));
+            if (dir is not null)
+            {
+                Directory.CreateDirectory(dir);
+            }
+
+            File.WriteAllText(cli.JsonPath, Report.Json(rows));
+            Console.WriteLine($"JSON: {cli.JsonPath}");
+        }
+
+        return rows.Any(r => r.WrongOutputs > 0) ? 1 : 0;
+    }
+
+    /// <summary>Runs closed-loop peers in interleaved rounds after a short unrecorded warm-up of each.</summary>
+    private static List<PeerStats> RunClosed(string scenario, int callers, Cli cli, IClosedLoopPeer[] peers)
+    {
+        if (scenario != Report.SlowInstance)
+        {
+            peers = peers.Where(p => cli.Runs(p.Name)).ToArray();
+        }
+
+        var stats = peers.Select(p => new PeerStats(scenario, p.Name, callers, 0)).ToList();
+        var warmup = TimeSpan.FromSeconds(Math.Min(1, cli.Duration.TotalSeconds / 4));
+        for (int i = 0; i < peers.Length; i++)
+        {
+            peers[i].Run(callers, warmup, new PeerStats("warmup", stats[i].Peer, callers, 0));
+        }
+
+        var slice = cli.Duration / cli.Rounds;
+        for (int round = 1; round <= cli.Rounds; round++)
+        {
+            for (int i = 0; i < peers.Length; i++)
+            {
+                using (new Progress($"[{scenario}] {stats[i].Peer,-28} round {round}/{cli.Rounds}", stats[i]))
+                {
+                    peers[i].Run(callers, slice, stats[i]);
+                }
+            }
+        }
+
+        for (int i = 0; i < peers.Length; i++)
+        {
+            if (peers[i] is InferKitPeer { Stalled: true })
+            {
+                stats[i].Note = "STALLED: callers went unanswered; see first_error";
+            }
+        }
+
+        return stats;
+    }
+
+    private static List<PeerStats> RunOpen(string scenario, double rate, double capacity, Cli cli, Workload workload, InferKitPeer inferkit)
+    {
+        var rows = new List<PeerStats>();
+        IOpenLoopPeer[] peers = [new InferKitOpenLoop(inferkit), new NaiveOpenLoop(workload)];
+        foreach (var peer in peers.Where(p => cli.Runs(p.Name)))
+        {
+            var stats = new PeerStats(scenario, peer.Name, 0, rate);
+            var warm = new OpenLoopContext(new PeerStats("warmup", peer.Name, 0, rate), workload, cli.Deadline);
+            OpenLoop.Run(peer, rate, TimeSpan.FromSeconds(Math.Min(2, cli.Duration.TotalSeconds / 4)), warm, seed: 1, measureMemory: false);
+            var context = new OpenLoopContext(stats, workload, cli.Deadline);
+            var batchesBefore = inferkit.BatchCounters;
+            using (new Progress($"[{scenario}] {peer.Name,-28} {rate:N0}/s, deadline {cli.Deadline.TotalMilliseconds:F0} ms", stats))
+            {
+                OpenLoop.Run(peer, rate, cli.Duration, context, seed: 2, measureMemory: true);
+            }
+
+            if (peer is InferKitOpenLoop)
+            {
+                inferkit.AddBatchStats(stats, batchesBefore);
+            }
+
+            stats.GoodputPerSecond = stats.InDeadline / stats.Seconds;
+            stats.Extra["capacity_per_s"] = capacity;
+            stats.Extra["goodput_ratio"] = stats.InDeadline / stats.Seconds / capacity;
+            stats.Extra["arrivals"] = stats.Ok + stats.Refused + stats.Expired + stats.Errors;
+            stats.Extra["overloaded"] = stats.Refused + stats.Expired > 0.01 * stats.Extra["arrivals"] ? 1 : 0;
+            rows.Add(stats);
+        }
+
+        return rows;
+    }
+
+    /// <summary>
+    /// 4 instances of the model, each its own single-threaded session behind a custom backend; instance 0 is 5× slower.
+    /// One row per strategy name the library declares (unknown to this build: skipped with a note), beside 4 healthy instances.
+    /// </summary>
+    private static List<PeerStats> RunSlowInstance(Cli cli, Workload workload, List<string> notes)
+    {
+        const int Instances = 4;
+        const int Callers = 32;
+        const double Slowdown = 5;
+        var names = typeof(LoadBalancingStrategies).GetFields(BindingFlags.Public | BindingFlags.Static)
+            .Where(f => f.IsLiteral && f.FieldType == typeof(string))
+            .Select(f => (string)f.GetRawConstantValue()!)
+            .ToList();
+        var peers = new List<InferKitPeer>();
+        var backends = new Dictionary<string, ConcurrentBag<(int Index, TimedOnnxBackend Backend)>>();
+        try
+        {
+            InferKitPeer? Create(string peerName, string strategy, double slowdown)
+            {
+                var created = new ConcurrentBag<(int, TimedOnnxBackend)>();
+                try
+                {
+                    var peer = InferKitPeer.CreateAsync(peerName, workload, b => b.AddModel(Workload.ModelName,
+                        ctx =>
+                        {
+                            var backend = new TimedOnnxBackend(workload.CreateSession(intraOpThreads: 1), ctx.InstanceIndex == 0 ? slowdown : 1);
+                            created.Add((ctx.InstanceIndex, backend));
+                            return backend;
+                        },
+                        o =>
+                        {
+                            o.Instances = Instances;
+                            o.LoadBalancing = strategy;
+                            o.Batching.MaxBatchSize = 64;
+                        })).GetAwaiter().GetResult();
+                    backends[peerName] = created;
+                    return peer;
+                }
+#pragma warning disable CA1031 // Strategies this build does not know are skipped, whatever start-up throws.
+                catch (Exception ex)
+#pragma warning restore CA1031
+                {
+                    var message = ex.Message.Split('\n')[0];
+                    notes.Add($"{Report.SlowInstance}: strategy '{strategy}' skipped — start-up refused it ({ex.GetType().Name}: {message})");
+                    Console.WriteLine($"  {strategy}: skipped ({ex.GetType().Name}: {message})");
+                    return null;
+                }
+            }
+
+            if (Create(Report.HealthyPeer, LoadBalancingStrategies.LeastConnections, 1) is { } healthy)
+            {
+                peers.Add(healthy);
+            }
+
+            foreach (var name in names)
+            {
+                if (Create(name, name, Slowdown) is { } peer)
+                {
+                    peers.Add(peer);
+                }
+            }
+
+            var rows = RunClosed(Report.SlowInstance, Callers, cli, peers.ToArray());
+            foreach (var row in rows)
+            {
+                var list = backends[row.Peer].OrderBy(b => b.Index).Select(b => b.Backend).ToArray();
+                long totalRows = list.Sum(b => b.Rows);
+                row.Extra["slow_instance_row_share"] = totalRows == 0 ? double.NaN : list[0].Rows / (double)totalRows;
+                row.Extra["slow_instance_effective_slowdown"] = list[0].EffectiveSlowdown;
+                row.Extra["instances"] = Instances;
+                row.Note = row.Peer == Report.HealthyPeer ? "4 healthy instances, LeastConnections" : $"instance 0 {Slowdown}× slower";
+            }
+
+            notes.Add($"{Report.SlowInstance}: 4 instances (one ONNX session each, 1 intra-op thread), {Callers} callers, MaxBatchSize 64; instance 0 sleeps (f-1)× its compute time after each run. " +
+                string.Join("; ", rows.Select(r => Inv($"{r.Peer}: slow instance took {r.Extra["slow_instance_row_share"]:P1} of rows, effective slowdown {r.Extra["slow_instance_effective_slowdown"]:F2}×"))) + ".");
+            return rows;
+        }
+        finally
+        {
+            foreach (var p in peers)
+            {
+                p.Dispose();
+            }
+        }
+    }
+
+    private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+
+    internal static string LoadAverage()
+    {
+        try
+        {
+            return File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
+        }
+        catch (IOException)
+        {
+            return "n/a";
+        }
+    }
+
+    private static string RuntimeInformationText() =>
+        $".NET {Environment.Version}, ONNX Runtime {typeof(Microsoft.ML.OnnxRuntime.InferenceSession).Assembly.GetName().Version}";
+}
+
+/// <summary>Command-line options.</summary>
+internal sealed class Cli
+{
+    public const string Usage = """
+        Usage: InferKit.LoadTest [options]
+          --duration SECONDS   measured time per peer per scenario (default 10), split over the rounds
+          --scenario NAME      run only this scenario (repeatable, or comma-separated): closed-1, closed-64, open-2x, slow-instance
+          --json PATH          also write the rows as a JSON array
+          --out DIR            where loadtest.md and loadtest.png go (default benchmarks/results/loadtest)
+          --peers LIST         only these peers (comma-separated: ceiling, naive, inferkit; slow-instance rows always run)
+          --rounds N           interleaved rounds for closed-loop peers (default 3)
+          --rate R             open-loop arrival rate per second (default: 2 x inferkit's measured 64-caller capacity)
+          --deadline-ms MS     open-loop deadline per request (default 50)
+        InferKit peer settings (closed-1, closed-64, open-2x), for experiments:
+          --ik-instances N     instances (default 1)
+          --ik-intra-op N      ONNX Runtime intra-op threads per instance (default: ONNX Runtime's default)
+          --ik-max-batch N     Batching.MaxBatchSize (default 64)
+          --ik-no-inline       Batching.AllowInlineExecution = false
+          --ik-delay-us US     Batching.MaxQueueDelay in microseconds (default 0)
+          --no-spin            session.intra_op.allow_spinning = 0 on every session (all peers)
+          --min-threads N      ThreadPool.SetMinThreads(N, N) before the run (default: .NET's default)
+        """;
+
+    public TimeSpan Duration { get; private set; } = TimeSpan.FromSeconds(10);
+
+    public List<string> Scenarios { get; } = new();
+
+    public string? JsonPath { get; private set; }
+
+    public string OutDir { get; private set; } = DefaultOut();
+
+    public int Rounds { get; private set; } = 3;
+
+    public double? Rate { get; private set; }
+
+    public TimeSpan Deadline { get; private set; } = TimeSpan.FromMilliseconds(50);
+
+    public bool Help { get; private set; }
+
+    /// <summary>Peers to run (null: all).</summary>
+    public HashSet<string>? Peers { get; private set; }
+
+    public bool Runs(string peer) => Peers is null || Peers.Contains(peer);
+
+    public int IkInstances { get; private set; } = 1;
+
+    public int? IkIntraOp { get; private set; }
+
+    public int IkMaxBatch { get; private set; } = 64;
+
+    public bool IkInline { get; private set; } = true;
+
+    public TimeSpan IkDelay { get; private set; }
+
+    public bool NoSpin { get; private set; }
+
+    public int? MinThreads { get; private set; }
+
+    /// <summary>Applies the InferKit peer settings to a model.</summary>
+    public void Configure(InferKit.Models.ModelOptions o)
+    {
+        o.Instances = IkInstances;
+        o.Onnx.IntraOpThreads = IkIntraOp;
+        o.Batching.MaxBatchSize = IkMaxBatch;
+        o.Batching.AllowInlineExecution = IkInline;
+        o.Batching.MaxQueueDelay = IkDelay;
+        if (NoSpin)
+        {
+            o.Onnx.ConfigEntries["session.intra_op.allow_spinning"] = "0";
+        }
+    }
+
+    /// <summary>A description of the non-default InferKit settings, for the report.</summary>
+    public string InferKitSettings =>
+        $"inferkit: {IkInstances} instance(s), intra-op threads {IkIntraOp?.ToString(CultureInfo.InvariantCulture) ?? "default"}, MaxBatchSize {IkMaxBatch}, " +
+        $"inline {(IkInline ? "on" : "off")}, MaxQueueDelay {IkDelay.TotalMilliseconds * 1000:F0} µs, ONNX Runtime spinning {(NoSpin ? "off" : "default (on)")}, " +
+        $"thread-pool min threads {(MinThreads?.ToString(CultureInfo.InvariantCulture) ?? "default")}";
+
+    public static Cli Parse(string[] args)
+    {
+        var cli = new Cli();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
+            double Number(string name, double min)
+            {
+                var text = Value();
+                return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v >= min
+                    ? v
+                    : throw new ArgumentException($"{name} must be a number ≥ {min}; got '{text}'.");
+            }
+
+            switch (args[i])
+            {
+                case "--duration":
+                    cli.Duration = TimeSpan.FromSeconds(Number("--duration", 0.5));
+                    break;
+                case "--scenario":
+                    cli.Scenarios.AddRange(Value().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+                    break;
+                case "--json":
+                    cli.JsonPath = Value();
+                    break;
+                case "--out":
+                    cli.OutDir = Value();
+                    break;
+                case "--peers":
+                    cli.Peers = Value().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.OrdinalIgnoreCase);
+                    break;
+                case "--rounds":
+                    cli.Rounds = (int)Number("--rounds", 1);
+                    break;
+                case "--rate":
+                    cli.Rate = Number("--rate", 1);
+                    break;
+                case "--deadline-ms":
+                    cli.Deadline = TimeSpan.FromMilliseconds(Number("--deadline-ms", 1));
+                    break;
+                case "--ik-instances":
+                    cli.IkInstances = (int)Number("--ik-instances", 1);
+                    break;
+                case "--ik-intra-op":
+                    cli.IkIntraOp = (int)Number("--ik-intra-op", 1);
+                    break;
+                case "--ik-max-batch":
+                    cli.IkMaxBatch = (int)Number("--ik-max-batch", 1);
+                    break;
+                case "--ik-no-inline":
+                    cli.IkInline = false;
+                    break;
+                case "--ik-delay-us":
+                    cli.IkDelay = TimeSpan.FromMilliseconds(Number("--ik-delay-us", 0) / 1000);
+                    break;
+                case "--min-threads":
+                    cli.MinThreads = (int)Number("--min-threads", 1);
+                    break;
+                case "--no-spin":
+                    cli.NoSpin = true;
+                    break;
+                case "-h" or "--help":
+                    cli.Help = true;
+                    break;
+                default:
+                    throw new ArgumentException($"Unknown argument '{args[i]}'.");
+            }
+        }
+
+        return cli;
+    }
+
+    private static string DefaultOut()
+    {
+        for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Directory.Build.props")) && Directory.Exists(Path.Combine(dir.FullName, "benchmarks")))
+            {
+                return Path.Combine(dir.FullName, "benchmarks", "results", "loadtest");
+            }
+        }
+
+        return Path.Combine(Directory.GetCurrentDirectory(), "loadtest-results");
+    }
+}

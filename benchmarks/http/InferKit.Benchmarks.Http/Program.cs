@@ -1,0 +1,128 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using InferKit.Models;
+using InferKit.TestModels;
+using Ort = Microsoft.ML.OnnxRuntime;
+
+// One host, three endpoints, the same request JSON:
+//   POST /v2/models/fraud/infer   InferKit (batching scheduler, pooled protocol reader/writer)
+//   POST /naive/infer             System.Text.Json + one session.Run per request: what one writes by hand
+//   POST /constant/infer          System.Text.Json parse, constant answer, no inference: the HTTP ceiling
+var builder = WebApplication.CreateSlimBuilder(args);
+builder.Logging.ClearProviders();
+int threads = builder.Configuration.GetValue("IntraOpThreads", 1);
+int maxBatch = builder.Configuration.GetValue("MaxBatchSize", 64);
+
+// Many connections send at once: let requests queue and join batches instead of running alone on the caller's
+// thread whenever the instance happens to be idle (BatchingOptions.AllowInlineExecution; --Inline true to compare).
+bool inline = builder.Configuration.GetValue("Inline", false);
+var mlp = new MlpModel(inputSize: 32, hiddenSize: 64, classes: 2, seed: 2024);
+var onnx = mlp.ToOnnx();
+
+builder.Services.AddInferKit().AddOnnxModel("fraud", ModelSource.FromBytes(onnx), o =>
+{
+    o.Batching.MaxBatchSize = maxBatch;
+    o.Onnx.IntraOpThreads = threads;
+    o.Batching.AllowInlineExecution = inline;
+});
+
+using var sessionOptions = new Ort.SessionOptions { IntraOpNumThreads = threads, GraphOptimizationLevel = Ort.GraphOptimizationLevel.ORT_ENABLE_ALL };
+using var session = new Ort.InferenceSession(onnx, sessionOptions);
+var app = builder.Build();
+app.MapInferKit();
+
+string[] inputNames = [MlpModel.InputName];
+string[] outputNames = [MlpModel.LogitsName, MlpModel.ProbabilitiesName];
+app.MapPost("/naive/infer", async (HttpContext http) =>
+{
+    var request = await JsonSerializer.DeserializeAsync(http.Request.Body, BenchJson.Default.KServeRequest, http.RequestAborted);
+    var input = request!.Inputs[0];
+    using var value = Ort.OrtValue.CreateTensorValueFromMemory(input.Data, input.Shape);
+    using var runOptions = new Ort.RunOptions();
+    using var results = session.Run(runOptions, inputNames, [value], outputNames);
+    var response = new KServeResponse { ModelName = "fraud", ModelVersion = "1", Id = request.Id };
+    for (int i = 0; i < outputNames.Length; i++)
+    {
+        var info = results[i].GetTensorTypeAndShape();
+        response.Outputs.Add(new KServeTensor
+        {
+            Name = outputNames[i],
+            Datatype = "FP32",
+            Shape = info.Shape,
+            Data = results[i].GetTensorDataAsSpan<float>().ToArray(),
+        });
+    }
+
+    http.Response.ContentType = "application/json";
+    await JsonSerializer.SerializeAsync(http.Response.Body, response, BenchJson.Default.KServeResponse, http.RequestAborted);
+});
+
+var constant = JsonSerializer.SerializeToUtf8Bytes(new KServeResponse
+{
+    ModelName = "fraud",
+    ModelVersion = "1",
+    Outputs =
+    {
+        new KServeTensor { Name = MlpModel.LogitsName, Datatype = "FP32", Shape = [1, 2], Data = [0.25f, -0.25f] },
+        new KServeTensor { Name = MlpModel.ProbabilitiesName, Datatype = "FP32", Shape = [1, 2], Data = [0.62245935f, 0.37754068f] },
+    },
+}, BenchJson.Default.KServeResponse);
+app.MapPost("/constant/infer", async (HttpContext http) =>
+{
+    var request = await JsonSerializer.DeserializeAsync(http.Request.Body, BenchJson.Default.KServeRequest, http.RequestAborted);
+    if (request is null || request.Inputs.Count == 0)
+    {
+        http.Response.StatusCode = 400;
+        return;
+    }
+
+    http.Response.ContentType = "application/json";
+    http.Response.ContentLength = constant.Length;
+    await http.Response.Body.WriteAsync(constant, http.RequestAborted);
+});
+
+await app.RunAsync();
+
+internal sealed class KServeRequest
+{
+    [JsonPropertyName("id")]
+    public string? Id { get; set; }
+
+    [JsonPropertyName("inputs")]
+    public List<KServeTensor> Inputs { get; set; } = [];
+}
+
+internal sealed class KServeResponse
+{
+    [JsonPropertyName("model_name")]
+    public string ModelName { get; set; } = "";
+
+    [JsonPropertyName("model_version")]
+    public string ModelVersion { get; set; } = "";
+
+    [JsonPropertyName("id")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Id { get; set; }
+
+    [JsonPropertyName("outputs")]
+    public List<KServeTensor> Outputs { get; } = [];
+}
+
+internal sealed class KServeTensor
+{
+    [JsonPropertyName("name")]
+    public string Name { get; set; } = "";
+
+    [JsonPropertyName("shape")]
+    public long[] Shape { get; set; } = [];
+
+    [JsonPropertyName("datatype")]
+    public string Datatype { get; set; } = "";
+
+    [JsonPropertyName("data")]
+    public float[] Data { get; set; } = [];
+}
+
+[JsonSerializable(typeof(KServeRequest))]
+[JsonSerializable(typeof(KServeResponse))]
+internal sealed partial class BenchJson : JsonSerializerContext;
