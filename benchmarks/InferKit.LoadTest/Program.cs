@@ -15,7 +15,7 @@ namespace InferKit.LoadTest;
 /// </summary>
 internal static class Program
 {
-    private static readonly string[] AllScenarios = [Report.Closed1, Report.Closed64, Report.Open2x, Report.SlowInstance];
+    private static readonly string[] AllScenarios = [Report.Closed1, Report.Closed64, Report.Open2x, Report.SlowInstance, SelectionScenarios.Cascade, SelectionScenarios.AdaptiveRamp];
 
     /// <summary>
     /// Synchronous on purpose: the runs block the calling thread while they wait, and that thread must be the main
@@ -127,6 +127,14 @@ internal static class Program
 
                 case Report.SlowInstance:
                     rows.AddRange(RunSlowInstance(cli, workload, notes));
+                    break;
+
+                case SelectionScenarios.Cascade:
+                    rows.AddRange(SelectionScenarios.RunCascadeAsync(cli.Duration, cli.Rounds, notes).GetAwaiter().GetResult());
+                    break;
+
+                case SelectionScenarios.AdaptiveRamp:
+                    rows.AddRange(SelectionScenarios.RunAdaptiveAsync(cli.Duration * 2, cli.OutDir, notes).GetAwaiter().GetResult());
                     break;
             }
 
@@ -348,7 +356,7 @@ internal sealed class Cli
     public const string Usage = """
         Usage: InferKit.LoadTest [options]
           --duration SECONDS   measured time per peer per scenario (default 10), split over the rounds
-          --scenario NAME      run only this scenario (repeatable, or comma-separated): closed-1, closed-64, open-2x, slow-instance
+          --scenario NAME      run only this scenario (repeatable, or comma-separated): closed-1, closed-64, open-2x, slow-instance, cascade, adaptive-ramp
           --json PATH          also write the rows as a JSON array
           --out DIR            where loadtest.md and loadtest.png go (default benchmarks/results/loadtest)
           --peers LIST         only these peers (comma-separated: ceiling, naive, inferkit; slow-instance rows always run)

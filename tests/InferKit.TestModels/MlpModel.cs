@@ -47,7 +47,10 @@ public sealed class MlpModel
     /// <param name="hiddenSize">Number of hidden units.</param>
     /// <param name="classes">Number of classes.</param>
     /// <param name="seed">Seed of the weights: the same seed gives the same model.</param>
-    public MlpModel(int inputSize = DefaultInputSize, int hiddenSize = DefaultHiddenSize, int classes = DefaultClasses, int seed = 42)
+    /// <param name="importanceSigma">Spread (log-normal σ) of the hidden units' importance: larger makes a pruned student closer to the teacher.</param>
+    /// <param name="logitGain">Scale of the logits: larger makes the softmax more confident.</param>
+    public MlpModel(int inputSize = DefaultInputSize, int hiddenSize = DefaultHiddenSize, int classes = DefaultClasses, int seed = 42,
+        double importanceSigma = DefaultImportanceSigma, double logitGain = DefaultLogitGain)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(inputSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(hiddenSize, 1);
@@ -60,7 +63,7 @@ public sealed class MlpModel
         _b1 = Uniform(random, hiddenSize, 0.1);
         _w2 = Uniform(random, hiddenSize * classes, Math.Sqrt(6.0 / hiddenSize));
         _b2 = Uniform(random, classes, 0.1);
-        ScaleOutgoingRows(random, _w2, hiddenSize, classes);
+        ScaleOutgoingRows(random, _w2, hiddenSize, classes, importanceSigma, logitGain);
     }
 
     private MlpModel(int inputSize, int hiddenSize, int classes, float[] w1, float[] b1, float[] w2, float[] b2)
@@ -337,8 +340,11 @@ public sealed class MlpModel
         return result;
     }
 
-    private const double ImportanceSigma = 1.5;
-    private const double LogitGain = 2.0;
+    /// <summary>The default spread of hidden-unit importance.</summary>
+    public const double DefaultImportanceSigma = 1.5;
+
+    /// <summary>The default logit scale.</summary>
+    public const double DefaultLogitGain = 2.0;
     private const int CalibrationRows = 256;
     private const int CalibrationSeed = 12345;
 
@@ -392,7 +398,7 @@ public sealed class MlpModel
     /// Multiplies row j of W2 by a log-normal importance e^(σ·g), g ~ N(0, 1), then rescales the whole matrix so
     /// that its mean square is unchanged: like a trained network, a minority of hidden units carries most of the signal.
     /// </summary>
-    private static void ScaleOutgoingRows(Random random, float[] w2, int hidden, int classes)
+    private static void ScaleOutgoingRows(Random random, float[] w2, int hidden, int classes, double importanceSigma, double logitGain)
     {
         var scales = new double[hidden];
         var meanSquare = 0.0;
@@ -401,11 +407,11 @@ public sealed class MlpModel
             var u1 = 1.0 - random.NextDouble();
             var u2 = random.NextDouble();
             var gaussian = Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2);
-            scales[j] = Math.Exp(ImportanceSigma * gaussian);
+            scales[j] = Math.Exp(importanceSigma * gaussian);
             meanSquare += scales[j] * scales[j] / hidden;
         }
 
-        var norm = LogitGain / Math.Sqrt(meanSquare);
+        var norm = logitGain / Math.Sqrt(meanSquare);
         for (var j = 0; j < hidden; j++)
         {
             var scale = (float)(scales[j] * norm);

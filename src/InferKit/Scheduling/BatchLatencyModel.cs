@@ -1,16 +1,25 @@
 namespace InferKit.Scheduling;
 
 /// <summary>
-/// Learns the latency of a batch per size (an exponentially weighted average per size, seeded by warm-up)
-/// and estimates sizes not yet seen by interpolation. Thread-safe; reads are lock-free and may be slightly stale.
+/// Learns the latency of a batch per size and estimates sizes not yet seen by interpolation. Per size it keeps an
+/// exponentially weighted mean and mean absolute deviation, and estimates mean + 2 × deviation: deadlines are
+/// judged against a bad-but-usual batch, not an average one. Seeded by warm-up. Thread-safe; reads are lock-free.
 /// </summary>
 internal sealed class BatchLatencyModel
 {
     private const double Alpha = 0.2;
+    private const double DeviationWeight = 2;
     private readonly double[] _seconds;
+    private readonly double[] _mean;
+    private readonly double[] _deviation;
     private readonly Lock _gate = new();
 
-    public BatchLatencyModel(int maxBatchSize) => _seconds = new double[Math.Max(1, maxBatchSize) + 1];
+    public BatchLatencyModel(int maxBatchSize)
+    {
+        _seconds = new double[Math.Max(1, maxBatchSize) + 1];
+        _mean = new double[_seconds.Length];
+        _deviation = new double[_seconds.Length];
+    }
 
     public int MaxBatchSize => _seconds.Length - 1;
 
@@ -26,8 +35,18 @@ internal sealed class BatchLatencyModel
         int i = Math.Min(rows, _seconds.Length - 1);
         lock (_gate)
         {
-            double old = _seconds[i];
-            _seconds[i] = old == 0 ? seconds : (old * (1 - Alpha)) + (seconds * Alpha);
+            double mean = _mean[i];
+            if (mean == 0)
+            {
+                _mean[i] = seconds;
+            }
+            else
+            {
+                _deviation[i] = (_deviation[i] * (1 - Alpha)) + (Math.Abs(seconds - mean) * Alpha);
+                _mean[i] = (mean * (1 - Alpha)) + (seconds * Alpha);
+            }
+
+            Volatile.Write(ref _seconds[i], _mean[i] + (DeviationWeight * _deviation[i]));
             HasData = true;
         }
     }

@@ -895,8 +895,9 @@ internal sealed class ModelScheduler : IDisposable
         long batches = (total + cap - 1) / cap;
         double perBatch = Latency.Estimate((int)Math.Min(total, cap));
         double queueWait = Math.Ceiling(batches / (double)slots) * perBatch;
+        // With every instance busy, the running batch may have just started: count it whole.
         bool busy = !HasRoom();
-        return queueWait + (busy ? perBatch / 2 : 0);
+        return queueWait + (busy ? perBatch : 0);
     }
 
     private TimeSpan? EstimateDrain(int queued)
