@@ -3,8 +3,10 @@ using System.Threading.RateLimiting;
 using InferKit.AspNetCore;
 using InferKit.Models;
 using InferKit.Scheduling;
+using InferKit.Telemetry;
 using InferKit.TestModels;
 using Microsoft.AspNetCore.RateLimiting;
+using OpenTelemetry.Metrics;
 
 namespace InferKit.Samples.Server;
 
@@ -81,7 +83,9 @@ public static class SampleServer
             }
         }
 
-        builder.Services.AddHealthChecks().AddInferKitReadinessCheck();
+        // Metrics of the "InferKit" meter, scraped by Prometheus at /metrics.
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics.AddMeter(InferKitTelemetry.Name).AddPrometheusExporter());
+        builder.Services.AddHealthChecks().AddInferKitReadinessCheck().AddInferKitHealthChecks();
         builder.Services.AddAuthorization();
         builder.Services.AddApiKeyAuthentication(apiKeys);
         if (permits > 0)
@@ -111,6 +115,7 @@ public static class SampleServer
         }
 
         app.MapHealthChecks("/healthz");
+        app.MapPrometheusScrapingEndpoint(); // GET /metrics, outside the group: no API key or rate limit
         app.MapGet("/", () => Results.Text(Usage(models), "text/plain"));
 
         app.Lifetime.ApplicationStarted.Register(() =>
@@ -165,6 +170,7 @@ public static class SampleServer
           GET  /v2/health/live | /v2/health/ready
           GET  /v2/models/{"{model}"}                  model metadata
           POST /v2/models/{"{model}"}/infer            inference (JSON or binary tensor data)
-          GET  /healthz                         ASP.NET Core health checks
+          GET  /healthz                         ASP.NET Core health checks (readiness + per-model health)
+          GET  /metrics                         Prometheus metrics (inferkit_*)
         """;
 }
