@@ -60,11 +60,12 @@ public sealed class OnnxSessionSettings
     public int? InterOpThreads { get; set; }
 
     /// <summary>
-    /// Let ONNX Runtime's intra-op threads spin between runs. Spinning trims a few microseconds off a lone caller but
-    /// burns a core per thread that batching, request parsing and other instances need; off (the default) suits a
-    /// server sharing its cores. An explicit "session.intra_op.allow_spinning" config entry wins.
+    /// Let ONNX Runtime's intra-op threads spin between runs (ONNX Runtime's default, kept here). Spinning saves the
+    /// wake-up of the intra-op threads on every run; switch it off when other work on the same cores (request parsing,
+    /// other models) matters more than the last microseconds. An explicit "session.intra_op.allow_spinning" config
+    /// entry wins.
     /// </summary>
-    public bool AllowSpinning { get; set; }
+    public bool AllowSpinning { get; set; } = true;
 
     /// <summary>The graph optimisation level.</summary>
     public GraphOptimization GraphOptimization { get; set; } = GraphOptimization.All;
@@ -123,5 +124,5 @@ public sealed class OnnxThreadPoolOptions
     public int? InterOpThreads { get; set; }
 
     /// <summary>Let idle pool threads spin (lower latency, more CPU). Default false: a server shares its cores.</summary>
-    public bool AllowSpinning { get; set; }
+    public bool AllowSpinning { get; set; } = true;
 }
