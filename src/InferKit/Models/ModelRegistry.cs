@@ -363,7 +363,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             source = options.BackendFactory is not null
                 ? new DelegateBackendSource(options.BackendFactory)
                 : await OnnxBackendSource.CreateAsync(entry.Name, options.Source!, _options.OnnxThreadPool, options.Onnx.SharePrepackedWeights,
-                    options.AxisZeroIsBatch == false ? false : null, logger, CancellationToken.None).ConfigureAwait(false);
+                    options.AxisZeroIsBatch == false ? false : null, spinByDefault: TotalOnnxInstances() == 1, logger, CancellationToken.None).ConfigureAwait(false);
 
             var plan = PlanInstances(options);
             var created = new IModelBackend?[plan.Count];
@@ -472,6 +472,21 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
             throw new ModelLoadException(entry.Name, ex.Message, ex);
         }
+    }
+
+    /// <summary>ONNX instances across every registered model: spinning threads only pay when there is one.</summary>
+    private int TotalOnnxInstances()
+    {
+        int total = 0;
+        foreach (var e in _entries.Values)
+        {
+            if (e.Options.BackendFactory is null)
+            {
+                total += PlanInstances(e.Options).Count;
+            }
+        }
+
+        return total;
     }
 
     private static List<(InstanceGroupOptions? Group, OnnxSessionSettings Settings)> PlanInstances(ModelOptions options)

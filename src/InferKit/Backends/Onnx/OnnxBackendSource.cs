@@ -21,9 +21,11 @@ internal sealed class OnnxBackendSource : IBackendSource
     private readonly bool? _batching;
     private readonly ILogger _logger;
     private readonly PrePackedWeightsContainer? _weights;
+    private readonly bool _spinByDefault;
 
-    private OnnxBackendSource(string model, OnnxModelData data, bool shareWeights, bool? batching, ILogger logger)
+    private OnnxBackendSource(string model, OnnxModelData data, bool shareWeights, bool? batching, bool spinByDefault, ILogger logger)
     {
+        _spinByDefault = spinByDefault;
         _model = model;
         _data = data;
         _batching = batching;
@@ -33,7 +35,7 @@ internal sealed class OnnxBackendSource : IBackendSource
 
     public string Platform => "onnxruntime";
 
-    public static async Task<OnnxBackendSource> CreateAsync(string model, ModelSource source, OnnxThreadPoolOptions? pool, bool shareWeights, bool? batching, ILogger logger, CancellationToken cancellationToken)
+    public static async Task<OnnxBackendSource> CreateAsync(string model, ModelSource source, OnnxThreadPoolOptions? pool, bool shareWeights, bool? batching, bool spinByDefault, ILogger logger, CancellationToken cancellationToken)
     {
         OnnxEnvironment.EnsureInitialized(pool);
         OnnxModelData data;
@@ -46,11 +48,11 @@ internal sealed class OnnxBackendSource : IBackendSource
             throw new ModelLoadException(model, $"could not read {source}: {ex.Message}", ex);
         }
 
-        return new OnnxBackendSource(model, data, shareWeights, batching, logger);
+        return new OnnxBackendSource(model, data, shareWeights, batching, spinByDefault, logger);
     }
 
     public IModelBackend CreateInstance(ModelInstanceContext context, OnnxSessionSettings settings)
-        => OnnxModelBackend.Create(_model, _data, settings, settings.SharePrepackedWeights ? _weights : null, _batching, _logger);
+        => OnnxModelBackend.Create(_model, _data, settings, settings.SharePrepackedWeights ? _weights : null, _batching, _spinByDefault, _logger);
 
     public void Dispose() => _weights?.Dispose();
 }

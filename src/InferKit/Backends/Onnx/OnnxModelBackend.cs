@@ -41,7 +41,7 @@ internal sealed class OnnxModelBackend : IModelBackend
     public ExecutionProviderInfo Provider { get; }
 
     /// <summary>Creates a session from model bytes or a path, applying the settings and falling back to CPU when the provider cannot load.</summary>
-    internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, ILogger logger)
+    internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, bool spinByDefault, ILogger logger)
     {
         var requested = ProviderName(settings.Provider);
         string? fallbackReason = null;
@@ -52,7 +52,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         {
             try
             {
-                session = CreateSession(data, settings, settings.Provider, weights);
+                session = CreateSession(data, settings, settings.Provider, weights, spinByDefault);
             }
             catch (Exception ex) when (ex is EntryPointNotFoundException or OnnxRuntimeException or DllNotFoundException)
             {
@@ -69,7 +69,7 @@ internal sealed class OnnxModelBackend : IModelBackend
 
         try
         {
-            session ??= CreateSession(data, settings, ExecutionProvider.Cpu, weights);
+            session ??= CreateSession(data, settings, ExecutionProvider.Cpu, weights, spinByDefault);
         }
         catch (OnnxRuntimeException ex)
         {
@@ -242,7 +242,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
     }
 
-    private static InferenceSession CreateSession(OnnxModelData data, OnnxSessionSettings settings, ExecutionProvider provider, PrePackedWeightsContainer? weights)
+    private static InferenceSession CreateSession(OnnxModelData data, OnnxSessionSettings settings, ExecutionProvider provider, PrePackedWeightsContainer? weights, bool spinByDefault)
     {
         using var options = new SessionOptions();
         if (OnnxEnvironment.UsesGlobalThreadPool)
@@ -282,7 +282,7 @@ internal sealed class OnnxModelBackend : IModelBackend
 
         if (!OnnxEnvironment.UsesGlobalThreadPool && !settings.ConfigEntries.ContainsKey(SpinningKey))
         {
-            options.AddSessionConfigEntry(SpinningKey, settings.AllowSpinning ? "1" : "0");
+            options.AddSessionConfigEntry(SpinningKey, settings.AllowSpinning ?? spinByDefault ? "1" : "0");
         }
 
         switch (provider)

@@ -60,12 +60,12 @@ public sealed class OnnxSessionSettings
     public int? InterOpThreads { get; set; }
 
     /// <summary>
-    /// Let ONNX Runtime's intra-op threads spin between runs (ONNX Runtime's default, kept here). Spinning saves the
-    /// wake-up of the intra-op threads on every run; switch it off when other work on the same cores (request parsing,
-    /// other models) matters more than the last microseconds. An explicit "session.intra_op.allow_spinning" config
-    /// entry wins.
+    /// Let ONNX Runtime's intra-op threads spin between runs. Spinning saves the threads' wake-up on every run, which
+    /// pays when one session has the cores to itself, and costs dearly when several sessions (models, instances) share
+    /// them: each one's idle threads burn the cores the others need. Null (the default) decides for you: spin only when
+    /// the host serves a single ONNX instance in all. An explicit "session.intra_op.allow_spinning" config entry wins.
     /// </summary>
-    public bool AllowSpinning { get; set; } = true;
+    public bool? AllowSpinning { get; set; }
 
     /// <summary>The graph optimisation level.</summary>
     public GraphOptimization GraphOptimization { get; set; } = GraphOptimization.All;
@@ -124,5 +124,5 @@ public sealed class OnnxThreadPoolOptions
     public int? InterOpThreads { get; set; }
 
     /// <summary>Let idle pool threads spin (lower latency, more CPU). Default false: a server shares its cores.</summary>
-    public bool AllowSpinning { get; set; } = true;
+    public bool AllowSpinning { get; set; }
 }
