@@ -53,6 +53,7 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
         Check(options.Source is not null || options.BackendFactory is not null, "no model source: use AddOnnxModel with a file, bytes or stream, or AddModel with a backend factory.");
         var b = options.Batching;
         Check(b.MaxQueueDelay >= TimeSpan.Zero, $"Batching.MaxQueueDelay must be zero or positive (was {b.MaxQueueDelay}).");
+        Check(b.DeliveryMargin >= TimeSpan.Zero, $"Batching.DeliveryMargin must be zero or positive (was {b.DeliveryMargin}).");
         Check(b.DefaultTimeout is null || b.DefaultTimeout > TimeSpan.Zero, $"Batching.DefaultTimeout must be positive when set (was {b.DefaultTimeout}).");
         foreach (var p in b.PreferredBatchSizes)
         {

@@ -39,6 +39,12 @@ public sealed class BatchingOptions
     /// </summary>
     public bool AllowInlineExecution { get; set; } = true;
 
+    /// <summary>
+    /// Time kept in hand for handing a result to its caller (a thread-pool hop). A result ready later than the deadline
+    /// minus this margin is answered as DeadlineExceeded rather than delivered late, and admission plans with it.
+    /// </summary>
+    public TimeSpan DeliveryMargin { get; set; } = TimeSpan.FromMilliseconds(2);
+
     /// <summary>Refuse at admission a request whose deadline cannot be met given the queue ahead and the measured batch latency.</summary>
     public bool RefuseInfeasibleDeadlines { get; set; } = true;
 

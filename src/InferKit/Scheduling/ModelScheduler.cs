@@ -55,6 +55,7 @@ internal sealed class ModelScheduler : IDisposable
     private int _cap;
     private int _pumpQueued;
     private int _lastBatchRequests;
+    private readonly long _deliveryMargin;
     private volatile bool _draining;
     private TaskCompletionSource? _drained;
     private bool _disposed;
@@ -70,6 +71,7 @@ internal sealed class ModelScheduler : IDisposable
         Health = options.Health;
         _logger = logger;
         _batchable = signature.IsBatchable && _options.Enabled;
+        _deliveryMargin = (long)(_options.DeliveryMargin.TotalSeconds * time.TimestampFrequency);
         Padding = PaddingPlan.Create(model, signature, _options.Padding);
         Latency = new BatchLatencyModel(_options.MaxBatchSize);
         _cap = _options.Adaptive.Enabled ? Math.Clamp(_options.Adaptive.InitialBatchSize, 1, _options.MaxBatchSize) : _options.MaxBatchSize;
@@ -170,7 +172,7 @@ internal sealed class ModelScheduler : IDisposable
         if (deadline != long.MaxValue && _options.RefuseInfeasibleDeadlines && Latency.HasData)
         {
             double wait = EstimateWait(lane, rows);
-            double remaining = (deadline - now) / (double)Time.TimestampFrequency;
+            double remaining = (deadline - now - _deliveryMargin) / (double)Time.TimestampFrequency;
             if (wait > remaining)
             {
                 return Refuse(pending, request, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
@@ -391,11 +393,14 @@ internal sealed class ModelScheduler : IDisposable
 
     internal void Complete(PendingRequest request, InferenceResponse response, long now)
     {
-        if (now > request.Deadline)
+        // A result that would reach the caller after its deadline (the hand-over to the caller's continuation takes
+        // up to DeliveryMargin) is not delivered: the caller gets DeadlineExceeded instead of a late answer.
+        if (request.Deadline != long.MaxValue && now + _deliveryMargin > request.Deadline)
         {
             response.Dispose();
-            response = InferenceResponse.Expired(ModelName, request.Request.Id,
-                $"Model '{ModelName}': the result was ready {Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds:F1} ms after the deadline and was discarded.");
+            response = InferenceResponse.Expired(ModelName, request.Request.Id, now > request.Deadline
+                ? $"Model '{ModelName}': the result was ready {Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds:F1} ms after the deadline and was discarded."
+                : $"Model '{ModelName}': the result was ready {Time.GetElapsedTime(now, request.Deadline).TotalMilliseconds:F1} ms before the deadline, within the delivery margin, and was discarded.");
         }
 
         if (!request.TryFinishRunning())

@@ -221,6 +221,27 @@ public sealed class BatchingTests
         Assert.Single(h.BatchIds());
     }
 
+    [Theory]
+    [InlineData(2, InferenceStatus.DeadlineExceeded)]
+    [InlineData(0, InferenceStatus.Success)]
+    public async Task A_result_ready_within_the_delivery_margin_of_the_deadline_is_not_delivered(int marginMs, InferenceStatus expected)
+    {
+        // The run takes 19 ms of fake time; the request allows 20 ms.
+        await using var h = await Harness.CreateAsync(
+            o =>
+            {
+                o.Batching.RefuseInfeasibleDeadlines = false;
+                o.Batching.DeliveryMargin = TimeSpan.FromMilliseconds(marginMs);
+            },
+            computeTime: _ => TimeSpan.FromMilliseconds(19));
+        using var r = await Send(h, 5, timeout: TimeSpan.FromMilliseconds(20));
+        Assert.Equal(expected, r.Status);
+        if (expected == InferenceStatus.DeadlineExceeded)
+        {
+            Assert.Contains("within the delivery margin", r.Message, StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public async Task A_deadline_that_cannot_be_met_is_refused_at_admission_with_a_retry_hint()
     {
