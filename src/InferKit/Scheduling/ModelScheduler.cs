@@ -572,7 +572,7 @@ internal sealed class ModelScheduler : IDisposable
                     break;
                 }
 
-                if (!Padding.Compatible(firstInputs, head.Inputs) && !SameShape(firstInputs, head.Inputs))
+                if (!Padding.Compatible(firstInputs, head.Inputs))
                 {
                     if (_deferred.Count >= MaxDeferredPerLane)
                     {
@@ -624,19 +624,6 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         return firstLane;
-    }
-
-    private static bool SameShape(Tensor[] a, Tensor[] b)
-    {
-        for (int i = 0; i < a.Length; i++)
-        {
-            if (!a[i].Shape[1..].SequenceEqual(b[i].Shape[1..]))
-            {
-                return false;
-            }
-        }
-
-        return true;
     }
 
     private void Take(int lane, PendingRequest head, Batch batch)
