@@ -369,6 +369,7 @@ internal sealed class Cli
           --ik-max-batch N     Batching.MaxBatchSize (default 64)
           --ik-no-inline       Batching.AllowInlineExecution = false
           --ik-delay-us US     Batching.MaxQueueDelay in microseconds (default 0)
+          --ik-config KEY=VALUE an ONNX Runtime session config entry for the InferKit peer (repeatable)
           --no-spin            session.intra_op.allow_spinning = 0 on every session (all peers)
           --min-threads N      ThreadPool.SetMinThreads(N, N) before the run (default: .NET's default)
         """;
@@ -406,6 +407,8 @@ internal sealed class Cli
 
     public bool NoSpin { get; private set; }
 
+    public Dictionary<string, string> IkConfig { get; } = new(StringComparer.Ordinal);
+
     public int? MinThreads { get; private set; }
 
     /// <summary>Applies the InferKit peer settings to a model.</summary>
@@ -420,13 +423,19 @@ internal sealed class Cli
         {
             o.Onnx.ConfigEntries["session.intra_op.allow_spinning"] = "0";
         }
+
+        foreach (var (key, value) in IkConfig)
+        {
+            o.Onnx.ConfigEntries[key] = value;
+        }
     }
 
     /// <summary>A description of the non-default InferKit settings, for the report.</summary>
     public string InferKitSettings =>
         $"inferkit: {IkInstances} instance(s), intra-op threads {IkIntraOp?.ToString(CultureInfo.InvariantCulture) ?? "default"}, MaxBatchSize {IkMaxBatch}, " +
         $"inline {(IkInline ? "on" : "off")}, MaxQueueDelay {IkDelay.TotalMilliseconds * 1000:F0} µs, ONNX Runtime spinning {(NoSpin ? "off" : "default (on)")}, " +
-        $"thread-pool min threads {(MinThreads?.ToString(CultureInfo.InvariantCulture) ?? "default")}";
+        $"thread-pool min threads {(MinThreads?.ToString(CultureInfo.InvariantCulture) ?? "default")}" +
+        (IkConfig.Count == 0 ? string.Empty : $", session config {string.Join(", ", IkConfig.Select(kv => $"{kv.Key}={kv.Value}"))}");
 
     public static Cli Parse(string[] args)
     {
@@ -486,6 +495,19 @@ internal sealed class Cli
                 case "--min-threads":
                     cli.MinThreads = (int)Number("--min-threads", 1);
                     break;
+                case "--ik-config":
+                {
+                    var entry = Value();
+                    int eq = entry.IndexOf('=', StringComparison.Ordinal);
+                    if (eq <= 0)
+                    {
+                        throw new ArgumentException($"--ik-config takes KEY=VALUE; got '{entry}'.");
+                    }
+
+                    cli.IkConfig[entry[..eq]] = entry[(eq + 1)..];
+                    break;
+                }
+
                 case "--no-spin":
                     cli.NoSpin = true;
                     break;

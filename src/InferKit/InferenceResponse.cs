@@ -46,6 +46,10 @@ public sealed class InferenceResponse : IDisposable
     private string[][]? _rentedStrings;
     private int _rentedStringCount;
     private int _disposed;
+    private string? _message;
+    private Func<InferenceResponse, double, double, string>? _format;
+    private double _arg0;
+    private double _arg1;
 
     internal InferenceResponse(string model, string? version, string? requestId)
     {
@@ -77,7 +81,12 @@ public sealed class InferenceResponse : IDisposable
     public TimeSpan? RetryAfter { get; private set; }
 
     /// <summary>A human-readable explanation for a refusal or deadline miss.</summary>
-    public string? Message { get; private set; }
+    /// <remarks>Formatted on first read: refusals under overload are answered without formatting text nobody reads.</remarks>
+    public string? Message
+    {
+        get => _message ??= _format?.Invoke(this, _arg0, _arg1);
+        private set => _message = value;
+    }
 
     /// <summary>The instance that ran the request.</summary>
     public string? Instance { get; internal set; }
@@ -197,6 +206,14 @@ public sealed class InferenceResponse : IDisposable
 
     internal static InferenceResponse Expired(string model, string? requestId, string message) =>
         new(model, null, requestId) { Status = InferenceStatus.DeadlineExceeded, Message = message };
+
+    /// <summary>A refusal whose message is formatted from two numbers when it is first read (a static, non-capturing format).</summary>
+    internal static InferenceResponse Refused(string model, string? requestId, RefusalReason reason, TimeSpan? retryAfter, Func<InferenceResponse, double, double, string> format, double arg0, double arg1) =>
+        new(model, null, requestId) { Status = InferenceStatus.Refused, RefusalReason = reason, RetryAfter = retryAfter, _format = format, _arg0 = arg0, _arg1 = arg1 };
+
+    /// <summary>A deadline miss whose message is formatted from two numbers when it is first read.</summary>
+    internal static InferenceResponse Expired(string model, string? requestId, Func<InferenceResponse, double, double, string> format, double arg0, double arg1) =>
+        new(model, null, requestId) { Status = InferenceStatus.DeadlineExceeded, _format = format, _arg0 = arg0, _arg1 = arg1 };
 
     internal void SetOutputs(Tensor[] outputs) => _outputs = outputs;
 

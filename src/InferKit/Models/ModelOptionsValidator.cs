@@ -51,6 +51,13 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
         }
 
         Check(options.Source is not null || options.BackendFactory is not null, "no model source: use AddOnnxModel with a file, bytes or stream, or AddModel with a backend factory.");
+        Check(options.Onnx.SpinDuration is null || options.Onnx.SpinDuration > TimeSpan.Zero, $"Onnx.SpinDuration must be positive when set (was {options.Onnx.SpinDuration}); set Onnx.AllowSpinning = false to stop spinning.");
+        for (int i = 0; i < options.InstanceGroups.Count; i++)
+        {
+            var spin = options.InstanceGroups[i].Onnx.SpinDuration;
+            Check(spin is null || spin > TimeSpan.Zero, $"InstanceGroups[{i}].Onnx.SpinDuration must be positive when set (was {spin}).");
+        }
+
         var b = options.Batching;
         Check(b.MaxQueueDelay >= TimeSpan.Zero, $"Batching.MaxQueueDelay must be zero or positive (was {b.MaxQueueDelay}).");
         Check(b.DeliveryMargin >= TimeSpan.Zero, $"Batching.DeliveryMargin must be zero or positive (was {b.DeliveryMargin}).");

@@ -17,6 +17,8 @@ internal enum DispatchMode
     Worker,
     /// <summary>A timer callback: it hands every batch to the thread pool.</summary>
     Timer,
+    /// <summary>The scheduler's runner thread, woken while a full batch is queued: it runs batches back to back.</summary>
+    Runner,
 }
 
 /// <summary>
@@ -28,6 +30,9 @@ internal enum DispatchMode
 /// The queue is guarded by one short lock that is never held across an await or a model run. Work is
 /// dispatched by whoever makes it possible: a caller that queues a request, a worker that finishes a batch, or
 /// the timer (queue delay, deadlines). A lone caller with an empty queue and an idle instance runs on its own thread.
+/// While a full batch is queued (a backlog: nothing is gained by waiting for more requests), batches run back to back
+/// on the scheduler's own runner thread rather than through the thread pool, whose queue may be long under the very
+/// load that built the backlog.
 /// </remarks>
 internal sealed class ModelScheduler : IDisposable
 {
@@ -55,10 +60,15 @@ internal sealed class ModelScheduler : IDisposable
     private int _cap;
     private int _pumpQueued;
     private int _lastBatchRequests;
+    private readonly SemaphoreSlim _runnerSignal = new(0, 1);
+    private readonly Lock _runnerGate = new();
+    private Thread? _runner;
+    private int _runnerAwake;
     private readonly long _deliveryMargin;
+    private readonly string _queueFullMessage;
     private volatile bool _draining;
     private TaskCompletionSource? _drained;
-    private bool _disposed;
+    private volatile bool _disposed;
 
     public ModelScheduler(string model, string version, ModelSignature signature, InstancePool pool, ModelOptions options, TimeProvider time, ILogger logger, InferKitMetrics? metrics)
     {
@@ -72,6 +82,7 @@ internal sealed class ModelScheduler : IDisposable
         _logger = logger;
         _batchable = signature.IsBatchable && _options.Enabled;
         _deliveryMargin = (long)(_options.DeliveryMargin.TotalSeconds * time.TimestampFrequency);
+        _queueFullMessage = $"Model '{model}': the queue is full ({_options.MaxQueueLength} requests).";
         Padding = PaddingPlan.Create(model, signature, _options.Padding);
         Latency = new BatchLatencyModel(_options.MaxBatchSize);
         _cap = _options.Adaptive.Enabled ? Math.Clamp(_options.Adaptive.InitialBatchSize, 1, _options.MaxBatchSize) : _options.MaxBatchSize;
@@ -111,6 +122,9 @@ internal sealed class ModelScheduler : IDisposable
 
     /// <summary>The current batch cap (adaptive, or MaxBatchSize).</summary>
     public int BatchCap => Volatile.Read(ref _cap);
+
+    /// <summary>The runner thread, once a backlog started it (for tests).</summary>
+    internal Thread? RunnerThread => _runner;
 
     /// <summary>Metrics, spans, alert windows and audit of this model version; null without a telemetry hub.</summary>
     internal ModelTelemetry? Telemetry => _telemetry;
@@ -166,7 +180,7 @@ internal sealed class ModelScheduler : IDisposable
 
         if (Volatile.Read(ref _queued) >= _options.MaxQueueLength)
         {
-            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), $"Model '{ModelName}': the queue is full ({_options.MaxQueueLength} requests).", now, activity);
+            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
         }
 
         if (deadline != long.MaxValue && _options.RefuseInfeasibleDeadlines && Latency.HasData)
@@ -175,8 +189,13 @@ internal sealed class ModelScheduler : IDisposable
             double remaining = (deadline - now - _deliveryMargin) / (double)Time.TimestampFrequency;
             if (wait > remaining)
             {
-                return Refuse(pending, request, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
-                    $"Model '{ModelName}': the deadline ({remaining * 1000:F1} ms away) cannot be met; the queue ahead needs about {wait * 1000:F1} ms.", now, activity);
+                pending.Recycle();
+                CountRefusal(RefusalReason.DeadlineInfeasible);
+                var refused = InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
+                    static (r, away, needs) => $"Model '{r.Model}': the deadline ({away:F1} ms away) cannot be met; the queue ahead needs about {needs:F1} ms.",
+                    remaining * 1000, wait * 1000);
+                _telemetry?.RequestEnded(request, now, activity, InferenceOutcome.Refused, refused, null);
+                return new ValueTask<InferenceResponse>(refused);
             }
         }
 
@@ -216,7 +235,7 @@ internal sealed class ModelScheduler : IDisposable
         {
             EndActive();
             pending.Activity = null;
-            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), $"Model '{ModelName}': the queue is full ({_options.MaxQueueLength} requests).", now, activity);
+            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
         }
 
         if (cancellationToken.CanBeCanceled)
@@ -299,6 +318,14 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         _timer.Dispose();
+        lock (_runnerGate)
+        {
+            if (_runner is not null && Interlocked.Exchange(ref _runnerAwake, 1) == 0)
+            {
+                _runnerSignal.Release(); // it sees _disposed and ends
+            }
+        }
+
         _telemetry?.Detach(this);
         foreach (var r in orphans)
         {
@@ -360,12 +387,17 @@ internal sealed class ModelScheduler : IDisposable
                 return;
             }
 
-            if (mode == DispatchMode.Worker && !(Volatile.Read(ref _queued) > 0 && HasRoom()))
+            if (mode is DispatchMode.Worker or DispatchMode.Runner && !(Volatile.Read(ref _queued) > 0 && HasRoom()))
             {
-                // Run the last batch this worker can form here, then leave further work to a fresh work item so the
-                // continuations this batch just queued on this thread run first (prompt answers, fuller next batch).
+                // Run the last batch this thread can form here. A worker then leaves further work to a fresh work item
+                // so the continuations this batch just queued on this thread run first (prompt answers, fuller next
+                // batch); the runner's loop decides for itself.
                 RunBatch(batch);
-                HandOff();
+                if (mode == DispatchMode.Worker)
+                {
+                    HandOff();
+                }
+
                 return;
             }
 
@@ -398,9 +430,13 @@ internal sealed class ModelScheduler : IDisposable
         if (request.Deadline != long.MaxValue && now + _deliveryMargin > request.Deadline)
         {
             response.Dispose();
-            response = InferenceResponse.Expired(ModelName, request.Request.Id, now > request.Deadline
-                ? $"Model '{ModelName}': the result was ready {Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds:F1} ms after the deadline and was discarded."
-                : $"Model '{ModelName}': the result was ready {Time.GetElapsedTime(now, request.Deadline).TotalMilliseconds:F1} ms before the deadline, within the delivery margin, and was discarded.");
+            response = now > request.Deadline
+                ? InferenceResponse.Expired(ModelName, request.Request.Id,
+                    static (r, ms, _) => $"Model '{r.Model}': the result was ready {ms:F1} ms after the deadline and was discarded.",
+                    Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds, 0)
+                : InferenceResponse.Expired(ModelName, request.Request.Id,
+                    static (r, ms, _) => $"Model '{r.Model}': the result was ready {ms:F1} ms before the deadline, within the delivery margin, and was discarded.",
+                    Time.GetElapsedTime(now, request.Deadline).TotalMilliseconds, 0);
         }
 
         if (!request.TryFinishRunning())
@@ -409,7 +445,19 @@ internal sealed class ModelScheduler : IDisposable
             return;
         }
 
+        request.ReadyAt = now;
         Finish(request, response, response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded);
+    }
+
+    /// <summary>A success that reached its caller after the deadline: discarded, and DeadlineExceeded answered instead.</summary>
+    internal InferenceResponse DiscardLate(PendingRequest request, InferenceResponse response, long now)
+    {
+        _telemetry?.CountDiscardedLate();
+        response.Dispose();
+        long ready = request.ReadyAt == 0 ? now : request.ReadyAt;
+        return InferenceResponse.Expired(ModelName, request.Request.Id,
+            static (r, before, after) => $"Model '{r.Model}': the result was ready {before:F1} ms before the deadline but reached the caller {after:F1} ms after it, and was discarded rather than answered late.",
+            Time.GetElapsedTime(ready, request.Deadline).TotalMilliseconds, Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds);
     }
 
     internal void Fail(PendingRequest request, Exception exception)
@@ -468,12 +516,107 @@ internal sealed class ModelScheduler : IDisposable
         return new ValueTask<InferenceResponse>(result!);
     }
 
-    /// <summary>Leaves any further work to a thread-pool work item (queued globally, so local continuations run first).</summary>
+    /// <summary>
+    /// Leaves any further work to the runner thread when a full batch is queued, else to a thread-pool work item
+    /// (queued globally, so local continuations run first and add their requests to the batch).
+    /// </summary>
     internal void HandOff()
     {
-        if (Volatile.Read(ref _queued) > 0 && Interlocked.Exchange(ref _pumpQueued, 1) == 0)
+        if (Volatile.Read(ref _queued) == 0)
+        {
+            return;
+        }
+
+        if (BacklogFull() && WakeRunner())
+        {
+            return;
+        }
+
+        if (Interlocked.Exchange(ref _pumpQueued, 1) == 0)
         {
             ThreadPool.UnsafeQueueUserWorkItem(_pumpItem, preferLocal: false);
+        }
+    }
+
+    /// <summary>True when the queue holds at least a full batch: waiting for more callers cannot make the next batch fuller.</summary>
+    private bool BacklogFull()
+    {
+        long rows = 0;
+        for (int l = 0; l < Lanes; l++)
+        {
+            rows += Volatile.Read(ref _laneRows[l]);
+        }
+
+        return rows >= (_batchable ? Volatile.Read(ref _cap) : 1);
+    }
+
+    /// <summary>Makes sure the runner thread is awake (starting it the first time); false once disposed.</summary>
+    private bool WakeRunner()
+    {
+        if (_disposed)
+        {
+            return false;
+        }
+
+        if (Interlocked.Exchange(ref _runnerAwake, 1) == 0)
+        {
+            if (_runner is null)
+            {
+                lock (_runnerGate)
+                {
+                    _runner ??= StartRunner();
+                }
+            }
+
+            _runnerSignal.Release();
+        }
+
+        return true;
+    }
+
+    private Thread StartRunner()
+    {
+        var thread = new Thread(static s => ((ModelScheduler)s!).RunnerLoop())
+        {
+            IsBackground = true,
+            Name = $"InferKit runner {ModelName}:{Version}",
+        };
+        thread.UnsafeStart(this);
+        return thread;
+    }
+
+    /// <summary>
+    /// The runner: woken while a full batch is queued, it runs batches back to back until the backlog is gone or no
+    /// instance has room (the instance that frees up hands off again). Its answers reach callers through the thread
+    /// pool's global queue, as any continuation completed off the pool does.
+    /// </summary>
+    private void RunnerLoop()
+    {
+        while (!_disposed)
+        {
+            _runnerSignal.Wait();
+            while (true)
+            {
+                if (_disposed)
+                {
+                    Volatile.Write(ref _runnerAwake, 0);
+                    return;
+                }
+
+                Pump(DispatchMode.Runner, null);
+                Volatile.Write(ref _runnerAwake, 0);
+
+                // Re-check after clearing the flag: a hand-off that saw the flag set relied on this thread.
+                if (!(BacklogFull() && HasRoom()) || Interlocked.Exchange(ref _runnerAwake, 1) != 0)
+                {
+                    break;
+                }
+            }
+
+            if (Volatile.Read(ref _queued) > 0 && !BacklogFull())
+            {
+                HandOff(); // what is left is less than a batch: the pool forms it once the callers' continuations ran
+            }
         }
     }
 
@@ -704,9 +847,10 @@ internal sealed class ModelScheduler : IDisposable
                     _laneCount[l]--;
                     _laneRows[l] -= head.Rows;
                     _queued--;
-                    var waited = Time.GetElapsedTime(head.Enqueued, now);
+                    double waited = Time.GetElapsedTime(head.Enqueued, now).TotalMilliseconds;
                     Finish(head, InferenceResponse.Expired(ModelName, head.Request.Id,
-                        $"Model '{ModelName}': the deadline passed after {waited.TotalMilliseconds:F1} ms in the queue; the request was not run."), InferenceOutcome.DeadlineExceeded);
+                        static (r, ms, _) => $"Model '{r.Model}': the deadline passed after {ms:F1} ms in the queue; the request was not run.", waited, 0),
+                        InferenceOutcome.DeadlineExceeded);
                 }
             }
         }

@@ -44,6 +44,9 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 
     public long Sequence { get; private set; }
 
+    /// <summary>When the result was handed to the caller's continuation (scheduler timestamp); 0 before.</summary>
+    public long ReadyAt { get; set; }
+
     public bool Poolable { get; private set; }
 
     /// <summary>True while the caller runs this request on its own thread and reads the result synchronously.</summary>
@@ -78,6 +81,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
         Token = token;
         Poolable = !token.CanBeCanceled;
         Inline = false;
+        ReadyAt = 0;
         InlineResult = null;
         InlineException = null;
         Volatile.Write(ref _state, Queued);
@@ -136,11 +140,26 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
         _core.SetException(exception);
     }
 
+    /// <summary>
+    /// The caller's continuation reads the result. A success that reaches it after the deadline (its hand-over through
+    /// the thread pool was slow) is answered DeadlineExceeded instead: a deadline-bound caller never sees a late answer.
+    /// </summary>
     public InferenceResponse GetResult(short token)
     {
         try
         {
-            return _core.GetResult(token);
+            var response = _core.GetResult(token);
+            long deadline = Deadline;
+            if (deadline != long.MaxValue && response.IsSuccess)
+            {
+                long now = Owner.Time.GetTimestamp();
+                if (now > deadline)
+                {
+                    response = Owner.DiscardLate(this, response, now);
+                }
+            }
+
+            return response;
         }
         finally
         {

@@ -48,6 +48,13 @@ public static class InferKitTelemetry
         /// <summary>Counter ({request}): requests refused, tagged with the reason.</summary>
         public const string Rejected = "inferkit.requests.rejected";
 
+        /// <summary>
+        /// Counter ({request}): results that were ready before the deadline but reached the caller after it (a slow hand-over
+        /// through the thread pool) and were answered as DeadlineExceeded instead. <c>inferkit.request.duration</c> counted them
+        /// as ok when they were ready.
+        /// </summary>
+        public const string DiscardedLate = "inferkit.requests.discarded_late";
+
         /// <summary>Gauge ({request}): requests waiting per model version.</summary>
         public const string QueueLength = "inferkit.queue.length";
 

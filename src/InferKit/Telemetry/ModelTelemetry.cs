@@ -111,6 +111,16 @@ internal sealed class ModelTelemetry
         _hub.RequestSummary();
     }
 
+    /// <summary>Counts a result discarded because it reached its caller after the deadline.</summary>
+    public void CountDiscardedLate()
+    {
+        var counter = _hub.DiscardedLate;
+        if (counter.Enabled)
+        {
+            counter.Add(1, _tags);
+        }
+    }
+
     /// <summary>
     /// One request ended: records its duration by outcome, feeds the alert window, ends its span and offers an audit
     /// record. <paramref name="admitted"/> is the admission timestamp of the scheduler's clock (0 when it never reached one).

@@ -38,6 +38,9 @@ internal sealed class FakeBackend : IModelBackend
 
     public int Runs;
 
+    /// <summary>The name of the thread each recorded run ran on (null for an unnamed thread), in order.</summary>
+    public ConcurrentQueue<string?> Threads { get; } = new();
+
     public bool Disposed { get; private set; }
 
     /// <summary>When set, runs throw this exception.</summary>
@@ -76,6 +79,7 @@ internal sealed class FakeBackend : IModelBackend
             }
 
             Batches.Enqueue(ids);
+            Threads.Enqueue(Thread.CurrentThread.Name);
             Interlocked.Increment(ref Runs);
             var gate = _gate;
             if (gate is not null)

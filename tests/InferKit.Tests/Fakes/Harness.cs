@@ -58,6 +58,7 @@ internal sealed class Harness : IAsyncDisposable
         foreach (var b in backends)
         {
             b.Batches.Clear();
+            b.Threads.Clear();
             b.Runs = 0;
         }
 

@@ -22,6 +22,7 @@ public sealed class RegistryTests
             {
                 o.Instances = 0;
                 o.Batching.PreferredBatchSizes.Add(64);
+                o.Onnx.SpinDuration = TimeSpan.Zero;
             });
         using var provider = services.BuildServiceProvider();
         var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
@@ -30,6 +31,7 @@ public sealed class RegistryTests
         Assert.Contains("unknown load-balancing strategy 'Fastest'. Known strategies: RoundRobin, LeastConnections, WeightedLeastConnections, PowerOfTwoChoices, PeakEwma", message, StringComparison.Ordinal);
         Assert.Contains("Model 'b': Instances", message, StringComparison.Ordinal);
         Assert.Contains("Model 'b': Batching.PreferredBatchSizes contains 64", message, StringComparison.Ordinal);
+        Assert.Contains("Model 'b': Onnx.SpinDuration must be positive when set (was 00:00:00); set Onnx.AllowSpinning = false to stop spinning.", message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.Runtime.InteropServices;
 using InferKit.Tensors;
 using Microsoft.Extensions.Logging;
@@ -15,6 +16,7 @@ namespace InferKit.Backends.Onnx;
 internal sealed class OnnxModelBackend : IModelBackend
 {
     private const string SpinningKey = "session.intra_op.allow_spinning";
+    private const string SpinDurationKey = "session.intra_op.spin_duration_us";
     private static int s_liveSessions;
 
     private readonly InferenceSession _session;
@@ -283,6 +285,11 @@ internal sealed class OnnxModelBackend : IModelBackend
         if (!OnnxEnvironment.UsesGlobalThreadPool && !settings.ConfigEntries.ContainsKey(SpinningKey))
         {
             options.AddSessionConfigEntry(SpinningKey, settings.AllowSpinning ?? spinByDefault ? "1" : "0");
+        }
+
+        if (!OnnxEnvironment.UsesGlobalThreadPool && settings.SpinDuration is TimeSpan spin && !settings.ConfigEntries.ContainsKey(SpinDurationKey))
+        {
+            options.AddSessionConfigEntry(SpinDurationKey, ((long)Math.Max(1, Math.Round(spin.TotalMicroseconds))).ToString(CultureInfo.InvariantCulture));
         }
 
         switch (provider)

@@ -1,0 +1,140 @@
+using InferKit.Telemetry;
+using InferKit.Tests.Fakes;
+using InferKit.Tests.Telemetry;
+
+namespace InferKit.Tests.Scheduling;
+
+/// <summary>The runner thread that takes over while full batches are queued, and answers that reach their caller late.</summary>
+public sealed class BacklogTests
+{
+    private const string RunnerPrefix = "InferKit runner m:";
+
+    [Fact]
+    public async Task A_backlog_of_full_batches_runs_back_to_back_on_the_runner_thread()
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 4);
+        var first = await h.OccupyAsync(100);
+        var queued = Enumerable.Range(1, 12).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
+
+        h.Backend.Release();
+        (await first).Dispose();
+        for (int i = 0; i < queued.Length; i++)
+        {
+            using var r = await queued[i];
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal(2f * (i + 1), r["y"].GetSpan<float>()[0]);
+            Assert.Equal(4, r.BatchSize);
+        }
+
+        var batches = h.BatchIds();
+        Assert.Equal([[100f], [1f, 2f, 3f, 4f], [5f, 6f, 7f, 8f], [9f, 10f, 11f, 12f]], batches);
+        var threads = h.Backend.Threads.ToArray();
+        Assert.DoesNotContain(RunnerPrefix, threads[0] ?? string.Empty, StringComparison.Ordinal);
+        Assert.All(threads.Skip(1), t => Assert.StartsWith(RunnerPrefix, t, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Less_than_a_full_batch_queued_is_left_to_the_thread_pool()
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 8);
+        var first = await h.OccupyAsync(100);
+        var queued = Enumerable.Range(1, 5).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
+
+        h.Backend.Release();
+        (await first).Dispose();
+        foreach (var t in queued)
+        {
+            (await t).Dispose();
+        }
+
+        Assert.Null(h.InternalRegistry.GetScheduler("m").RunnerThread);
+        Assert.All(h.Backend.Threads, t => Assert.DoesNotContain(RunnerPrefix, t ?? string.Empty, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task The_runner_thread_ends_when_the_model_is_disposed()
+    {
+        Thread? runner;
+        await using (var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 2))
+        {
+            var first = await h.OccupyAsync(100);
+            var queued = Enumerable.Range(1, 4).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
+            h.Backend.Release();
+            (await first).Dispose();
+            foreach (var t in queued)
+            {
+                (await t).Dispose();
+            }
+
+            runner = h.InternalRegistry.GetScheduler("m").RunnerThread;
+            Assert.NotNull(runner);
+            Assert.True(runner.IsAlive);
+        }
+
+        Assert.True(runner.Join(TimeSpan.FromSeconds(30)), "the runner thread is still alive 30 s after disposal");
+    }
+
+    [Fact]
+    public async Task Many_callers_over_two_instances_with_backlogs_each_get_exactly_their_own_rows_once()
+    {
+        // A small batch cap against 48 callers keeps full batches queued, so the runner and pool workers both run batches.
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 4, instances: 2);
+        const int callers = 48;
+        const int perCaller = 30;
+        var tasks = Enumerable.Range(0, callers).Select(c => Task.Run(async () =>
+        {
+            for (int i = 0; i < perCaller; i++)
+            {
+                int id = 1 + (c * perCaller) + i;
+                using var r = await h.Client.InferAsync("m", FakeBackend.Request(id));
+                Assert.True(r.IsSuccess, r.Message);
+                Assert.Equal(2f * id, r["y"].GetSpan<float>()[0]);
+            }
+        })).ToArray();
+        await Task.WhenAll(tasks);
+
+        var ids = h.Backends.SelectMany(static b => b.Batches).SelectMany(static b => b).ToArray();
+        Assert.Equal(callers * perCaller, ids.Length);
+        Assert.Equal(callers * perCaller, ids.Distinct().Count());
+        Assert.All(h.Backends.SelectMany(static b => b.Batches), b => Assert.InRange(b.Length, 1, 4));
+        Assert.Equal(0, h.InternalRegistry.GetScheduler("m").Active);
+    }
+
+    [Fact]
+    public async Task A_result_that_reaches_its_caller_after_the_deadline_is_answered_DeadlineExceeded_and_counted()
+    {
+        await using var h = TelemetryHarness.Create(o =>
+        {
+            o.Batching.RefuseInfeasibleDeadlines = false;
+            o.Batching.DeliveryMargin = TimeSpan.Zero;
+        });
+        using var discarded = h.Collect<long>(InferKitTelemetry.Instruments.DiscardedLate);
+        await h.LoadAsync();
+
+        var first = await h.OccupyAsync(100);
+        var late = h.Send(5, timeout: TimeSpan.FromMilliseconds(20));
+        var onTime = h.Send(6, timeout: TimeSpan.FromMilliseconds(20));
+        h.Backend.Release();
+        (await first).Dispose();
+
+        // Both results are ready at fake time 0, well inside the 20 ms; neither caller has read its result yet.
+        Assert.True(SpinWait.SpinUntil(() => late.IsCompleted && onTime.IsCompleted, TimeSpan.FromSeconds(30)));
+        using (var r = await onTime)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+        }
+
+        // The other caller reads its result only after the deadline passed: it must not see a late success.
+        h.Time.Advance(TimeSpan.FromMilliseconds(25));
+        using (var r = await late)
+        {
+            Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
+            Assert.Contains("reached the caller 5.0 ms after it", r.Message, StringComparison.Ordinal);
+            Assert.Throws<InvalidOperationException>(() => r["y"]);
+        }
+
+        var m = Assert.Single(discarded.GetMeasurementSnapshot());
+        Assert.Equal(1, m.Value);
+        Assert.Equal("m", m.Tags[InferKitTelemetry.ModelTag]);
+    }
+}
