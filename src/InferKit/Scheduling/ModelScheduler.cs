@@ -201,12 +201,13 @@ internal sealed class ModelScheduler : IDisposable
 
         pending.Init(request, rows, mask, lane, deadline, now, Interlocked.Increment(ref _sequence), cancellationToken);
         pending.Activity = activity;
-        Interlocked.Increment(ref _active);
+        // Concurrent traffic: other requests in flight, or the last batch carried several. Then a request queues so it
+        // can join a batch, and a pool work item (run after the continuations already queued) forms that batch.
+        bool concurrent = Interlocked.Increment(ref _active) > 1 || Volatile.Read(ref _lastBatchRequests) > 1;
 
-        // Fast path: nothing queued, an idle instance and no concurrent traffic (the last batch carried one request):
-        // run on the caller's thread, no hop, no queue. Under concurrency the request queues so it can join a batch.
-        if (_options.AllowInlineExecution && _options.MaxQueueDelay <= TimeSpan.Zero && Volatile.Read(ref _queued) == 0
-            && Volatile.Read(ref _lastBatchRequests) <= 1 && Pool.TryAcquire(out var idle))
+        // Fast path: nothing queued, an idle instance and no concurrent traffic: run on the caller's thread, no hop, no queue.
+        if (!concurrent && _options.AllowInlineExecution && _options.MaxQueueDelay <= TimeSpan.Zero && Volatile.Read(ref _queued) == 0
+            && Pool.TryAcquire(out var idle))
         {
             pending.TryStart();
             pending.Inline = true;
@@ -244,7 +245,7 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         var task = new ValueTask<InferenceResponse>(pending, pending.Version);
-        if (_batchable && Volatile.Read(ref _lastBatchRequests) > 1)
+        if (_batchable && concurrent)
         {
             // Under concurrency a caller does not form a batch itself: a pool work item does, after the continuations
             // already queued on this thread have run and added their requests to the batch.

@@ -28,9 +28,11 @@ public sealed class BacklogTests
 
         var batches = h.BatchIds();
         Assert.Equal([[100f], [1f, 2f, 3f, 4f], [5f, 6f, 7f, 8f], [9f, 10f, 11f, 12f]], batches);
+        // The first batch ran on the occupying caller's thread. A pool work item queued while the queue was still short
+        // may take one batch when it finally runs (it hands off after one); the rest of the backlog is the runner's.
         var threads = h.Backend.Threads.ToArray();
         Assert.DoesNotContain(RunnerPrefix, threads[0] ?? string.Empty, StringComparison.Ordinal);
-        Assert.All(threads.Skip(1), t => Assert.StartsWith(RunnerPrefix, t, StringComparison.Ordinal));
+        Assert.InRange(threads.Skip(1).Count(t => t?.StartsWith(RunnerPrefix, StringComparison.Ordinal) == true), 2, 3);
     }
 
     [Fact]
@@ -136,5 +138,63 @@ public sealed class BacklogTests
         var m = Assert.Single(discarded.GetMeasurementSnapshot());
         Assert.Equal(1, m.Value);
         Assert.Equal("m", m.Tags[InferKitTelemetry.ModelTag]);
+    }
+
+    [Fact]
+    public async Task With_another_request_in_flight_a_caller_does_not_run_its_request_alone_on_its_own_thread()
+    {
+        // Instance 0 is busy with request 100; instance 1 is idle. A caller arriving now has company: its request must
+        // queue (so it can share a batch with the next arrivals) rather than run alone, inline, on the caller's thread.
+        await using var h = await Harness.CreateAsync(instances: 2);
+        foreach (var b in h.Backends)
+        {
+            b.Hold();
+        }
+
+        var first = Task.Run(async () => await h.Client.InferAsync("m", FakeBackend.Request(100)));
+        await Task.WhenAny(h.Backends.Select(static b => b.Entered)).WaitAsync(TimeSpan.FromSeconds(30));
+        var busy = h.Backends.Single(static b => b.Entered.IsCompleted);
+        foreach (var b in h.Backends.Where(b => b != busy))
+        {
+            b.Release();
+        }
+
+        InferenceResponse? answer = null;
+        var caller = new Thread(() => answer = h.Client.InferAsync("m", FakeBackend.Request(1)).AsTask().GetAwaiter().GetResult())
+        {
+            Name = "test-caller",
+        };
+        caller.Start();
+        Assert.True(caller.Join(TimeSpan.FromSeconds(30)));
+        using (answer)
+        {
+            Assert.NotNull(answer);
+            Assert.True(answer.IsSuccess, answer.Message);
+        }
+
+        busy.Release();
+        (await first).Dispose();
+        var runs = h.Backends.SelectMany(static b => b.Batches.Zip(b.Threads)).Where(static r => r.First.Contains(1f)).ToArray();
+        var run = Assert.Single(runs);
+        Assert.NotEqual("test-caller", run.Second);
+    }
+
+    [Fact]
+    public async Task A_lone_caller_runs_inline_on_its_own_thread()
+    {
+        await using var h = await Harness.CreateAsync(instances: 2);
+        InferenceResponse? answer = null;
+        var caller = new Thread(() => answer = h.Client.InferAsync("m", FakeBackend.Request(1)).AsTask().GetAwaiter().GetResult())
+        {
+            Name = "test-caller",
+        };
+        caller.Start();
+        Assert.True(caller.Join(TimeSpan.FromSeconds(30)));
+        using (answer)
+        {
+            Assert.True(answer!.IsSuccess, answer.Message);
+        }
+
+        Assert.Equal("test-caller", Assert.Single(h.Backends.SelectMany(static b => b.Threads)));
     }
 }
