@@ -36,7 +36,7 @@ internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSp
 
         if (now - call > DeadlineTicks)
         {
-            Stats.LateAnswer();
+            Stats.LateAnswer(now - call - DeadlineTicks);
         }
     }
 }

@@ -11,6 +11,7 @@ internal sealed class PeerStats
     private long _refused;
     private long _expired;
     private long _late;
+    private long _lateMaxTicks;
     private long _lateFromArrival;
     private long _wrong;
     private long _serverLate;
@@ -126,7 +127,24 @@ internal sealed class PeerStats
 
     public void Expiry() => Interlocked.Increment(ref _expired);
 
-    public void LateAnswer() => Interlocked.Increment(ref _late);
+    public void LateAnswer(long ticksLate)
+    {
+        Interlocked.Increment(ref _late);
+        long seen = Interlocked.Read(ref _lateMaxTicks);
+        while (ticksLate > seen)
+        {
+            long was = Interlocked.CompareExchange(ref _lateMaxTicks, ticksLate, seen);
+            if (was == seen)
+            {
+                break;
+            }
+
+            seen = was;
+        }
+    }
+
+    /// <summary>How far past the deadline the latest late answer was seen, in ms.</summary>
+    public double LateMaxMs => Interlocked.Read(ref _lateMaxTicks) * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
 
     public void LateFromArrivalAnswer() => Interlocked.Increment(ref _lateFromArrival);
 
