@@ -367,6 +367,7 @@ internal sealed class Cli
           --ik-instances N     instances (default 1)
           --ik-intra-op N      ONNX Runtime intra-op threads per instance (default: ONNX Runtime's default)
           --ik-max-batch N     Batching.MaxBatchSize (default 64)
+          --ik-concurrency N   MaxConcurrencyPerInstance: batches one instance may run at once (default 1)
           --ik-no-inline       Batching.AllowInlineExecution = false
           --ik-delay-us US     Batching.MaxQueueDelay in microseconds (default 0)
           --ik-config KEY=VALUE an ONNX Runtime session config entry for the InferKit peer (repeatable)
@@ -401,6 +402,8 @@ internal sealed class Cli
 
     public int IkMaxBatch { get; private set; } = 64;
 
+    public int IkConcurrency { get; private set; } = 1;
+
     public bool IkInline { get; private set; } = true;
 
     public TimeSpan IkDelay { get; private set; }
@@ -417,6 +420,7 @@ internal sealed class Cli
         o.Instances = IkInstances;
         o.Onnx.IntraOpThreads = IkIntraOp;
         o.Batching.MaxBatchSize = IkMaxBatch;
+        o.MaxConcurrencyPerInstance = IkConcurrency;
         o.Batching.AllowInlineExecution = IkInline;
         o.Batching.MaxQueueDelay = IkDelay;
         if (NoSpin)
@@ -432,7 +436,7 @@ internal sealed class Cli
 
     /// <summary>A description of the non-default InferKit settings, for the report.</summary>
     public string InferKitSettings =>
-        $"inferkit: {IkInstances} instance(s), intra-op threads {IkIntraOp?.ToString(CultureInfo.InvariantCulture) ?? "default"}, MaxBatchSize {IkMaxBatch}, " +
+        $"inferkit: {IkInstances} instance(s) × {IkConcurrency} concurrent batch(es), intra-op threads {IkIntraOp?.ToString(CultureInfo.InvariantCulture) ?? "default"}, MaxBatchSize {IkMaxBatch}, " +
         $"inline {(IkInline ? "on" : "off")}, MaxQueueDelay {IkDelay.TotalMilliseconds * 1000:F0} µs, ONNX Runtime spinning {(NoSpin ? "off" : "default (on)")}, " +
         $"thread-pool min threads {(MinThreads?.ToString(CultureInfo.InvariantCulture) ?? "default")}" +
         (IkConfig.Count == 0 ? string.Empty : $", session config {string.Join(", ", IkConfig.Select(kv => $"{kv.Key}={kv.Value}"))}");
@@ -482,6 +486,9 @@ internal sealed class Cli
                     break;
                 case "--ik-intra-op":
                     cli.IkIntraOp = (int)Number("--ik-intra-op", 1);
+                    break;
+                case "--ik-concurrency":
+                    cli.IkConcurrency = (int)Number("--ik-concurrency", 1);
                     break;
                 case "--ik-max-batch":
                     cli.IkMaxBatch = (int)Number("--ik-max-batch", 1);
