@@ -27,16 +27,22 @@ internal sealed class LatencyHistogram
 
         Interlocked.Increment(ref _counts[IndexOf(ticks)]);
         Interlocked.Increment(ref _count);
-        long max = Volatile.Read(ref _max);
-        while (ticks > max)
+        RaiseTo(ref _max, ticks);
+    }
+
+    /// <summary>Atomically raises <paramref name="target"/> to <paramref name="value"/> when the value is larger.</summary>
+    public static void RaiseTo(ref long target, long value)
+    {
+        long current = Volatile.Read(ref target);
+        while (value > current)
         {
-            long seen = Interlocked.CompareExchange(ref _max, ticks, max);
-            if (seen == max)
+            long seen = Interlocked.CompareExchange(ref target, value, current);
+            if (seen == current)
             {
                 break;
             }
 
-            max = seen;
+            current = seen;
         }
     }
 

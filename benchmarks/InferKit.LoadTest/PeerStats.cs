@@ -130,17 +130,7 @@ internal sealed class PeerStats
     public void LateAnswer(long ticksLate)
     {
         Interlocked.Increment(ref _late);
-        long seen = Interlocked.Read(ref _lateMaxTicks);
-        while (ticksLate > seen)
-        {
-            long was = Interlocked.CompareExchange(ref _lateMaxTicks, ticksLate, seen);
-            if (was == seen)
-            {
-                break;
-            }
-
-            seen = was;
-        }
+        LatencyHistogram.RaiseTo(ref _lateMaxTicks, ticksLate);
     }
 
     /// <summary>How far past the deadline the latest late answer was seen, in ms.</summary>

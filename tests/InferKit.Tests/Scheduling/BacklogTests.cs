@@ -9,22 +9,52 @@ public sealed class BacklogTests
 {
     private const string RunnerPrefix = "InferKit runner m:";
 
-    [Fact]
-    public async Task A_backlog_of_full_batches_runs_back_to_back_on_the_runner_thread()
+    /// <summary>Sends request <paramref name="id"/> from a thread named "test-caller", waits for it and checks the answer.</summary>
+    private static void InferOnCallerThread(Harness h, int id)
     {
-        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 4);
-        var first = await h.OccupyAsync(100);
-        var queued = Enumerable.Range(1, 12).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
+        InferenceResponse? answer = null;
+        var caller = new Thread(() => answer = h.Client.InferAsync("m", FakeBackend.Request(id)).AsTask().GetAwaiter().GetResult())
+        {
+            Name = "test-caller",
+        };
+        caller.Start();
+        Assert.True(caller.Join(TimeSpan.FromSeconds(30)));
+        using (answer)
+        {
+            Assert.NotNull(answer);
+            Assert.True(answer.IsSuccess, answer.Message);
+            Assert.Equal(2f * id, answer["y"].GetSpan<float>()[0]);
+        }
+    }
 
+    /// <summary>
+    /// Holds the single instance with request 100, queues requests 1..<paramref name="count"/> behind it, lets it go,
+    /// and checks that every caller got its own rows. Returns the queued requests' responses (already disposed).
+    /// </summary>
+    private static async Task<InferenceResponse[]> QueueBehindBusyInstanceAsync(Harness h, int count)
+    {
+        var first = await h.OccupyAsync(100);
+        var queued = Enumerable.Range(1, count).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
         h.Backend.Release();
         (await first).Dispose();
-        for (int i = 0; i < queued.Length; i++)
+        var answers = new InferenceResponse[count];
+        for (int i = 0; i < count; i++)
         {
             using var r = await queued[i];
             Assert.True(r.IsSuccess, r.Message);
             Assert.Equal(2f * (i + 1), r["y"].GetSpan<float>()[0]);
-            Assert.Equal(4, r.BatchSize);
+            answers[i] = r;
         }
+
+        return answers;
+    }
+
+    [Fact]
+    public async Task A_backlog_of_full_batches_runs_back_to_back_on_the_runner_thread()
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 4);
+        var answers = await QueueBehindBusyInstanceAsync(h, 12);
+        Assert.All(answers, r => Assert.Equal(4, r.BatchSize));
 
         var batches = h.BatchIds();
         Assert.Equal([[100f], [1f, 2f, 3f, 4f], [5f, 6f, 7f, 8f], [9f, 10f, 11f, 12f]], batches);
@@ -39,16 +69,7 @@ public sealed class BacklogTests
     public async Task Less_than_a_full_batch_queued_is_left_to_the_thread_pool()
     {
         await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 8);
-        var first = await h.OccupyAsync(100);
-        var queued = Enumerable.Range(1, 5).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
-
-        h.Backend.Release();
-        (await first).Dispose();
-        foreach (var t in queued)
-        {
-            (await t).Dispose();
-        }
-
+        await QueueBehindBusyInstanceAsync(h, 5);
         Assert.Null(h.InternalRegistry.GetScheduler("m").RunnerThread);
         Assert.All(h.Backend.Threads, t => Assert.DoesNotContain(RunnerPrefix, t ?? string.Empty, StringComparison.Ordinal));
     }
@@ -59,15 +80,7 @@ public sealed class BacklogTests
         Thread? runner;
         await using (var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 2))
         {
-            var first = await h.OccupyAsync(100);
-            var queued = Enumerable.Range(1, 4).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
-            h.Backend.Release();
-            (await first).Dispose();
-            foreach (var t in queued)
-            {
-                (await t).Dispose();
-            }
-
+            await QueueBehindBusyInstanceAsync(h, 4);
             runner = h.InternalRegistry.GetScheduler("m").RunnerThread;
             Assert.NotNull(runner);
             Assert.True(runner.IsAlive);
@@ -159,18 +172,7 @@ public sealed class BacklogTests
             b.Release();
         }
 
-        InferenceResponse? answer = null;
-        var caller = new Thread(() => answer = h.Client.InferAsync("m", FakeBackend.Request(1)).AsTask().GetAwaiter().GetResult())
-        {
-            Name = "test-caller",
-        };
-        caller.Start();
-        Assert.True(caller.Join(TimeSpan.FromSeconds(30)));
-        using (answer)
-        {
-            Assert.NotNull(answer);
-            Assert.True(answer.IsSuccess, answer.Message);
-        }
+        InferOnCallerThread(h, 1);
 
         busy.Release();
         (await first).Dispose();
@@ -183,17 +185,7 @@ public sealed class BacklogTests
     public async Task A_lone_caller_runs_inline_on_its_own_thread()
     {
         await using var h = await Harness.CreateAsync(instances: 2);
-        InferenceResponse? answer = null;
-        var caller = new Thread(() => answer = h.Client.InferAsync("m", FakeBackend.Request(1)).AsTask().GetAwaiter().GetResult())
-        {
-            Name = "test-caller",
-        };
-        caller.Start();
-        Assert.True(caller.Join(TimeSpan.FromSeconds(30)));
-        using (answer)
-        {
-            Assert.True(answer!.IsSuccess, answer.Message);
-        }
+        InferOnCallerThread(h, 1);
 
         Assert.Equal("test-caller", Assert.Single(h.Backends.SelectMany(static b => b.Threads)));
     }
