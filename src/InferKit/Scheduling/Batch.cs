@@ -122,6 +122,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         var pool = _owner.Pool;
         var health = _owner.Health;
         bool reserved = true;
+        long ended = 0;
         Exception? error = null;
         double seconds = 0;
         var instance = Instance!;
@@ -146,7 +147,10 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                     error = ex;
                 }
 
-                seconds = time.GetElapsedTime(t0).TotalSeconds;
+                // The answers are ready when the run ends: read the clock before the instance is released, so a batch that
+                // starts on it next cannot come between (it would delay this batch's answer time, not its answers).
+                ended = time.GetTimestamp();
+                seconds = time.GetElapsedTime(t0, ended).TotalSeconds;
                 bool slow = health.RunTimeout is TimeSpan limit && seconds > limit.TotalSeconds;
                 reserved = false;
                 if (instance.Complete(Rows, seconds, failed: !ok || slow))
@@ -197,7 +201,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             ReleaseInputs();
         }
 
-        long now = time.GetTimestamp();
+        long now = ended != 0 ? ended : time.GetTimestamp();
         for (int j = 0; j < Count; j++)
         {
             var request = _requests[j];

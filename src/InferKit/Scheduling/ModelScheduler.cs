@@ -447,7 +447,7 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         request.ReadyAt = now;
-        Finish(request, response, response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded);
+        Finish(request, response, response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded, now);
     }
 
     /// <summary>A success that reached its caller after the deadline: discarded, and DeadlineExceeded answered instead.</summary>
@@ -950,10 +950,11 @@ internal sealed class ModelScheduler : IDisposable
         }
     }
 
-    private void Finish(PendingRequest request, InferenceResponse response, InferenceOutcome outcome)
+    /// <summary>Ends a request: telemetry (its duration up to <paramref name="ended"/>, or now when 0), then the answer.</summary>
+    private void Finish(PendingRequest request, InferenceResponse response, InferenceOutcome outcome, long ended = 0)
     {
         // Telemetry first: once delivered, the caller may dispose the response and the request may be recycled.
-        _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, outcome, response, null);
+        _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, outcome, response, null, ended);
         EndActive();
         request.Deliver(response);
     }

@@ -125,7 +125,7 @@ internal sealed class ModelTelemetry
     /// One request ended: records its duration by outcome, feeds the alert window, ends its span and offers an audit
     /// record. <paramref name="admitted"/> is the admission timestamp of the scheduler's clock (0 when it never reached one).
     /// </summary>
-    public void RequestEnded(InferenceRequest request, long admitted, Activity? activity, InferenceOutcome outcome, InferenceResponse? response, Exception? error)
+    public void RequestEnded(InferenceRequest request, long admitted, Activity? activity, InferenceOutcome outcome, InferenceResponse? response, Exception? error, long ended = 0)
     {
         var hub = _hub;
         var window = Window;
@@ -137,7 +137,7 @@ internal sealed class ModelTelemetry
         }
 
         var time = _time;
-        var elapsed = admitted == 0 ? TimeSpan.Zero : time.GetElapsedTime(admitted);
+        var elapsed = admitted == 0 ? TimeSpan.Zero : ended == 0 ? time.GetElapsedTime(admitted) : time.GetElapsedTime(admitted, ended);
         double seconds = elapsed.TotalSeconds;
         if (duration)
         {
