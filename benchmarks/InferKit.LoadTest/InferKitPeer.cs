@@ -92,6 +92,8 @@ internal sealed class InferKitPeer : IClosedLoopPeer, IDisposable
 
     public IInferenceClient Client { get; }
 
+    public Workload Workload => _workload;
+
     public IModelRegistry Registry => _services.GetRequiredService<IModelRegistry>();
 
     /// <summary>An ONNX model host with the given model options (defaults: one instance, MaxBatchSize 64).</summary>

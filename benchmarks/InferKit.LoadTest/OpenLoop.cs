@@ -48,6 +48,12 @@ internal interface IOpenLoopPeer
 
     /// <summary>Starts one request that arrived at <paramref name="arrival"/>; calls <see cref="OpenLoopContext.End"/> when it is answered.</summary>
     void Fire(OpenLoopContext context, long arrival);
+
+    /// <summary>The generator's own per-arrival objects created so far (each outstanding arrival holds one).</summary>
+    int CallsCreated { get; }
+
+    /// <summary>Creates pooled per-arrival objects up to <paramref name="count"/>, so that the pool's growth is not counted as the peer's memory.</summary>
+    void Reserve(int count);
 }
 
 /// <summary>
@@ -142,6 +148,17 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
         }
 
         call.Start(context, arrival);
+    }
+
+    public int CallsCreated => Volatile.Read(ref _created);
+
+    public void Reserve(int count)
+    {
+        var workload = peer.Workload;
+        while (Volatile.Read(ref _created) < count)
+        {
+            _pool.Enqueue(new Call(this, workload, Interlocked.Increment(ref _created)));
+        }
     }
 
     /// <summary>One reusable request slot: its own input row and request object, no allocation per arrival.</summary>
@@ -296,6 +313,16 @@ internal sealed class NaiveOpenLoop(Workload workload) : IOpenLoopPeer
         }
 
         call.Start(context, arrival);
+    }
+
+    public int CallsCreated => Volatile.Read(ref _created);
+
+    public void Reserve(int count)
+    {
+        while (Volatile.Read(ref _created) < count)
+        {
+            _pool.Enqueue(new Call(this, Interlocked.Increment(ref _created)));
+        }
     }
 
     private sealed class Call(NaiveOpenLoop owner, int id) : IThreadPoolWorkItem
