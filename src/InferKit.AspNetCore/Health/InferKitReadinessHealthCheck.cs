@@ -21,18 +21,9 @@ internal sealed class InferKitReadinessHealthCheck : IHealthCheck
         ArgumentNullException.ThrowIfNull(context);
         var data = new Dictionary<string, object>(StringComparer.Ordinal);
         var notReady = new List<string>();
-        foreach (var name in _registry.ModelNames)
+        foreach (var model in _registry.DescribeAll())
         {
-            ModelInfo model;
-            try
-            {
-                model = _registry.GetModel(name);
-            }
-            catch (ModelNotFoundException)
-            {
-                continue; // removed between the two calls
-            }
-
+            string name = model.Name;
             data[name] = model.State.ToString();
             if (model.Required && !model.IsReady)
             {

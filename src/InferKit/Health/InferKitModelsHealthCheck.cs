@@ -33,18 +33,9 @@ internal sealed class InferKitModelsHealthCheck : IHealthCheck
         var problems = new List<string>();
         var worst = HealthStatus.Healthy;
         int models = 0;
-        foreach (var name in _registry.ModelNames)
+        foreach (var model in _registry.DescribeAll())
         {
-            ModelInfo model;
-            try
-            {
-                model = _registry.GetModel(name);
-            }
-            catch (ModelNotFoundException)
-            {
-                continue; // removed between the two calls
-            }
-
+            string name = model.Name;
             models++;
             var health = Assess(model, firing, now);
             data[name] = health.ToData();

@@ -51,11 +51,11 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
         }
 
         Check(options.Source is not null || options.BackendFactory is not null, "no model source: use AddOnnxModel with a file, bytes or stream, or AddModel with a backend factory.");
-        Check(options.Onnx.SpinDuration is null || options.Onnx.SpinDuration > TimeSpan.Zero, $"Onnx.SpinDuration must be positive when set (was {options.Onnx.SpinDuration}); set Onnx.AllowSpinning = false to stop spinning.");
-        for (int i = 0; i < options.InstanceGroups.Count; i++)
+        var sessions = options.InstanceGroups.Select(static (g, i) => ($"InstanceGroups[{i}].Onnx.", g.Onnx)).Prepend(("Onnx.", options.Onnx));
+        foreach (var (prefix, onnx) in sessions)
         {
-            var spin = options.InstanceGroups[i].Onnx.SpinDuration;
-            Check(spin is null || spin > TimeSpan.Zero, $"InstanceGroups[{i}].Onnx.SpinDuration must be positive when set (was {spin}).");
+            Check(onnx.SpinDuration is null || onnx.SpinDuration > TimeSpan.Zero,
+                $"{prefix}SpinDuration must be positive when set (was {onnx.SpinDuration}); set {prefix}AllowSpinning = false to stop spinning.");
         }
 
         var b = options.Batching;

@@ -189,13 +189,9 @@ internal sealed class ModelScheduler : IDisposable
             double remaining = (deadline - now - _deliveryMargin) / (double)Time.TimestampFrequency;
             if (wait > remaining)
             {
-                pending.Recycle();
-                CountRefusal(RefusalReason.DeadlineInfeasible);
-                var refused = InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
+                return Refuse(pending, request, InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
                     static (r, away, needs) => $"Model '{r.Model}': the deadline ({away:F1} ms away) cannot be met; the queue ahead needs about {needs:F1} ms.",
-                    remaining * 1000, wait * 1000);
-                _telemetry?.RequestEnded(request, now, activity, InferenceOutcome.Refused, refused, null);
-                return new ValueTask<InferenceResponse>(refused);
+                    remaining * 1000, wait * 1000), now, activity);
             }
         }
 
@@ -971,10 +967,13 @@ internal sealed class ModelScheduler : IDisposable
     }
 
     private ValueTask<InferenceResponse> Refuse(PendingRequest pending, InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message, long admitted, Activity? activity)
+        => Refuse(pending, request, InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message), admitted, activity);
+
+    /// <summary>Answers a request refused at admission with <paramref name="response"/>: counted, traced, answered at once.</summary>
+    private ValueTask<InferenceResponse> Refuse(PendingRequest pending, InferenceRequest request, InferenceResponse response, long admitted, Activity? activity)
     {
         pending.Recycle();
-        CountRefusal(reason);
-        var response = InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message);
+        CountRefusal(response.RefusalReason);
         _telemetry?.RequestEnded(request, admitted, activity, InferenceOutcome.Refused, response, null);
         return new ValueTask<InferenceResponse>(response);
     }

@@ -356,18 +356,8 @@ internal sealed class InferKitMetrics : IDisposable, IAsyncDisposable
         var list = new List<Measurement<int>>();
         foreach (var registry in _stateSources.Values)
         {
-            foreach (var name in registry.ModelNames)
+            foreach (var info in registry.DescribeAll())
             {
-                ModelInfo info;
-                try
-                {
-                    info = registry.GetModel(name);
-                }
-                catch (ModelNotFoundException)
-                {
-                    continue;
-                }
-
                 for (int s = 0; s < TelemetryNames.StateCount; s++)
                 {
                     var tags = ModelTags(info.Name, info.Version);
