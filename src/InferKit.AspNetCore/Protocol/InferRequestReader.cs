@@ -660,18 +660,36 @@ internal static class InferRequestReader
         new($"Input '{name}': shape {Tensor.FormatShape(shape)} holds {expected} {type.ToProtocolName()} elements, but 'data' has {actual}.");
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryFastSingle(ref Utf8JsonReader reader, out float value)
+    {
+        value = 0;
+        return !reader.HasValueSequence && DecimalFastPath.TryParseSingle(reader.ValueSpan, out value);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryFastDouble(ref Utf8JsonReader reader, out double value)
+    {
+        value = 0;
+        return !reader.HasValueSequence && DecimalFastPath.TryParseDouble(reader.ValueSpan, out value);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static T ParseElement<T>(ref Utf8JsonReader reader, string name, TensorElementType type, long index)
         where T : unmanaged
     {
         if (typeof(T) == typeof(float))
         {
-            float v = reader.TokenType == JsonTokenType.Number && reader.TryGetSingle(out float f) ? f : (float)NonFinite(ref reader, name, type, index);
+            float v = reader.TokenType == JsonTokenType.Number && (TryFastSingle(ref reader, out float f) || reader.TryGetSingle(out f))
+                ? f
+                : (float)NonFinite(ref reader, name, type, index);
             return Unsafe.As<float, T>(ref v);
         }
 
         if (typeof(T) == typeof(double))
         {
-            double v = reader.TokenType == JsonTokenType.Number && reader.TryGetDouble(out double d) ? d : NonFinite(ref reader, name, type, index);
+            double v = reader.TokenType == JsonTokenType.Number && (TryFastDouble(ref reader, out double d) || reader.TryGetDouble(out d))
+                ? d
+                : NonFinite(ref reader, name, type, index);
             return Unsafe.As<double, T>(ref v);
         }
 

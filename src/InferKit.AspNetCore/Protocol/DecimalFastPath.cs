@@ -1,0 +1,161 @@
+using System.Runtime.CompilerServices;
+
+namespace InferKit.AspNetCore.Protocol;
+
+/// <summary>
+/// Exact fast path for the JSON numbers a tensor body is mostly made of ("0.125", "-3", "1.5e-3"): when every
+/// significant digit fits in the target type's significand and the decimal exponent is small, the value is one IEEE
+/// multiplication or division of two exactly representable numbers, which the hardware rounds correctly (Clinger's
+/// fast path). It then equals what <see cref="float.Parse(string)"/> gives. Anything else (long digit strings, large
+/// exponents, malformed text) returns false and the caller falls back to the general parser.
+/// </summary>
+internal static class DecimalFastPath
+{
+    // Powers of ten exactly representable as float (5^10 < 2^24) and as double (5^22 < 2^53).
+    private static readonly float[] s_float10 = [1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f, 1e8f, 1e9f, 1e10f];
+    private static readonly double[] s_double10 =
+    [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+        1e21, 1e22,
+    ];
+
+    /// <summary>Parses <paramref name="text"/> (a JSON number) as a float when the fast path applies.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryParseSingle(ReadOnlySpan<byte> text, out float value)
+    {
+        if (TryDecompose(text, 1UL << 24, out ulong significand, out int exponent, out bool negative) && exponent is >= -10 and <= 10)
+        {
+            float f = significand;
+            f = exponent < 0 ? f / s_float10[-exponent] : f * s_float10[exponent];
+            value = negative ? -f : f;
+            return true;
+        }
+
+        value = 0;
+        return false;
+    }
+
+    /// <summary>Parses <paramref name="text"/> (a JSON number) as a double when the fast path applies.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryParseDouble(ReadOnlySpan<byte> text, out double value)
+    {
+        if (TryDecompose(text, 1UL << 53, out ulong significand, out int exponent, out bool negative) && exponent is >= -22 and <= 22)
+        {
+            double d = significand;
+            d = exponent < 0 ? d / s_double10[-exponent] : d * s_double10[exponent];
+            value = negative ? -d : d;
+            return true;
+        }
+
+        value = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// Splits a JSON number into sign, an integer significand of all its digits and a decimal exponent. False when
+    /// the significand would exceed <paramref name="maxSignificand"/>, the exponent part is out of a small range, or
+    /// the text is not a plain JSON number.
+    /// </summary>
+    private static bool TryDecompose(ReadOnlySpan<byte> text, ulong maxSignificand, out ulong significand, out int exponent, out bool negative)
+    {
+        significand = 0;
+        exponent = 0;
+        negative = false;
+        int i = 0;
+        if (text.Length == 0)
+        {
+            return false;
+        }
+
+        if (text[0] == (byte)'-')
+        {
+            negative = true;
+            i = 1;
+        }
+
+        int digits = 0;
+        for (; i < text.Length; i++)
+        {
+            uint d = (uint)(text[i] - '0');
+            if (d > 9)
+            {
+                break;
+            }
+
+            significand = (significand * 10) + d;
+            if (significand > maxSignificand)
+            {
+                return false;
+            }
+
+            digits++;
+        }
+
+        if (digits == 0)
+        {
+            return false;
+        }
+
+        if (i < text.Length && text[i] == (byte)'.')
+        {
+            i++;
+            int fraction = 0;
+            for (; i < text.Length; i++)
+            {
+                uint d = (uint)(text[i] - '0');
+                if (d > 9)
+                {
+                    break;
+                }
+
+                significand = (significand * 10) + d;
+                if (significand > maxSignificand)
+                {
+                    return false;
+                }
+
+                fraction++;
+            }
+
+            if (fraction == 0)
+            {
+                return false;
+            }
+
+            exponent = -fraction;
+        }
+
+        if (i < text.Length && (text[i] | 0x20) == (byte)'e')
+        {
+            i++;
+            bool negativeExponent = false;
+            if (i < text.Length && (text[i] == (byte)'-' || text[i] == (byte)'+'))
+            {
+                negativeExponent = text[i] == (byte)'-';
+                i++;
+            }
+
+            int e = 0;
+            int start = i;
+            for (; i < text.Length; i++)
+            {
+                uint d = (uint)(text[i] - '0');
+                if (d > 9 || e > 1000)
+                {
+                    break;
+                }
+
+                e = (e * 10) + (int)d;
+            }
+
+            if (i == start || e > 1000)
+            {
+                return false;
+            }
+
+            exponent += negativeExponent ? -e : e;
+        }
+
+        return i == text.Length;
+    }
+}
