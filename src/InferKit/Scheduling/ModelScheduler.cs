@@ -65,6 +65,12 @@ internal sealed class ModelScheduler : IDisposable
     private Thread? _runner;
     private int _runnerAwake;
     private readonly long _deliveryMargin;
+
+    /// <summary>
+    /// At most this much of the delivery margin is still kept when the caller reads its result: the caller reads its own
+    /// clock after that, so a success read closer than this to the deadline is answered DeadlineExceeded.
+    /// </summary>
+    private const double ReadMarginSeconds = 20e-6;
     private readonly string _queueFullMessage;
     private volatile bool _draining;
     private TaskCompletionSource? _drained;
@@ -82,6 +88,7 @@ internal sealed class ModelScheduler : IDisposable
         _logger = logger;
         _batchable = signature.IsBatchable && _options.Enabled;
         _deliveryMargin = (long)(_options.DeliveryMargin.TotalSeconds * time.TimestampFrequency);
+        ReadMargin = (long)(Math.Min(_options.DeliveryMargin.TotalSeconds, ReadMarginSeconds) * time.TimestampFrequency);
         _queueFullMessage = $"Model '{model}': the queue is full ({_options.MaxQueueLength} requests).";
         Padding = PaddingPlan.Create(model, signature, _options.Padding);
         Latency = new BatchLatencyModel(_options.MaxBatchSize);
@@ -122,6 +129,9 @@ internal sealed class ModelScheduler : IDisposable
 
     /// <summary>The current batch cap (adaptive, or MaxBatchSize).</summary>
     public int BatchCap => Volatile.Read(ref _cap);
+
+    /// <summary>Timestamp ticks before the deadline by which a caller must read a success (see <see cref="PendingRequest.GetResult"/>).</summary>
+    internal long ReadMargin { get; }
 
     /// <summary>The runner thread, once a backlog started it (for tests).</summary>
     internal Thread? RunnerThread => _runner;
@@ -452,9 +462,14 @@ internal sealed class ModelScheduler : IDisposable
         _telemetry?.CountDiscardedLate();
         response.Dispose();
         long ready = request.ReadyAt == 0 ? now : request.ReadyAt;
-        return InferenceResponse.Expired(ModelName, request.Request.Id,
-            static (r, before, after) => $"Model '{r.Model}': the result was ready {before:F1} ms before the deadline but reached the caller {after:F1} ms after it, and was discarded rather than answered late.",
-            Time.GetElapsedTime(ready, request.Deadline).TotalMilliseconds, Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds);
+        double readyBefore = Time.GetElapsedTime(ready, request.Deadline).TotalMilliseconds;
+        return now > request.Deadline
+            ? InferenceResponse.Expired(ModelName, request.Request.Id,
+                static (r, before, after) => $"Model '{r.Model}': the result was ready {before:F1} ms before the deadline but reached the caller {after:F1} ms after it, and was discarded rather than answered late.",
+                readyBefore, Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds)
+            : InferenceResponse.Expired(ModelName, request.Request.Id,
+                static (r, before, left) => $"Model '{r.Model}': the result was ready {before:F1} ms before the deadline but reached the caller only {left * 1000:F0} µs before it (inside the read margin), and was discarded rather than risk a late answer.",
+                readyBefore, Time.GetElapsedTime(now, request.Deadline).TotalMilliseconds);
     }
 
     internal void Fail(PendingRequest request, Exception exception)

@@ -143,6 +143,8 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     /// <summary>
     /// The caller's continuation reads the result. A success that reaches it after the deadline (its hand-over through
     /// the thread pool was slow) is answered DeadlineExceeded instead: a deadline-bound caller never sees a late answer.
+    /// The check keeps a small margin (<see cref="ModelScheduler.ReadMargin"/>, at most 20 µs and never more than
+    /// DeliveryMargin) because the caller reads its own clock after this one.
     /// </summary>
     public InferenceResponse GetResult(short token)
     {
@@ -153,7 +155,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
             if (deadline != long.MaxValue && response.IsSuccess)
             {
                 long now = Owner.Time.GetTimestamp();
-                if (now > deadline)
+                if (now + Owner.ReadMargin > deadline)
                 {
                     response = Owner.DiscardLate(this, response, now);
                 }

@@ -154,6 +154,35 @@ public sealed class BacklogTests
     }
 
     [Fact]
+    public async Task A_success_read_inside_the_read_margin_before_the_deadline_is_not_delivered()
+    {
+        // Default DeliveryMargin (2 ms): the read margin is 20 µs. Results are ready at fake time 0; the 20 ms deadline
+        // is then 30 µs away for one reader and 10 µs away for the other.
+        await using var h = TelemetryHarness.Create(o => o.Batching.RefuseInfeasibleDeadlines = false);
+        await h.LoadAsync();
+
+        var first = await h.OccupyAsync(100);
+        var early = h.Send(5, timeout: TimeSpan.FromMilliseconds(20));
+        var close = h.Send(6, timeout: TimeSpan.FromMilliseconds(20));
+        h.Backend.Release();
+        (await first).Dispose();
+        Assert.True(SpinWait.SpinUntil(() => early.IsCompleted && close.IsCompleted, TimeSpan.FromSeconds(30)));
+
+        h.Time.Advance(TimeSpan.FromMilliseconds(20) - TimeSpan.FromMicroseconds(30));
+        using (var r = await early)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+        }
+
+        h.Time.Advance(TimeSpan.FromMicroseconds(20));
+        using (var r = await close)
+        {
+            Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
+            Assert.Contains("only 10 µs before it (inside the read margin)", r.Message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task With_another_request_in_flight_a_caller_does_not_run_its_request_alone_on_its_own_thread()
     {
         // Instance 0 is busy with request 100; instance 1 is idle. A caller arriving now has company: its request must
