@@ -62,10 +62,10 @@ internal interface IOpenLoopPeer
 /// </summary>
 internal static class OpenLoop
 {
-    public static void Run(IOpenLoopPeer peer, double rate, TimeSpan duration, OpenLoopContext context, int seed, bool measureMemory)
+    public static void Run(IOpenLoopPeer peer, double rate, TimeSpan duration, OpenLoopContext context, int seed, bool measureBefore, bool measureAfter)
     {
         var stats = context.Stats;
-        if (measureMemory)
+        if (measureBefore)
         {
             var (heap, ws) = Memory();
             stats.HeapBeforeMb = heap;
@@ -112,12 +112,12 @@ internal static class OpenLoop
             stats.Error($"{context.Outstanding} requests still unanswered 30 s after the last arrival.");
         }
 
-        if (measureMemory)
+        stats.HeapPeakMb = Math.Max(stats.HeapPeakMb ?? 0, peak);
+        if (measureAfter)
         {
             var (heap, ws) = Memory();
             stats.HeapAfterMb = heap;
             stats.WorkingSetAfterMb = ws;
-            stats.HeapPeakMb = peak;
         }
     }
 

@@ -69,7 +69,6 @@ internal static class Program
         var rows = new List<PeerStats>();
         var notes = new List<string>();
         using var ceiling = new CeilingPeer(workload);
-        double? capacity = null;
 
         if (scenarios.Contains(Report.Closed64) && cli.Runs("ceiling"))
         {
@@ -98,30 +97,14 @@ internal static class Program
                 case Report.Closed64:
                 {
                     using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
-                    var result = RunClosed(scenario, 64, cli, [ceiling, new NaivePeer(workload), inferkit]);
-                    rows.AddRange(result);
-                    capacity = result.FirstOrDefault(r => r.Peer == "inferkit")?.ThroughputPerSecond;
+                    rows.AddRange(RunClosed(scenario, 64, cli, [ceiling, new NaivePeer(workload), inferkit]));
                     break;
                 }
 
                 case Report.Open2x:
                 {
                     using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
-                    if (capacity is null)
-                    {
-                        var probe = new PeerStats("capacity", "inferkit", 64, 0);
-                        using (new Progress("[capacity probe] inferkit, 64 callers", probe))
-                        {
-                            inferkit.Run(64, TimeSpan.FromSeconds(1), new PeerStats("warmup", "inferkit", 64, 0));
-                            inferkit.Run(64, TimeSpan.FromSeconds(3), probe);
-                        }
-
-                        capacity = probe.ThroughputPerSecond;
-                        notes.Add($"Open-loop capacity measured by a 3 s closed-loop probe with 64 callers: {capacity:N0}/s.");
-                    }
-
-                    double rate = cli.Rate ?? (2 * capacity.Value);
-                    rows.AddRange(RunOpen(scenario, rate, capacity.Value, cli, workload, inferkit));
+                    rows.AddRange(RunOpen(scenario, cli, workload, inferkit, notes));
                     break;
                 }
 
@@ -214,40 +197,96 @@ internal static class Program
         return stats;
     }
 
-    private static List<PeerStats> RunOpen(string scenario, double rate, double capacity, Cli cli, Workload workload, InferKitPeer inferkit)
+    /// <summary>
+    /// The open loop in paired rounds, so that a change in the machine's speed during the run moves the capacity and
+    /// the goodput together: each round first measures InferKit's capacity (a short closed loop with 64 callers), then
+    /// runs both peers in the open loop at twice that capacity (or <c>--rate</c>). The goodput goal is the median of
+    /// the rounds' goodput/capacity ratios. Memory is measured before the first and after the last open-loop round.
+    /// </summary>
+    private static List<PeerStats> RunOpen(string scenario, Cli cli, Workload workload, InferKitPeer inferkit, List<string> notes)
     {
-        var rows = new List<PeerStats>();
-        IOpenLoopPeer[] peers = [new InferKitOpenLoop(inferkit), new NaiveOpenLoop(workload)];
-        foreach (var peer in peers.Where(p => cli.Runs(p.Name)))
+        IOpenLoopPeer[] peers = [.. new IOpenLoopPeer[] { new InferKitOpenLoop(inferkit), new NaiveOpenLoop(workload) }.Where(p => cli.Runs(p.Name))];
+        var stats = peers.ToDictionary(p => p.Name, p => new PeerStats(scenario, p.Name, 0, 0));
+        int rounds = Math.Max(1, cli.Rounds);
+        var slice = cli.Duration / rounds;
+        var probeTime = TimeSpan.FromSeconds(Math.Clamp(slice.TotalSeconds / 2, 1, 3));
+        inferkit.Run(64, TimeSpan.FromSeconds(1), new PeerStats("warmup", "inferkit", 64, 0));
+        double Probe()
         {
-            var stats = new PeerStats(scenario, peer.Name, 0, rate);
-            var warm = new OpenLoopContext(new PeerStats("warmup", peer.Name, 0, rate), workload, cli.Deadline);
-            OpenLoop.Run(peer, rate, TimeSpan.FromSeconds(Math.Min(2, cli.Duration.TotalSeconds / 4)), warm, seed: 1, measureMemory: false);
-            // The generator's per-arrival objects are pooled and grow with the arrivals waiting in the thread pool; create
-            // enough for 100 ms of arrivals up front so that the heap measured is the peer's, not the generator's backlog.
-            peer.Reserve((int)Math.Min(rate * 0.1, 200_000));
-            int callsBefore = peer.CallsCreated;
-            var context = new OpenLoopContext(stats, workload, cli.Deadline);
-            var batchesBefore = inferkit.BatchCounters;
-            using (new Progress($"[{scenario}] {peer.Name,-28} {rate:N0}/s, deadline {cli.Deadline.TotalMilliseconds:F0} ms", stats))
+            var probe = new PeerStats("capacity", "inferkit", 64, 0);
+            using (new Progress("[capacity probe] inferkit, 64 callers", probe))
             {
-                OpenLoop.Run(peer, rate, cli.Duration, context, seed: 2, measureMemory: true);
+                inferkit.Run(64, probeTime, probe);
             }
 
-            if (peer is InferKitOpenLoop)
-            {
-                inferkit.AddBatchStats(stats, batchesBefore);
-            }
-
-            stats.GoodputPerSecond = stats.InDeadline / stats.Seconds;
-            stats.Extra["generator_calls_created"] = peer.CallsCreated - callsBefore;
-            stats.Extra["capacity_per_s"] = capacity;
-            stats.Extra["goodput_ratio"] = stats.InDeadline / stats.Seconds / capacity;
-            stats.Extra["arrivals"] = stats.Ok + stats.Refused + stats.Expired + stats.Errors;
-            stats.Extra["overloaded"] = stats.Refused + stats.Expired > 0.01 * stats.Extra["arrivals"] ? 1 : 0;
-            rows.Add(stats);
+            return probe.ThroughputPerSecond;
         }
 
+        // Warm-up at the first probe's rate; the generator's per-arrival objects are pooled and grow with the arrivals
+        // waiting in the thread pool: create enough for 100 ms of arrivals up front so that the heap measured is the
+        // peer's, not the generator's backlog.
+        double firstRate = cli.Rate ?? (2 * Probe());
+        foreach (var peer in peers)
+        {
+            var warm = new OpenLoopContext(new PeerStats("warmup", peer.Name, 0, firstRate), workload, cli.Deadline);
+            OpenLoop.Run(peer, firstRate, TimeSpan.FromSeconds(Math.Min(2, cli.Duration.TotalSeconds / 4)), warm, seed: 1, measureBefore: false, measureAfter: false);
+            peer.Reserve((int)Math.Min(firstRate * 0.1, 200_000));
+        }
+
+        var callsBefore = peers.ToDictionary(p => p.Name, p => p.CallsCreated);
+        var batchesBefore = inferkit.BatchCounters;
+        var ratios = new List<double>();
+        var capacities = new List<double>();
+        var rates = new List<double>();
+        for (int round = 0; round < rounds; round++)
+        {
+            double capacity = Probe();
+            double rate = cli.Rate ?? (2 * capacity);
+            capacities.Add(capacity);
+            rates.Add(rate);
+            foreach (var peer in peers)
+            {
+                var s = stats[peer.Name];
+                long inDeadline = s.InDeadline;
+                double seconds = s.Seconds;
+                var context = new OpenLoopContext(s, workload, cli.Deadline);
+                using (new Progress($"[{scenario} {round + 1}/{rounds}] {peer.Name,-20} {rate:N0}/s, deadline {cli.Deadline.TotalMilliseconds:F0} ms", s))
+                {
+                    OpenLoop.Run(peer, rate, slice, context, seed: 2 + round, measureBefore: round == 0, measureAfter: round == rounds - 1);
+                }
+
+                if (peer is InferKitOpenLoop)
+                {
+                    ratios.Add((s.InDeadline - inDeadline) / (s.Seconds - seconds) / capacity);
+                }
+            }
+        }
+
+        var rows = new List<PeerStats>();
+        foreach (var peer in peers)
+        {
+            var s = stats[peer.Name];
+            s.Rate = rates.Average();
+            if (peer is InferKitOpenLoop)
+            {
+                inferkit.AddBatchStats(s, batchesBefore);
+                ratios.Sort();
+                s.Extra["goodput_ratio"] = ratios[ratios.Count / 2];
+                for (int i = 0; i < capacities.Count; i++)
+                {
+                    s.Extra[$"round{i + 1}_capacity_per_s"] = capacities[i];
+                }
+            }
+
+            s.GoodputPerSecond = s.InDeadline / s.Seconds;
+            s.Extra["generator_calls_created"] = peer.CallsCreated - callsBefore[peer.Name];
+            s.Extra["capacity_per_s"] = capacities.Average();
+            s.Extra["arrivals"] = s.Ok + s.Refused + s.Expired + s.Errors;
+            s.Extra["overloaded"] = s.Refused + s.Expired > 0.01 * s.Extra["arrivals"] ? 1 : 0;
+            rows.Add(s);
+        }
+
+        notes.Add(Inv($"open-2x in {rounds} paired rounds; capacity probes ({probeTime.TotalSeconds:F1} s closed loop, 64 callers) {string.Join(", ", capacities.Select(c => c.ToString("N0", CultureInfo.InvariantCulture)))}/s; InferKit goodput/capacity by round {string.Join(", ", ratios.Select(r => r.ToString("P0", CultureInfo.InvariantCulture)))} (sorted)."));
         return rows;
     }
 

@@ -82,9 +82,10 @@ internal static class Report
 
         if (Row(Open2x, "inferkit") is { } o && o.Extra.TryGetValue("capacity_per_s", out var capacity) && o.GoodputPerSecond is double goodput)
         {
-            double ratio = goodput / capacity;
+            // The median of paired rounds (each round's capacity probe, then its open loop), when the run has them.
+            double ratio = o.Extra.TryGetValue("goodput_ratio", out var paired) ? paired : goodput / capacity;
             bool overloaded = o.Extra.TryGetValue("overloaded", out var ov) && ov > 0;
-            goals.Add(("open loop 2× capacity: goodput / capacity", Inv($"{ratio:P0} ({goodput:N0} of {capacity:N0}/s){(overloaded ? "" : "; NOT an overload: under 1% refused or expired, so the closed-loop capacity under-measures InferKit")}"), "≥ 90%", ratio >= 0.9));
+            goals.Add(("open loop 2× capacity: goodput / capacity", Inv($"{ratio:P0} (median round; whole run {goodput:N0} of {capacity:N0}/s){(overloaded ? "" : "; NOT an overload: under 1% refused or expired, so the closed-loop capacity under-measures InferKit")}"), "≥ 90%", ratio >= 0.9));
             goals.Add(("open loop: answers after the deadline, caller-observed (from the InferAsync call)", Inv($"{o.Late} of {o.Ok}{(o.Late > 0 ? $", at most {o.LateMaxMs:F3} ms late" : "")} (delivery hop p99 {o.DeliveryLag.PercentileMs(0.99):F2} ms)"), "0", o.Late == 0));
             goals.Add(("open loop: answers whose batch ended after the deadline (QueueTime + ComputeTime)", Inv($"{o.ServerLate}"), "0", o.ServerLate == 0));
             if (o.Refused > 0)
