@@ -97,7 +97,10 @@ internal static class Program
                 case Report.Closed64:
                 {
                     using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
-                    rows.AddRange(RunClosed(scenario, 64, cli, [ceiling, new NaivePeer(workload), inferkit]));
+                    // ceiling-64: raw ONNX Runtime at batch 64, the largest batch 64 closed-loop callers can fill (context
+                    // for the ceiling goal, which compares with the best batch size at any size).
+                    using var ceiling64 = new CeilingPeer(workload, fixedBatch: 64);
+                    rows.AddRange(RunClosed(scenario, 64, cli, [ceiling, ceiling64, new NaivePeer(workload), inferkit]));
                     break;
                 }
 

@@ -22,11 +22,17 @@ internal sealed class CeilingPeer : IClosedLoopPeer, IDisposable
     private readonly Dictionary<int, OrtValue> _inputs = new();
     private readonly List<float[]> _buffers = new();
 
-    public CeilingPeer(Workload workload) => _workload = workload;
+    /// <summary>The ceiling at the best batch size <see cref="Calibrate"/> finds, or (<paramref name="fixedBatch"/>) at one set size.</summary>
+    public CeilingPeer(Workload workload, int? fixedBatch = null)
+    {
+        _workload = workload;
+        BatchSize = fixedBatch ?? 1;
+        Name = fixedBatch is int b ? $"ceiling-{b}" : "ceiling";
+    }
 
-    public string Name => "ceiling";
+    public string Name { get; }
 
-    public int BatchSize { get; private set; } = 1;
+    public int BatchSize { get; private set; }
 
     /// <summary>Rows per second measured at each batch size tried.</summary>
     public SortedDictionary<int, double> Calibration { get; } = new();
