@@ -73,25 +73,7 @@ internal static class DecimalFastPath
             i = 1;
         }
 
-        int digits = 0;
-        for (; i < text.Length; i++)
-        {
-            uint d = (uint)(text[i] - '0');
-            if (d > 9)
-            {
-                break;
-            }
-
-            significand = (significand * 10) + d;
-            if (significand > maxSignificand)
-            {
-                return false;
-            }
-
-            digits++;
-        }
-
-        if (digits == 0)
+        if (!TryDigits(text, ref i, ref significand, maxSignificand, out int digits) || digits == 0)
         {
             return false;
         }
@@ -99,25 +81,7 @@ internal static class DecimalFastPath
         if (i < text.Length && text[i] == (byte)'.')
         {
             i++;
-            int fraction = 0;
-            for (; i < text.Length; i++)
-            {
-                uint d = (uint)(text[i] - '0');
-                if (d > 9)
-                {
-                    break;
-                }
-
-                significand = (significand * 10) + d;
-                if (significand > maxSignificand)
-                {
-                    return false;
-                }
-
-                fraction++;
-            }
-
-            if (fraction == 0)
+            if (!TryDigits(text, ref i, ref significand, maxSignificand, out int fraction) || fraction == 0)
             {
                 return false;
             }
@@ -157,5 +121,30 @@ internal static class DecimalFastPath
         }
 
         return i == text.Length;
+    }
+
+    /// <summary>Appends the run of digits at <paramref name="i"/> to the significand; false once it exceeds the maximum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryDigits(ReadOnlySpan<byte> text, ref int i, ref ulong significand, ulong maxSignificand, out int count)
+    {
+        int start = i;
+        for (; i < text.Length; i++)
+        {
+            uint d = (uint)(text[i] - '0');
+            if (d > 9)
+            {
+                break;
+            }
+
+            significand = (significand * 10) + d;
+            if (significand > maxSignificand)
+            {
+                count = i - start;
+                return false;
+            }
+        }
+
+        count = i - start;
+        return true;
     }
 }
