@@ -25,8 +25,13 @@ internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSp
 
     public void End() => Interlocked.Decrement(ref _outstanding);
 
-    /// <summary>Counts a successful answer: latency from the arrival; late against the deadline from the arrival and from the call.</summary>
-    public void Answered(long arrival, long call, long now)
+    /// <summary>
+    /// Counts a successful answer: latency from the arrival; late against the deadline from the arrival and from the
+    /// call. <paramref name="handed"/> is the generator's clock read just before it took the result from the peer (the
+    /// delivery): a success taken after the deadline is late. <paramref name="now"/> is read after it returned; past the
+    /// deadline only by then, the answer counts as late-after-read (the caller's own thread was descheduled in between).
+    /// </summary>
+    public void Answered(long arrival, long call, long handed, long now)
     {
         Stats.Success(now - arrival);
         if (now - arrival > DeadlineTicks)
@@ -34,9 +39,13 @@ internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSp
             Stats.LateFromArrivalAnswer();
         }
 
-        if (now - call > DeadlineTicks)
+        if (handed - call > DeadlineTicks)
         {
-            Stats.LateAnswer(now - call - DeadlineTicks);
+            Stats.LateAnswer(handed - call - DeadlineTicks);
+        }
+        else if (now - call > DeadlineTicks)
+        {
+            Stats.LateAfterReadAnswer(now - call - DeadlineTicks);
         }
     }
 }
@@ -161,12 +170,17 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
         }
     }
 
-    /// <summary>One reusable request slot: its own input row and request object, no allocation per arrival.</summary>
+    /// <summary>
+    /// One reusable request slot: its own input row and input array. Each arrival gets a new request object carrying an
+    /// absolute deadline taken when the generator calls <c>InferAsync</c>, so InferKit's deadline is the caller's even
+    /// when the calling thread is preempted before InferKit reads its clock.
+    /// </summary>
     private sealed class Call : IThreadPoolWorkItem
     {
         private readonly InferKitOpenLoop _owner;
         private readonly int _id;
         private readonly Action _onCompleted;
+        private readonly Tensor[] _inputs;
         private InferenceRequest? _request;
         private OpenLoopContext _context = null!;
         private ValueTask<InferenceResponse> _pending;
@@ -179,17 +193,13 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
             _id = id;
             _onCompleted = OnCompleted;
             Data = workload.Input(id);
+            _inputs = [Tensor.Create(MlpModel.InputName, Data, 1, Data.Length)];
         }
 
         private float[] Data { get; }
 
         public void Start(OpenLoopContext context, long arrival)
         {
-            if (_request is null || _request.Timeout != context.Deadline)
-            {
-                _request = new InferenceRequest(Tensor.Create(MlpModel.InputName, Data, 1, Data.Length)) { Timeout = context.Deadline };
-            }
-
             _context = context;
             _arrival = arrival;
             ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
@@ -197,7 +207,11 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
 
         public void Execute()
         {
+            // The wall clock first, then the call time: a pause in between (a GC, a preemption) can only make the deadline
+            // InferKit gets earlier than the one the generator checks against, never later.
+            var utc = DateTimeOffset.UtcNow;
             _call = Stopwatch.GetTimestamp();
+            _request = new InferenceRequest(_inputs) { Deadline = utc + _context.Deadline };
             _context.Stats.DispatchLag.Record(_call - _arrival);
             try
             {
@@ -230,6 +244,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
             var context = _context;
             var stats = context.Stats;
             InferenceResponse response;
+            long handed = Stopwatch.GetTimestamp();
             try
             {
                 response = _pending.GetAwaiter().GetResult();
@@ -255,7 +270,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
                     case InferenceStatus.Success:
                         if (context.Workload.Matches(_id, response[MlpModel.ProbabilitiesName].GetSpan<float>()))
                         {
-                            context.Answered(_arrival, _call, now);
+                            context.Answered(_arrival, _call, handed, now);
                             long server = (long)((response.QueueTime + response.ComputeTime).TotalSeconds * Stopwatch.Frequency);
                             stats.DeliveryLag.Record(now - _call - server);
                             if (server > context.DeadlineTicks)
@@ -285,6 +300,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
         {
             var context = _context;
             _context = null!;
+            _request = null;
             _owner._pool.Enqueue(this);
             context.End();
         }
@@ -355,7 +371,7 @@ internal sealed class NaiveOpenLoop(Workload workload) : IOpenLoopPeer
                 long now = Stopwatch.GetTimestamp();
                 if (owner.Workload.Matches(id, _result))
                 {
-                    context.Answered(_arrival, start, now);
+                    context.Answered(_arrival, start, now, now);
                 }
                 else
                 {

@@ -12,6 +12,8 @@ internal sealed class PeerStats
     private long _expired;
     private long _late;
     private long _lateMaxTicks;
+    private long _lateAfterRead;
+    private long _lateAfterReadMaxTicks;
     private long _lateFromArrival;
     private long _wrong;
     private long _serverLate;
@@ -135,6 +137,18 @@ internal sealed class PeerStats
 
     /// <summary>How far past the deadline the latest late answer was seen, in ms.</summary>
     public double LateMaxMs => Interlocked.Read(ref _lateMaxTicks) * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
+
+    /// <summary>Successes taken before the deadline whose caller read its clock only after it (its thread was descheduled in between).</summary>
+    public long LateAfterRead => Interlocked.Read(ref _lateAfterRead);
+
+    /// <summary>How far past the deadline the latest late-after-read answer was seen, in ms.</summary>
+    public double LateAfterReadMaxMs => Interlocked.Read(ref _lateAfterReadMaxTicks) * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
+
+    public void LateAfterReadAnswer(long ticksLate)
+    {
+        Interlocked.Increment(ref _lateAfterRead);
+        LatencyHistogram.RaiseTo(ref _lateAfterReadMaxTicks, ticksLate);
+    }
 
     public void LateFromArrivalAnswer() => Interlocked.Increment(ref _lateFromArrival);
 
