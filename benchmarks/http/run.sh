@@ -10,7 +10,8 @@
 #
 # Settings (environment): DURATION (15s), CONNECTIONS (64), THREADS (wrk threads, 2), ROUNDS (3), WARMUP (5s),
 # PORT (5080), INTRA_OP_THREADS (1, for both ONNX Runtime peers), MAX_BATCH (64), INLINE (false: InferKit's
-# BatchingOptions.AllowInlineExecution for fraud; a server with many connections lets requests queue and batch).
+# BatchingOptions.AllowInlineExecution for fraud; a server with many connections lets requests queue and batch),
+# MAX_QUEUE_DELAY_US (0: InferKit's BatchingOptions.MaxQueueDelay, how long a batch may wait for more requests).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -24,6 +25,7 @@ PORT="${PORT:-5080}"
 INTRA_OP_THREADS="${INTRA_OP_THREADS:-1}"
 MAX_BATCH="${MAX_BATCH:-64}"
 INLINE="${INLINE:-false}"
+MAX_QUEUE_DELAY_US="${MAX_QUEUE_DELAY_US:-0}"
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "Installing wrk (Debian package)..."
@@ -47,7 +49,7 @@ dotnet build "$project" -c Release -nologo -v quiet >/dev/null
 dll="$(dotnet msbuild "$project" -p:Configuration=Release -getProperty:TargetPath -nologo)"
 
 base="http://127.0.0.1:$PORT"
-dotnet "$dll" --urls "$base" --IntraOpThreads "$INTRA_OP_THREADS" --MaxBatchSize "$MAX_BATCH" --Inline "$INLINE" >"$work/server.log" 2>&1 &
+dotnet "$dll" --urls "$base" --IntraOpThreads "$INTRA_OP_THREADS" --MaxBatchSize "$MAX_BATCH" --Inline "$INLINE" --MaxQueueDelayUs "$MAX_QUEUE_DELAY_US" >"$work/server.log" 2>&1 &
 server=$!
 cleanup() {
   kill -TERM "$server" 2>/dev/null || true
@@ -130,7 +132,7 @@ p99_goal="$(awk -v r="$p99_vs_naive" 'BEGIN{print (r<1)?"met":"NOT met"}')"
 {
   echo "## HTTP load run: fraud MLP (32 → 64 → 2), one row per request"
   echo
-  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds (each column: the median round), after a $WARMUP warm-up per endpoint; $(nproc) CPU cores shared by wrk and the host; ONNX Runtime intra-op threads $INTRA_OP_THREADS for both peers; InferKit MaxBatchSize $MAX_BATCH, AllowInlineExecution $INLINE."
+  echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds (each column: the median round), after a $WARMUP warm-up per endpoint; $(nproc) CPU cores shared by wrk and the host; ONNX Runtime intra-op threads $INTRA_OP_THREADS for both peers; InferKit MaxBatchSize $MAX_BATCH, AllowInlineExecution $INLINE, MaxQueueDelay $MAX_QUEUE_DELAY_US µs."
   echo
   echo "| endpoint | req/s | p50 ms | p90 ms | p99 ms | errors |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: |"

@@ -16,6 +16,9 @@ int maxBatch = builder.Configuration.GetValue("MaxBatchSize", 64);
 // Many connections send at once: let requests queue and join batches instead of running alone on the caller's
 // thread whenever the instance happens to be idle (BatchingOptions.AllowInlineExecution; --Inline true to compare).
 bool inline = builder.Configuration.GetValue("Inline", false);
+
+// BatchingOptions.MaxQueueDelay in microseconds (default 0: run what is queued at once, do not wait for more).
+int delayUs = builder.Configuration.GetValue("MaxQueueDelayUs", 0);
 var mlp = new MlpModel(inputSize: 32, hiddenSize: 64, classes: 2, seed: 2024);
 var onnx = mlp.ToOnnx();
 
@@ -24,6 +27,7 @@ builder.Services.AddInferKit().AddOnnxModel("fraud", ModelSource.FromBytes(onnx)
     o.Batching.MaxBatchSize = maxBatch;
     o.Onnx.IntraOpThreads = threads;
     o.Batching.AllowInlineExecution = inline;
+    o.Batching.MaxQueueDelay = TimeSpan.FromMicroseconds(delayUs);
 });
 
 using var sessionOptions = new Ort.SessionOptions { IntraOpNumThreads = threads, GraphOptimizationLevel = Ort.GraphOptimizationLevel.ORT_ENABLE_ALL };
