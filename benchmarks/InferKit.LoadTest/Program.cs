@@ -237,7 +237,6 @@ internal static class Program
         }
 
         var callsBefore = peers.ToDictionary(p => p.Name, p => p.CallsCreated);
-        var batchesBefore = inferkit.BatchCounters;
         var ratios = new List<double>();
         var capacities = new List<double>();
         var rates = new List<double>();
@@ -253,6 +252,7 @@ internal static class Program
                 long inDeadline = s.InDeadline;
                 double seconds = s.Seconds;
                 var context = new OpenLoopContext(s, workload, cli.Deadline);
+                var batchesBefore = inferkit.BatchCounters;
                 using (new Progress($"[{scenario} {round + 1}/{rounds}] {peer.Name,-20} {rate:N0}/s, deadline {cli.Deadline.TotalMilliseconds:F0} ms", s))
                 {
                     OpenLoop.Run(peer, rate, slice, context, seed: 2 + round, measureBefore: round == 0, measureAfter: round == rounds - 1);
@@ -260,6 +260,8 @@ internal static class Program
 
                 if (peer is InferKitOpenLoop)
                 {
+                    // Only this round's batches: the capacity probes run on the same peer in between.
+                    inferkit.AddBatchStats(s, batchesBefore);
                     ratios.Add((s.InDeadline - inDeadline) / (s.Seconds - seconds) / capacity);
                 }
             }
@@ -272,7 +274,6 @@ internal static class Program
             s.Rate = rates.Average();
             if (peer is InferKitOpenLoop)
             {
-                inferkit.AddBatchStats(s, batchesBefore);
                 ratios.Sort();
                 s.Extra["goodput_ratio"] = ratios[ratios.Count / 2];
                 for (int i = 0; i < capacities.Count; i++)
