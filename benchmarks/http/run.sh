@@ -11,7 +11,8 @@
 # Settings (environment): DURATION (15s), CONNECTIONS (64), THREADS (wrk threads, 2), ROUNDS (3), WARMUP (5s),
 # PORT (5080), INTRA_OP_THREADS (1, for both ONNX Runtime peers), MAX_BATCH (64), INLINE (false: InferKit's
 # BatchingOptions.AllowInlineExecution for fraud; a server with many connections lets requests queue and batch),
-# MAX_QUEUE_DELAY_US (0: InferKit's BatchingOptions.MaxQueueDelay, how long a batch may wait for more requests).
+# MAX_QUEUE_DELAY_US (200: InferKit's BatchingOptions.MaxQueueDelay for fraud, how long a batch may wait for more
+# requests; 0 runs what is queued at once, the library default).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -25,7 +26,7 @@ PORT="${PORT:-5080}"
 INTRA_OP_THREADS="${INTRA_OP_THREADS:-1}"
 MAX_BATCH="${MAX_BATCH:-64}"
 INLINE="${INLINE:-false}"
-MAX_QUEUE_DELAY_US="${MAX_QUEUE_DELAY_US:-0}"
+MAX_QUEUE_DELAY_US="${MAX_QUEUE_DELAY_US:-200}"
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "Installing wrk (Debian package)..."
