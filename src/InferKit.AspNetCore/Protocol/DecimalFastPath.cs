@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 
 namespace InferKit.AspNetCore.Protocol;
@@ -21,33 +22,30 @@ internal static class DecimalFastPath
 
     /// <summary>Parses <paramref name="text"/> (a JSON number) as a float when the fast path applies.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool TryParseSingle(ReadOnlySpan<byte> text, out float value)
+    public static bool TryParseSingle(ReadOnlySpan<byte> text, out float value) => TryParse(text, 1UL << 24, s_float10, out value);
+
+    /// <summary>Parses <paramref name="text"/> (a JSON number) as a double when the fast path applies.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryParseDouble(ReadOnlySpan<byte> text, out double value) => TryParse(text, 1UL << 53, s_double10, out value);
+
+    /// <summary>
+    /// The fast path for one binary type: <paramref name="maxSignificand"/> is 2^(significand bits) and
+    /// <paramref name="powers"/> the powers of ten that type holds exactly.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool TryParse<T>(ReadOnlySpan<byte> text, ulong maxSignificand, T[] powers, out T value)
+        where T : struct, IFloatingPointIeee754<T>
     {
-        if (TryDecompose(text, 1UL << 24, out ulong significand, out int exponent, out bool negative) && exponent is >= -10 and <= 10)
+        if (TryDecompose(text, maxSignificand, out ulong significand, out int exponent, out bool negative)
+            && exponent > -powers.Length && exponent < powers.Length)
         {
-            float f = significand;
-            f = exponent < 0 ? f / s_float10[-exponent] : f * s_float10[exponent];
+            T f = T.CreateTruncating(significand); // exact: the significand fits
+            f = exponent < 0 ? f / powers[-exponent] : f * powers[exponent];
             value = negative ? -f : f;
             return true;
         }
 
-        value = 0;
-        return false;
-    }
-
-    /// <summary>Parses <paramref name="text"/> (a JSON number) as a double when the fast path applies.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool TryParseDouble(ReadOnlySpan<byte> text, out double value)
-    {
-        if (TryDecompose(text, 1UL << 53, out ulong significand, out int exponent, out bool negative) && exponent is >= -22 and <= 22)
-        {
-            double d = significand;
-            d = exponent < 0 ? d / s_double10[-exponent] : d * s_double10[exponent];
-            value = negative ? -d : d;
-            return true;
-        }
-
-        value = 0;
+        value = T.Zero;
         return false;
     }
 
