@@ -141,7 +141,7 @@ internal static class OpenLoop
     }
 }
 
-/// <summary>InferKit in the open loop: each arrival calls InferAsync with a 50 ms (configurable) timeout on a pool thread.</summary>
+/// <summary>InferKit in the open loop: each arrival calls InferAsync on a pool thread with an absolute deadline 50 ms (configurable) after the call.</summary>
 internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
 {
     private readonly ConcurrentQueue<Call> _pool = new();
@@ -181,7 +181,6 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
         private readonly int _id;
         private readonly Action _onCompleted;
         private readonly Tensor[] _inputs;
-        private InferenceRequest? _request;
         private OpenLoopContext _context = null!;
         private ValueTask<InferenceResponse> _pending;
         private long _arrival;
@@ -211,13 +210,13 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
             // InferKit gets earlier than the one the generator checks against, never later.
             var utc = DateTimeOffset.UtcNow;
             _call = Stopwatch.GetTimestamp();
-            _request = new InferenceRequest(_inputs) { Deadline = utc + _context.Deadline };
+            var request = new InferenceRequest(_inputs) { Deadline = utc + _context.Deadline };
             _context.Stats.DispatchLag.Record(_call - _arrival);
             try
             {
                 // Kept in a field and consumed exactly once, by OnCompleted: an allocation-free open-loop await.
 #pragma warning disable CA2012
-                _pending = _owner.Peer.Client.InferAsync(Workload.ModelName, _request!);
+                _pending = _owner.Peer.Client.InferAsync(Workload.ModelName, request);
 #pragma warning restore CA2012
             }
 #pragma warning disable CA1031 // A load generator counts every failure and goes on.
@@ -300,7 +299,6 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
         {
             var context = _context;
             _context = null!;
-            _request = null;
             _owner._pool.Enqueue(this);
             context.End();
         }

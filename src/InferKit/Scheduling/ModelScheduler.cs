@@ -456,7 +456,7 @@ internal sealed class ModelScheduler : IDisposable
         Finish(request, response, response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded, now);
     }
 
-    /// <summary>A success that reached its caller after the deadline: discarded, and DeadlineExceeded answered instead.</summary>
+    /// <summary>A success that reached its caller after the deadline, or inside the read margin: discarded, and DeadlineExceeded answered instead.</summary>
     internal InferenceResponse DiscardLate(PendingRequest request, InferenceResponse response, long now)
     {
         _telemetry?.CountDiscardedLate();

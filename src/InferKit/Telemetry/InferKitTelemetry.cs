@@ -50,7 +50,8 @@ public static class InferKitTelemetry
 
         /// <summary>
         /// Counter ({request}): results that were ready before the deadline but reached the caller after it (a slow hand-over
-        /// through the thread pool) and were answered as DeadlineExceeded instead. <c>inferkit.request.duration</c> counted them
+        /// through the thread pool), or within the read margin (at most 20 µs) before it, and were answered as
+        /// DeadlineExceeded instead. <c>inferkit.request.duration</c> counted them
         /// as ok when they were ready.
         /// </summary>
         public const string DiscardedLate = "inferkit.requests.discarded_late";

@@ -126,14 +126,8 @@ public sealed class BacklogTests
         using var discarded = h.Collect<long>(InferKitTelemetry.Instruments.DiscardedLate);
         await h.LoadAsync();
 
-        var first = await h.OccupyAsync(100);
-        var late = h.Send(5, timeout: TimeSpan.FromMilliseconds(20));
-        var onTime = h.Send(6, timeout: TimeSpan.FromMilliseconds(20));
-        h.Backend.Release();
-        (await first).Dispose();
-
         // Both results are ready at fake time 0, well inside the 20 ms; neither caller has read its result yet.
-        Assert.True(SpinWait.SpinUntil(() => late.IsCompleted && onTime.IsCompleted, TimeSpan.FromSeconds(30)));
+        var (late, onTime) = await TwoResultsReadyUnreadAsync(h);
         using (var r = await onTime)
         {
             Assert.True(r.IsSuccess, r.Message);
@@ -161,13 +155,7 @@ public sealed class BacklogTests
         await using var h = TelemetryHarness.Create(o => o.Batching.RefuseInfeasibleDeadlines = false);
         await h.LoadAsync();
 
-        var first = await h.OccupyAsync(100);
-        var early = h.Send(5, timeout: TimeSpan.FromMilliseconds(20));
-        var close = h.Send(6, timeout: TimeSpan.FromMilliseconds(20));
-        h.Backend.Release();
-        (await first).Dispose();
-        Assert.True(SpinWait.SpinUntil(() => early.IsCompleted && close.IsCompleted, TimeSpan.FromSeconds(30)));
-
+        var (early, close) = await TwoResultsReadyUnreadAsync(h);
         h.Time.Advance(TimeSpan.FromMilliseconds(20) - TimeSpan.FromMicroseconds(30));
         using (var r = await early)
         {
@@ -180,6 +168,21 @@ public sealed class BacklogTests
             Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
             Assert.Contains("only 10 µs before it (inside the read margin)", r.Message, StringComparison.Ordinal);
         }
+    }
+
+    /// <summary>
+    /// Requests 5 and 6, each with a 20 ms timeout, queued behind a running request and completed together at fake time
+    /// 0; neither caller has read its result yet.
+    /// </summary>
+    private static async Task<(ValueTask<InferenceResponse> Five, ValueTask<InferenceResponse> Six)> TwoResultsReadyUnreadAsync(TelemetryHarness h)
+    {
+        var first = await h.OccupyAsync(100);
+        var five = h.Send(5, timeout: TimeSpan.FromMilliseconds(20));
+        var six = h.Send(6, timeout: TimeSpan.FromMilliseconds(20));
+        h.Backend.Release();
+        (await first).Dispose();
+        Assert.True(SpinWait.SpinUntil(() => five.IsCompleted && six.IsCompleted, TimeSpan.FromSeconds(30)));
+        return (five, six);
     }
 
     [Fact]
