@@ -453,7 +453,7 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         request.ReadyAt = now;
-        Finish(request, response, response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded, now);
+        Finish(request, response, response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded, now, fromBatch: true);
     }
 
     /// <summary>A success that reached its caller after the deadline, or inside the read margin: discarded, and DeadlineExceeded answered instead.</summary>
@@ -962,12 +962,12 @@ internal sealed class ModelScheduler : IDisposable
     }
 
     /// <summary>Ends a request: telemetry (its duration up to <paramref name="ended"/>, or now when 0), then the answer.</summary>
-    private void Finish(PendingRequest request, InferenceResponse response, InferenceOutcome outcome, long ended = 0)
+    private void Finish(PendingRequest request, InferenceResponse response, InferenceOutcome outcome, long ended = 0, bool fromBatch = false)
     {
         // Telemetry first: once delivered, the caller may dispose the response and the request may be recycled.
         _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, outcome, response, null, ended);
         EndActive();
-        request.Deliver(response);
+        request.Deliver(response, fromBatch);
     }
 
     private void EndActive()

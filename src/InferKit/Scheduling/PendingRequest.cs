@@ -15,6 +15,10 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     public const int Running = 1;
     public const int Done = 2;
 
+    /// <summary>Non-zero while this thread runs a caller's continuation synchronously (see <see cref="Deliver"/>).</summary>
+    [ThreadStatic]
+    private static int t_synchronousDepth;
+
     private ManualResetValueTaskSourceCore<InferenceResponse> _core;
     private int _state;
 
@@ -116,7 +120,13 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     public bool TryFinishRunning() => Interlocked.CompareExchange(ref _state, Done, Running) == Running;
 
     /// <summary>Delivers the result of a request this thread has ended.</summary>
-    public void Deliver(InferenceResponse response)
+    /// <param name="response">The answer.</param>
+    /// <param name="fromBatch">
+    /// True only where a finished batch answers its requests, holding no lock: there a request that allows it
+    /// (<see cref="InferenceRequest.AllowSynchronousContinuation"/>) has its caller's continuation run on this thread.
+    /// Every other path (expiry under the queue lock, cancellation, shutdown) hands it to the thread pool.
+    /// </param>
+    public void Deliver(InferenceResponse response, bool fromBatch = false)
     {
         Registration.Unregister();
         if (Inline)
@@ -125,7 +135,26 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
             return;
         }
 
-        _core.SetResult(response);
+        // Only this thread completes the request (the state machine above), so the flag is set before anyone reads it.
+        // A continuation already running here synchronously may queue work that a batch answers on this same thread:
+        // those answers go through the thread pool, so synchronous continuations never nest.
+        bool synchronous = fromBatch && Request.AllowSynchronousContinuation && t_synchronousDepth == 0;
+        _core.RunContinuationsAsynchronously = !synchronous;
+        if (!synchronous)
+        {
+            _core.SetResult(response);
+            return;
+        }
+
+        t_synchronousDepth++;
+        try
+        {
+            _core.SetResult(response);
+        }
+        finally
+        {
+            t_synchronousDepth--;
+        }
     }
 
     public void DeliverException(Exception exception)
@@ -137,6 +166,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
             return;
         }
 
+        _core.RunContinuationsAsynchronously = true;
         _core.SetException(exception);
     }
 

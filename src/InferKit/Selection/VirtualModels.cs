@@ -358,6 +358,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             Priority = request.Priority,
             Deadline = deadline,
             RequestedOutputs = request.RequestedOutputs,
+            AllowSynchronousContinuation = request.AllowSynchronousContinuation,
         };
 
         InferenceResponse? last = null;

@@ -41,6 +41,9 @@ internal sealed class FakeBackend : IModelBackend
     /// <summary>The name of the thread each recorded run ran on (null for an unnamed thread), in order.</summary>
     public ConcurrentQueue<string?> Threads { get; } = new();
 
+    /// <summary>The managed thread id of each recorded run, in order.</summary>
+    public ConcurrentQueue<int> ThreadIds { get; } = new();
+
     public bool Disposed { get; private set; }
 
     /// <summary>When set, runs throw this exception.</summary>
@@ -80,6 +83,7 @@ internal sealed class FakeBackend : IModelBackend
 
             Batches.Enqueue(ids);
             Threads.Enqueue(Thread.CurrentThread.Name);
+            ThreadIds.Enqueue(Environment.CurrentManagedThreadId);
             Interlocked.Increment(ref Runs);
             var gate = _gate;
             if (gate is not null)

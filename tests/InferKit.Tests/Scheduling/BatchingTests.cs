@@ -140,6 +140,64 @@ public sealed class BatchingTests
         Assert.Equal([1f, 2f, 3f], Assert.Single(h.BatchIds()));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_request_that_allows_a_synchronous_continuation_resumes_on_the_batch_thread_before_the_rest_of_its_batch(bool allow)
+    {
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 8);
+        var first = await h.OccupyAsync(100);
+        Task<InferenceResponse>? second = null;
+#pragma warning disable CA2012 // the awaiter is read once, inside its own completion callback
+        var awaiter = h.Client.InferAsync("m", WithContinuation(FakeBackend.Request(1), allow)).GetAwaiter();
+#pragma warning restore CA2012
+        int resumedOn = 0;
+        bool secondAnsweredFirst = false;
+        InferenceResponse? answer = null;
+        var resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        awaiter.UnsafeOnCompleted(() =>
+        {
+            resumedOn = Environment.CurrentManagedThreadId;
+            secondAnsweredFirst = second!.IsCompleted;
+            answer = awaiter.GetResult();
+            resumed.SetResult();
+        });
+        second = h.Client.InferAsync("m", WithContinuation(FakeBackend.Request(2), allow)).AsTask();
+
+        h.Backend.Release();
+        (await first).Dispose();
+        await resumed.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        using (answer)
+        {
+            AssertAnswer(answer!, 1);
+        }
+
+        using (var r = await second)
+        {
+            AssertAnswer(r, 2);
+        }
+
+        Assert.Equal([1f, 2f], h.BatchIds()[1]);
+        int batchThread = h.Backend.ThreadIds.ElementAt(1);
+        if (allow)
+        {
+            // Run by the thread that ran the batch, before it answered the second request of the batch.
+            Assert.Equal(batchThread, resumedOn);
+            Assert.False(secondAnsweredFirst);
+        }
+        else
+        {
+            // Queued to the thread pool: it never runs on the batch thread while that thread is still answering.
+            Assert.False(resumedOn == batchThread && !secondAnsweredFirst, "The continuation ran inline on the batch thread.");
+        }
+
+        static InferenceRequest WithContinuation(InferenceRequest r, bool allow) => new(r.InputArray)
+        {
+            Id = r.Id,
+            AllowSynchronousContinuation = allow,
+        };
+    }
+
     [Fact]
     public async Task Higher_priority_runs_first_and_a_low_priority_lane_is_not_starved()
     {
