@@ -415,7 +415,10 @@ internal sealed class Cli
           --ik-instances N     instances (default 1)
           --ik-intra-op N      ONNX Runtime intra-op threads per instance (default: ONNX Runtime's default)
           --ik-max-batch N     Batching.MaxBatchSize (default 64)
-          --ik-concurrency N   MaxConcurrencyPerInstance: batches one instance may run at once (default 1)
+          --ik-concurrency N   MaxConcurrencyPerInstance: batches one instance may run at once (default 1; an
+                               instance with lanes runs at least as many)
+          --ik-lanes N         OnnxSessionSettings.Lanes: single-threaded lanes per instance (default: the
+                               library's, one per core up to 4 when intra-op threads are not set)
           --ik-no-inline       Batching.AllowInlineExecution = false
           --ik-delay-us US     Batching.MaxQueueDelay in microseconds (default 0)
           --ik-config KEY=VALUE an ONNX Runtime session config entry for the InferKit peer (repeatable)
@@ -452,6 +455,8 @@ internal sealed class Cli
 
     public int IkConcurrency { get; private set; } = 1;
 
+    public int? IkLanes { get; private set; }
+
     public bool IkInline { get; private set; } = true;
 
     public TimeSpan IkDelay { get; private set; }
@@ -469,6 +474,7 @@ internal sealed class Cli
         o.Onnx.IntraOpThreads = IkIntraOp;
         o.Batching.MaxBatchSize = IkMaxBatch;
         o.MaxConcurrencyPerInstance = IkConcurrency;
+        o.Onnx.Lanes = IkLanes;
         o.Batching.AllowInlineExecution = IkInline;
         o.Batching.MaxQueueDelay = IkDelay;
         if (NoSpin)
@@ -484,7 +490,7 @@ internal sealed class Cli
 
     /// <summary>A description of the non-default InferKit settings, for the report.</summary>
     public string InferKitSettings =>
-        $"inferkit: {IkInstances} instance(s) × {IkConcurrency} concurrent batch(es), intra-op threads {IkIntraOp?.ToString(CultureInfo.InvariantCulture) ?? "default"}, MaxBatchSize {IkMaxBatch}, " +
+        $"inferkit: {IkInstances} instance(s) × {IkConcurrency} concurrent batch(es) or its lanes ({IkLanes?.ToString(CultureInfo.InvariantCulture) ?? "library default"}) if more, intra-op threads {IkIntraOp?.ToString(CultureInfo.InvariantCulture) ?? "default"}, MaxBatchSize {IkMaxBatch}, " +
         $"inline {(IkInline ? "on" : "off")}, MaxQueueDelay {IkDelay.TotalMilliseconds * 1000:F0} µs, ONNX Runtime spinning {(NoSpin ? "off" : "default (on)")}, " +
         $"thread-pool min threads {(MinThreads?.ToString(CultureInfo.InvariantCulture) ?? "default")}" +
         (IkConfig.Count == 0 ? string.Empty : $", session config {string.Join(", ", IkConfig.Select(kv => $"{kv.Key}={kv.Value}"))}");
@@ -537,6 +543,9 @@ internal sealed class Cli
                     break;
                 case "--ik-concurrency":
                     cli.IkConcurrency = (int)Number("--ik-concurrency", 1);
+                    break;
+                case "--ik-lanes":
+                    cli.IkLanes = (int)Number("--ik-lanes", 1);
                     break;
                 case "--ik-max-batch":
                     cli.IkMaxBatch = (int)Number("--ik-max-batch", 1);

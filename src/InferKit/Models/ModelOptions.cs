@@ -21,7 +21,10 @@ public sealed class ModelOptions
     [Range(1, 256)]
     public int Instances { get; set; } = 1;
 
-    /// <summary>How many batches one instance may run at once (when <see cref="InstanceGroups"/> is empty).</summary>
+    /// <summary>
+    /// How many batches one instance may run at once (when <see cref="InstanceGroups"/> is empty). An ONNX CPU instance
+    /// runs at least <see cref="OnnxSessionSettings.Lanes"/> at once.
+    /// </summary>
     [Range(1, 256)]
     public int MaxConcurrencyPerInstance { get; set; } = 1;
 
@@ -72,7 +75,7 @@ public sealed class InstanceGroupOptions
     [Range(0.001, 1_000_000)]
     public double? Weight { get; set; }
 
-    /// <summary>How many batches one instance of the group may run at once.</summary>
+    /// <summary>How many batches one instance of the group may run at once (at least its <see cref="OnnxSessionSettings.Lanes"/> on CPU).</summary>
     [Range(1, 256)]
     public int MaxConcurrency { get; set; } = 1;
 

@@ -409,8 +409,10 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             for (int i = 0; i < created.Length; i++)
             {
                 var group = plan[i].Group;
+                // An ONNX CPU instance with lanes runs that many batches at once (OnnxSessionSettings.Lanes).
+                int lanes = created[i] is OnnxModelBackend onnx ? onnx.Lanes : 1;
                 instances[i] = new ModelInstance(i, $"{entry.Name}/{options.Version}/{i}", created[i]!, group?.Weight,
-                    group?.MaxConcurrency ?? options.MaxConcurrencyPerInstance, options.Health, _time);
+                    Math.Max(group?.MaxConcurrency ?? options.MaxConcurrencyPerInstance, lanes), options.Health, _time);
             }
 
             // Warm up every instance (in parallel) before it counts as ready; the timings seed the latency model.

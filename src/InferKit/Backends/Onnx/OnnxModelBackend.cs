@@ -19,15 +19,29 @@ internal sealed class OnnxModelBackend : IModelBackend
     private const string SpinDurationKey = "session.intra_op.spin_duration_us";
     private static int s_liveSessions;
 
+    /// <summary>A batch of at most this many rows that starts while nothing else runs here uses the main session.</summary>
+    internal const int LoneRunMaxRows = 8;
+
+    /// <summary>At most this many lanes by default: more lanes split the queue into more, smaller batches.</summary>
+    internal const int DefaultMaxLanes = 4;
+
     private readonly InferenceSession _session;
+
+    /// <summary>The single-threaded session the lanes run on (the main session itself when that is single-threaded), or null.</summary>
+    private readonly InferenceSession? _lane;
+    private int _running;
+    private long _mainRuns;
+    private long _laneRuns;
     private readonly string[] _inputNames;
     private readonly string[] _outputNames;
     private readonly ConcurrentBag<RunContext> _contexts = new();
     private int _disposed;
 
-    private OnnxModelBackend(InferenceSession session, ModelSignature signature, ExecutionProviderInfo provider)
+    private OnnxModelBackend(InferenceSession session, InferenceSession? lane, int lanes, ModelSignature signature, ExecutionProviderInfo provider)
     {
         _session = session;
+        _lane = lane;
+        Lanes = lanes;
         Signature = signature;
         Provider = provider;
         _inputNames = signature.Inputs.Select(static i => i.Name).ToArray();
@@ -42,6 +56,33 @@ internal sealed class OnnxModelBackend : IModelBackend
 
     public ExecutionProviderInfo Provider { get; }
 
+    /// <summary>How many batches this instance runs at once under load (see <see cref="OnnxSessionSettings.Lanes"/>).</summary>
+    public int Lanes { get; }
+
+    /// <summary>Runs on the main session so far (diagnostics and tests).</summary>
+    internal long MainRuns => Volatile.Read(ref _mainRuns);
+
+    /// <summary>Runs on the single-threaded lane session so far (diagnostics and tests).</summary>
+    internal long LaneRuns => Volatile.Read(ref _laneRuns);
+
+    /// <summary>The lane count <paramref name="settings"/> asks for on <paramref name="serving"/> (see <see cref="OnnxSessionSettings.Lanes"/>).</summary>
+    internal static int ResolveLanes(OnnxSessionSettings settings, string serving, bool globalThreadPool, int processors)
+    {
+        if (serving != "CPU" || globalThreadPool)
+        {
+            return 1;
+        }
+
+        if (settings.Lanes is int lanes)
+        {
+            return lanes;
+        }
+
+        return settings.IntraOpThreads is null ? Math.Clamp(processors, 1, DefaultMaxLanes) : 1;
+    }
+
+    /// <summary>True when a run of <paramref name="rows"/> rows, with <paramref name="inFlight"/> runs here counting itself, belongs on the main session.</summary>
+    internal static bool UsesMainSession(int rows, int inFlight) => inFlight == 1 && rows <= LoneRunMaxRows;
     /// <summary>Creates a session from model bytes or a path, applying the settings and falling back to CPU when the provider cannot load.</summary>
     internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, bool spinByDefault, ILogger logger)
     {
@@ -78,6 +119,7 @@ internal sealed class OnnxModelBackend : IModelBackend
             throw new ModelLoadException(modelName, FirstLine(ex.Message), ex);
         }
 
+        InferenceSession? lane = null;
         try
         {
             var signature = ReadSignature(modelName, session);
@@ -86,11 +128,23 @@ internal sealed class OnnxModelBackend : IModelBackend
                 signature = signature.WithoutBatching();
             }
 
-            return new OnnxModelBackend(session, signature, new ExecutionProviderInfo(serving, requested, settings.DeviceId, fallbackReason));
+            int lanes = ResolveLanes(settings, serving, OnnxEnvironment.UsesGlobalThreadPool, Environment.ProcessorCount);
+            if (lanes > 1)
+            {
+                // Concurrent runs of one session are safe; a main session that already runs on one thread is the lane.
+                lane = settings.IntraOpThreads == 1 ? session : CreateSession(data, settings, ExecutionProvider.Cpu, weights, spinByDefault, singleThread: true);
+            }
+
+            return new OnnxModelBackend(session, lane, lanes, signature, new ExecutionProviderInfo(serving, requested, settings.DeviceId, fallbackReason));
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            DisposeSessions(session, lane);
+            throw new ModelLoadException(modelName, FirstLine(ex.Message), ex);
         }
         catch
         {
-            session.Dispose();
+            DisposeSessions(session, lane);
             throw;
         }
     }
@@ -115,8 +169,11 @@ internal sealed class OnnxModelBackend : IModelBackend
         var runOptions = context.Options;
         CancellationTokenRegistration registration = default;
         bool terminated = false;
+        InferenceSession session;
         try
         {
+            // First in the try: the finally below releases what this counts.
+            session = ChooseSession(inputs);
             for (int i = 0; i < inputs.Length; i++)
             {
                 values[i] = CreateInput(inputs[i], ref handles[i], ref context.Shapes[i]);
@@ -130,7 +187,7 @@ internal sealed class OnnxModelBackend : IModelBackend
             IDisposableReadOnlyCollection<OrtValue> outputs;
             try
             {
-                outputs = _session.Run(runOptions, _inputNames, values, _outputNames);
+                outputs = session.Run(runOptions, _inputNames, values, _outputNames);
             }
             catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
             {
@@ -158,6 +215,11 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
         finally
         {
+            if (_lane is not null)
+            {
+                Interlocked.Decrement(ref _running);
+            }
+
             registration.Dispose();
             terminated |= runOptions.Terminate;
             for (int i = 0; i < values.Length; i++)
@@ -190,13 +252,43 @@ internal sealed class OnnxModelBackend : IModelBackend
             return;
         }
 
-        _session.Dispose();
+        DisposeSessions(_session, _lane);
         while (_contexts.TryTake(out var context))
         {
             context.Options.Dispose();
         }
 
         Interlocked.Decrement(ref s_liveSessions);
+    }
+
+    /// <summary>The main session for a small batch that runs alone here (all its threads, lowest latency), else the lane.</summary>
+    private InferenceSession ChooseSession(ReadOnlySpan<Tensor> inputs)
+    {
+        if (_lane is null)
+        {
+            return _session;
+        }
+
+        int inFlight = Interlocked.Increment(ref _running);
+        long rows = inputs.Length > 0 && inputs[0].Shape.Length > 0 && Signature.IsBatchable ? inputs[0].Shape[0] : 1;
+        if (UsesMainSession((int)Math.Min(rows, int.MaxValue), inFlight))
+        {
+            Interlocked.Increment(ref _mainRuns);
+            return _session;
+        }
+
+        Interlocked.Increment(ref _laneRuns);
+        return _lane;
+    }
+
+    private static void DisposeSessions(InferenceSession session, InferenceSession? lane)
+    {
+        if (lane is not null && !ReferenceEquals(lane, session))
+        {
+            lane.Dispose();
+        }
+
+        session.Dispose();
     }
 
     private static unsafe OrtValue CreateInput(in Tensor tensor, ref GCHandle handle, ref long[] shape)
@@ -244,12 +336,18 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
     }
 
-    private static InferenceSession CreateSession(OnnxModelData data, OnnxSessionSettings settings, ExecutionProvider provider, PrePackedWeightsContainer? weights, bool spinByDefault)
+    private static InferenceSession CreateSession(OnnxModelData data, OnnxSessionSettings settings, ExecutionProvider provider, PrePackedWeightsContainer? weights, bool spinByDefault, bool singleThread = false)
     {
         using var options = new SessionOptions();
         if (OnnxEnvironment.UsesGlobalThreadPool)
         {
             options.DisablePerSessionThreads();
+        }
+        else if (singleThread)
+        {
+            // A lane: the calling thread does all the work; ONNX Runtime creates no pool threads to wait or spin.
+            options.IntraOpNumThreads = 1;
+            options.InterOpNumThreads = 1;
         }
         else
         {

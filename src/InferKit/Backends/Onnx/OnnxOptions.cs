@@ -92,6 +92,25 @@ public sealed class OnnxSessionSettings
     /// <summary>Share pre-packed weights between the instances of one model, so N instances do not hold N copies.</summary>
     public bool SharePrepackedWeights { get; set; } = true;
 
+    /// <summary>
+    /// How many batches one CPU instance runs at once under concurrent load, each on a single thread. Null (the default)
+    /// decides: the number of logical processors, at most 4, when <see cref="IntraOpThreads"/> is not set, the CPU
+    /// provider serves and no process-wide thread pool is used; otherwise 1. An instance's concurrency is the larger of
+    /// this and its configured <c>MaxConcurrency</c>.
+    /// </summary>
+    /// <remarks>
+    /// ONNX Runtime's intra-op threads cooperate on one run: they wait for each other at every operator and spin while
+    /// they wait, so when the process's other threads (admitting, batching and answering requests) need the same cores,
+    /// a multi-threaded run loses much of its CPU to waiting. Runs on single-threaded lanes do not wait for anyone.
+    /// With lanes, the instance holds a second, single-threaded session of the model (sharing its pre-packed weights
+    /// when <see cref="SharePrepackedWeights"/> is on; other initializers are held twice). A small batch (at most 8 rows)
+    /// that starts while nothing else runs on the instance still uses the first session and all its threads: a lone
+    /// caller keeps the lowest latency. Every other batch runs on a lane. More lanes split the queue into more, smaller
+    /// batches, hence the cap of 4 in the default.
+    /// </remarks>
+    [Range(1, 256)]
+    public int? Lanes { get; set; }
+
     /// <summary>Copies every setting from <paramref name="other"/>.</summary>
     public void CopyFrom(OnnxSessionSettings other)
     {
@@ -106,6 +125,7 @@ public sealed class OnnxSessionSettings
         GraphOptimization = other.GraphOptimization;
         ExecutionMode = other.ExecutionMode;
         SharePrepackedWeights = other.SharePrepackedWeights;
+        Lanes = other.Lanes;
         FreeDimensionOverrides.Clear();
         foreach (var kv in other.FreeDimensionOverrides)
         {

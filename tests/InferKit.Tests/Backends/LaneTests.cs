@@ -1,0 +1,98 @@
+using InferKit.Backends;
+using InferKit.Backends.Onnx;
+using InferKit.Models;
+using InferKit.Tensors;
+using InferKit.TestModels;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace InferKit.Tests.Backends;
+
+/// <summary>Single-threaded lanes (<see cref="OnnxSessionSettings.Lanes"/>): when they apply and which session a run takes.</summary>
+public sealed class LaneTests
+{
+    private const double Tolerance = 1e-4;
+
+    [Theory]
+    [InlineData(null, null, "CPU", false, 2, 2)] // the default on 2 cores: a lane per core
+    [InlineData(null, null, "CPU", false, 16, OnnxModelBackend.DefaultMaxLanes)] // capped
+    [InlineData(null, null, "CPU", false, 1, 1)] // one core: nothing to gain
+    [InlineData(null, 2, "CPU", false, 8, 1)] // threads set by the user: their choice stands
+    [InlineData(3, 2, "CPU", false, 8, 3)] // lanes set by the user
+    [InlineData(null, null, "CUDA", false, 8, 1)] // GPU providers run one stream
+    [InlineData(3, null, "CUDA", false, 8, 1)]
+    [InlineData(null, null, "CPU", true, 8, 1)] // a process-wide thread pool is shared by design
+    public void Lanes_apply_to_CPU_sessions_with_the_default_threads_unless_set(int? lanes, int? intraOp, string serving, bool globalPool, int processors, int expected)
+    {
+        var settings = new OnnxSessionSettings { Lanes = lanes, IntraOpThreads = intraOp };
+        Assert.Equal(expected, OnnxModelBackend.ResolveLanes(settings, serving, globalPool, processors));
+    }
+
+    [Theory]
+    [InlineData(1, 1, true)] // a lone caller keeps every intra-op thread
+    [InlineData(OnnxModelBackend.LoneRunMaxRows, 1, true)]
+    [InlineData(OnnxModelBackend.LoneRunMaxRows + 1, 1, false)] // a large batch means load: a lane
+    [InlineData(1, 2, false)] // another run in flight: a lane
+    public void A_small_batch_alone_takes_the_main_session_and_anything_else_a_lane(int rows, int inFlight, bool main)
+        => Assert.Equal(main, OnnxModelBackend.UsesMainSession(rows, inFlight));
+
+    [Fact]
+    public void A_lone_small_batch_runs_on_the_main_session_a_large_one_on_a_lane_and_both_match_the_reference()
+    {
+        var mlp = new MlpModel(inputSize: 16, hiddenSize: 32, classes: 4, seed: 7);
+        var settings = new OnnxSessionSettings { Lanes = 2 };
+        using var weights = new Microsoft.ML.OnnxRuntime.PrePackedWeightsContainer();
+        using var backend = OnnxModelBackend.Create("lanes", new OnnxModelData(mlp.ToOnnx(), null), settings, weights, null, false, NullLogger.Instance);
+        Assert.Equal(2, backend.Lanes);
+
+        Check(1);
+        Assert.Equal((1, 0), (backend.MainRuns, backend.LaneRuns));
+        Check(OnnxModelBackend.LoneRunMaxRows + 8);
+        Assert.Equal((1, 1), (backend.MainRuns, backend.LaneRuns));
+
+        void Check(int rows)
+        {
+            var input = mlp.CreateInputs(rows, seed: rows);
+            var expected = mlp.Forward(input, rows, out var expectedLogits);
+            var sink = new CopySink();
+            backend.Run([Tensor.Create(MlpModel.InputName, input, rows, mlp.InputSize)], sink, CancellationToken.None);
+            OnnxTestServices.AssertClose(expectedLogits, sink.Outputs[0], Tolerance, $"logits of {rows} rows");
+            OnnxTestServices.AssertClose(expected, sink.Outputs[1], Tolerance, $"probabilities of {rows} rows");
+        }
+    }
+
+    [Fact]
+    public async Task An_instance_with_lanes_runs_that_many_batches_at_once_and_concurrent_callers_get_their_own_rows()
+    {
+        var mlp = new MlpModel(inputSize: 16, hiddenSize: 32, classes: 4, seed: 11);
+        await using var services = OnnxTestServices.Build(b => b
+            .AddOnnxModel("laned", ModelSource.FromBytes(mlp.ToOnnx()), o => o.Onnx.Lanes = 3)
+            .AddOnnxModel("single", ModelSource.FromBytes(mlp.ToOnnx()), o => o.Onnx.IntraOpThreads = 1));
+        await services.Registry().LoadAllAsync();
+        Assert.Equal(3, services.Registry().GetModel("laned").Instances[0].MaxConcurrency);
+        Assert.Equal(1, services.Registry().GetModel("single").Instances[0].MaxConcurrency);
+
+        var rows = Enumerable.Range(0, 48).Select(i => 1 + (i % 5)).ToArray();
+        var inputs = rows.Select((r, i) => mlp.CreateInputs(r, seed: 500 + i)).ToArray();
+        var responses = await Task.WhenAll(rows.Select((r, i) => Task.Run(async () =>
+            await services.Client().InferAsync("laned", new InferenceRequest(Tensor.Create(MlpModel.InputName, inputs[i], r, mlp.InputSize))))));
+        for (int i = 0; i < rows.Length; i++)
+        {
+            using var response = responses[i];
+            Assert.True(response.IsSuccess, response.Message);
+            var expected = mlp.Forward(inputs[i], rows[i], out _);
+            OnnxTestServices.AssertClose(expected, response[MlpModel.ProbabilitiesName].GetSpan<float>(), Tolerance, $"request {i}");
+        }
+    }
+
+    private sealed class CopySink : IBackendOutputSink
+    {
+        public List<float[]> Outputs { get; } = new();
+
+        public void OnOutput(int outputIndex, TensorElementType elementType, ReadOnlySpan<long> shape, ReadOnlySpan<byte> data)
+            => Outputs.Add(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(data).ToArray());
+
+        public void OnStringOutput(int outputIndex, ReadOnlySpan<long> shape, ReadOnlySpan<string> data)
+            => throw new InvalidOperationException("The MLP has no string outputs.");
+    }
+}
