@@ -104,10 +104,9 @@ public sealed class OnnxSessionSettings
     /// a multi-threaded run loses much of its CPU to waiting. Runs on single-threaded lanes do not wait for anyone.
     /// With lanes, the instance holds a second, single-threaded session of the model (sharing its pre-packed weights
     /// when <see cref="SharePrepackedWeights"/> is on; other initializers and the session's buffers are held twice, so
-    /// set 1 where memory is short). A small batch (at most 8 rows)
-    /// that starts while nothing else runs on the instance still uses the first session and all its threads: a lone
-    /// caller keeps the lowest latency. Every other batch runs on a lane. More lanes split the queue into more, smaller
-    /// batches, hence the cap of 4 in the default.
+    /// set 1 where memory is short). A small batch (at most 8 rows) that starts while nothing else runs on the instance
+    /// still uses the first session and all its threads: a lone caller keeps the lowest latency. Every other batch runs
+    /// on a lane. More lanes split the queue into more, smaller batches, hence the cap of 4 in the default.
     /// </remarks>
     [Range(1, 256)]
     public int? Lanes { get; set; }
