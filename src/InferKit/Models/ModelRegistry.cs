@@ -363,7 +363,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             source = options.BackendFactory is not null
                 ? new DelegateBackendSource(options.BackendFactory)
                 : await OnnxBackendSource.CreateAsync(entry.Name, options.Source!, _options.OnnxThreadPool, options.Onnx.SharePrepackedWeights,
-                    options.AxisZeroIsBatch == false ? false : null, spinByDefault: TotalOnnxInstances() == 1, logger, CancellationToken.None).ConfigureAwait(false);
+                    options.AxisZeroIsBatch == false ? false : null, TotalOnnxInstances(), logger, CancellationToken.None).ConfigureAwait(false);
 
             var plan = PlanInstances(options);
             var created = new IModelBackend?[plan.Count];
@@ -476,7 +476,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         }
     }
 
-    /// <summary>ONNX instances across every registered model: spinning threads only pay when there is one.</summary>
+    /// <summary>ONNX instances across every registered model: spinning threads only pay when there is one, and lanes share the cores among them.</summary>
     private int TotalOnnxInstances()
     {
         int total = 0;

@@ -14,18 +14,20 @@ public sealed class LaneTests
     private const double Tolerance = 1e-4;
 
     [Theory]
-    [InlineData(null, null, "CPU", false, 2, 2)] // the default on 2 cores: a lane per core
-    [InlineData(null, null, "CPU", false, 16, OnnxModelBackend.DefaultMaxLanes)] // capped
-    [InlineData(null, null, "CPU", false, 1, 1)] // one core: nothing to gain
-    [InlineData(null, 2, "CPU", false, 8, 1)] // threads set by the user: their choice stands
-    [InlineData(3, 2, "CPU", false, 8, 3)] // lanes set by the user
-    [InlineData(null, null, "CUDA", false, 8, 1)] // GPU providers run one stream
-    [InlineData(3, null, "CUDA", false, 8, 1)]
-    [InlineData(null, null, "CPU", true, 8, 1)] // a process-wide thread pool is shared by design
-    public void Lanes_apply_to_CPU_sessions_with_the_default_threads_unless_set(int? lanes, int? intraOp, string serving, bool globalPool, int processors, int expected)
+    [InlineData(null, null, "CPU", false, 2, 1, 2)] // the default on 2 cores, one instance in the host: a lane per core
+    [InlineData(null, null, "CPU", false, 16, 1, OnnxModelBackend.DefaultMaxLanes)] // capped
+    [InlineData(null, null, "CPU", false, 1, 1, 1)] // one core: nothing to gain
+    [InlineData(null, null, "CPU", false, 2, 2, 1)] // two instances (models) share 2 cores: no lanes
+    [InlineData(null, null, "CPU", false, 8, 3, 2)] // 8 cores among 3 instances
+    [InlineData(null, 2, "CPU", false, 8, 1, 1)] // threads set by the user: their choice stands
+    [InlineData(3, 2, "CPU", false, 8, 2, 3)] // lanes set by the user
+    [InlineData(null, null, "CUDA", false, 8, 1, 1)] // GPU providers run one stream
+    [InlineData(3, null, "CUDA", false, 8, 1, 1)]
+    [InlineData(null, null, "CPU", true, 8, 1, 1)] // a process-wide thread pool is shared by design
+    public void Lanes_share_the_cores_among_the_hosts_instances_unless_set(int? lanes, int? intraOp, string serving, bool globalPool, int processors, int hostInstances, int expected)
     {
         var settings = new OnnxSessionSettings { Lanes = lanes, IntraOpThreads = intraOp };
-        Assert.Equal(expected, OnnxModelBackend.ResolveLanes(settings, serving, globalPool, processors));
+        Assert.Equal(expected, OnnxModelBackend.ResolveLanes(settings, serving, globalPool, processors, hostInstances));
     }
 
     [Theory]

@@ -22,10 +22,12 @@ internal sealed class OnnxBackendSource : IBackendSource
     private readonly ILogger _logger;
     private readonly PrePackedWeightsContainer? _weights;
     private readonly bool _spinByDefault;
+    private readonly int _hostInstances;
 
-    private OnnxBackendSource(string model, OnnxModelData data, bool shareWeights, bool? batching, bool spinByDefault, ILogger logger)
+    private OnnxBackendSource(string model, OnnxModelData data, bool shareWeights, bool? batching, int hostInstances, ILogger logger)
     {
-        _spinByDefault = spinByDefault;
+        _spinByDefault = hostInstances == 1;
+        _hostInstances = hostInstances;
         _model = model;
         _data = data;
         _batching = batching;
@@ -35,7 +37,9 @@ internal sealed class OnnxBackendSource : IBackendSource
 
     public string Platform => "onnxruntime";
 
-    public static async Task<OnnxBackendSource> CreateAsync(string model, ModelSource source, OnnxThreadPoolOptions? pool, bool shareWeights, bool? batching, bool spinByDefault, ILogger logger, CancellationToken cancellationToken)
+    // hostInstances: ONNX instances across every model of the host. Spinning pays only when there is one, and lanes
+    // share the processors among them.
+    public static async Task<OnnxBackendSource> CreateAsync(string model, ModelSource source, OnnxThreadPoolOptions? pool, bool shareWeights, bool? batching, int hostInstances, ILogger logger, CancellationToken cancellationToken)
     {
         OnnxEnvironment.EnsureInitialized(pool);
         OnnxModelData data;
@@ -48,11 +52,11 @@ internal sealed class OnnxBackendSource : IBackendSource
             throw new ModelLoadException(model, $"could not read {source}: {ex.Message}", ex);
         }
 
-        return new OnnxBackendSource(model, data, shareWeights, batching, spinByDefault, logger);
+        return new OnnxBackendSource(model, data, shareWeights, batching, hostInstances, logger);
     }
 
     public IModelBackend CreateInstance(ModelInstanceContext context, OnnxSessionSettings settings)
-        => OnnxModelBackend.Create(_model, _data, settings, settings.SharePrepackedWeights ? _weights : null, _batching, _spinByDefault, _logger);
+        => OnnxModelBackend.Create(_model, _data, settings, settings.SharePrepackedWeights ? _weights : null, _batching, _spinByDefault, _logger, _hostInstances);
 
     public void Dispose() => _weights?.Dispose();
 }

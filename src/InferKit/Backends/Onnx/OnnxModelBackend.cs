@@ -65,8 +65,11 @@ internal sealed class OnnxModelBackend : IModelBackend
     /// <summary>Runs on the single-threaded lane session so far (diagnostics and tests).</summary>
     internal long LaneRuns => Volatile.Read(ref _laneRuns);
 
-    /// <summary>The lane count <paramref name="settings"/> asks for on <paramref name="serving"/> (see <see cref="OnnxSessionSettings.Lanes"/>).</summary>
-    internal static int ResolveLanes(OnnxSessionSettings settings, string serving, bool globalThreadPool, int processors)
+    /// <summary>
+    /// The lane count <paramref name="settings"/> asks for on <paramref name="serving"/> (see <see cref="OnnxSessionSettings.Lanes"/>):
+    /// by default the processors shared among the host's ONNX instances, so lanes never ask for more threads than cores.
+    /// </summary>
+    internal static int ResolveLanes(OnnxSessionSettings settings, string serving, bool globalThreadPool, int processors, int hostInstances)
     {
         if (serving != "CPU" || globalThreadPool)
         {
@@ -78,13 +81,13 @@ internal sealed class OnnxModelBackend : IModelBackend
             return lanes;
         }
 
-        return settings.IntraOpThreads is null ? Math.Clamp(processors, 1, DefaultMaxLanes) : 1;
+        return settings.IntraOpThreads is null ? Math.Clamp(processors / Math.Max(1, hostInstances), 1, DefaultMaxLanes) : 1;
     }
 
     /// <summary>True when a run of <paramref name="rows"/> rows, with <paramref name="inFlight"/> runs here counting itself, belongs on the main session.</summary>
     internal static bool UsesMainSession(int rows, int inFlight) => inFlight == 1 && rows <= LoneRunMaxRows;
     /// <summary>Creates a session from model bytes or a path, applying the settings and falling back to CPU when the provider cannot load.</summary>
-    internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, bool spinByDefault, ILogger logger)
+    internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, bool spinByDefault, ILogger logger, int hostInstances = 1)
     {
         var requested = ProviderName(settings.Provider);
         string? fallbackReason = null;
@@ -128,7 +131,7 @@ internal sealed class OnnxModelBackend : IModelBackend
                 signature = signature.WithoutBatching();
             }
 
-            int lanes = ResolveLanes(settings, serving, OnnxEnvironment.UsesGlobalThreadPool, Environment.ProcessorCount);
+            int lanes = ResolveLanes(settings, serving, OnnxEnvironment.UsesGlobalThreadPool, Environment.ProcessorCount, hostInstances);
             if (lanes > 1)
             {
                 // Concurrent runs of one session are safe; a main session that already runs on one thread is the lane.

@@ -94,9 +94,10 @@ public sealed class OnnxSessionSettings
 
     /// <summary>
     /// How many batches one CPU instance runs at once under concurrent load, each on a single thread. Null (the default)
-    /// decides: the number of logical processors, at most 4, when <see cref="IntraOpThreads"/> is not set, the CPU
-    /// provider serves and no process-wide thread pool is used; otherwise 1. An instance's concurrency is the larger of
-    /// this and its configured <c>MaxConcurrency</c>.
+    /// decides: the logical processors divided among the host's ONNX instances (every model's), at least 1 and at most
+    /// 4, when <see cref="IntraOpThreads"/> is not set, the CPU provider serves and no process-wide thread pool is used;
+    /// otherwise 1. So one model with one instance on 2 cores gets 2 lanes, and two models on 2 cores get none. An
+    /// instance's concurrency is the larger of this and its configured <c>MaxConcurrency</c>.
     /// </summary>
     /// <remarks>
     /// ONNX Runtime's intra-op threads cooperate on one run: they wait for each other at every operator and spin while
