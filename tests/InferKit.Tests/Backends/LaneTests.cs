@@ -31,6 +31,16 @@ public sealed class LaneTests
     }
 
     [Theory]
+    [InlineData(null, false, 2, 1, null)] // one instance in the host: ONNX Runtime's own default
+    [InlineData(null, false, 2, 2, 1)] // two share 2 cores: one thread each
+    [InlineData(null, false, 8, 3, 2)]
+    [InlineData(null, false, 2, 5, 1)] // never below 1
+    [InlineData(4, false, 2, 5, 4)] // set by the user: it stands
+    [InlineData(null, true, 8, 3, null)] // the process-wide pool decides
+    public void Intra_op_threads_default_to_a_share_of_the_cores_when_several_instances_share_the_host(int? set, bool globalPool, int processors, int hostInstances, int? expected)
+        => Assert.Equal(expected, OnnxModelBackend.IntraOpThreadsFor(new OnnxSessionSettings { IntraOpThreads = set }, globalPool, processors, hostInstances));
+
+    [Theory]
     [InlineData(1, 1, true)] // a lone caller keeps every intra-op thread
     [InlineData(OnnxModelBackend.LoneRunMaxRows, 1, true)]
     [InlineData(OnnxModelBackend.LoneRunMaxRows + 1, 1, false)] // a large batch means load: a lane

@@ -84,12 +84,33 @@ internal sealed class OnnxModelBackend : IModelBackend
         return settings.IntraOpThreads is null ? Math.Clamp(processors / Math.Max(1, hostInstances), 1, DefaultMaxLanes) : 1;
     }
 
+    /// <summary>
+    /// The intra-op threads of the main session: as set; else, when several ONNX instances share the host, the processors
+    /// divided among them (at least 1), so their runs together do not ask for more threads than cores; else null
+    /// (ONNX Runtime's default, every physical core). Ignored with the process-wide pool.
+    /// </summary>
+    internal static int? IntraOpThreadsFor(OnnxSessionSettings settings, bool globalThreadPool, int processors, int hostInstances)
+    {
+        if (globalThreadPool)
+        {
+            return null;
+        }
+
+        if (settings.IntraOpThreads is int set)
+        {
+            return set;
+        }
+
+        return hostInstances > 1 ? Math.Max(1, processors / hostInstances) : null;
+    }
+
     /// <summary>True when a run of <paramref name="rows"/> rows, with <paramref name="inFlight"/> runs here counting itself, belongs on the main session.</summary>
     internal static bool UsesMainSession(int rows, int inFlight) => inFlight == 1 && rows <= LoneRunMaxRows;
     /// <summary>Creates a session from model bytes or a path, applying the settings and falling back to CPU when the provider cannot load.</summary>
     internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, bool spinByDefault, ILogger logger, int hostInstances = 1)
     {
         var requested = ProviderName(settings.Provider);
+        int? intraOp = IntraOpThreadsFor(settings, OnnxEnvironment.UsesGlobalThreadPool, Environment.ProcessorCount, hostInstances);
         string? fallbackReason = null;
         InferenceSession? session = null;
         string serving = requested;
@@ -98,7 +119,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         {
             try
             {
-                session = CreateSession(data, settings, settings.Provider, weights, spinByDefault);
+                session = CreateSession(data, settings, settings.Provider, weights, spinByDefault, intraOp);
             }
             catch (Exception ex) when (ex is EntryPointNotFoundException or OnnxRuntimeException or DllNotFoundException)
             {
@@ -115,7 +136,7 @@ internal sealed class OnnxModelBackend : IModelBackend
 
         try
         {
-            session ??= CreateSession(data, settings, ExecutionProvider.Cpu, weights, spinByDefault);
+            session ??= CreateSession(data, settings, ExecutionProvider.Cpu, weights, spinByDefault, intraOp);
         }
         catch (OnnxRuntimeException ex)
         {
@@ -135,7 +156,7 @@ internal sealed class OnnxModelBackend : IModelBackend
             if (lanes > 1)
             {
                 // Concurrent runs of one session are safe; a main session that already runs on one thread is the lane.
-                lane = settings.IntraOpThreads == 1 ? session : CreateSession(data, settings, ExecutionProvider.Cpu, weights, spinByDefault, singleThread: true);
+                lane = intraOp == 1 ? session : CreateSession(data, settings, ExecutionProvider.Cpu, weights, spinByDefault, 1);
             }
 
             return new OnnxModelBackend(session, lane, lanes, signature, new ExecutionProviderInfo(serving, requested, settings.DeviceId, fallbackReason));
@@ -339,23 +360,19 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
     }
 
-    private static InferenceSession CreateSession(OnnxModelData data, OnnxSessionSettings settings, ExecutionProvider provider, PrePackedWeightsContainer? weights, bool spinByDefault, bool singleThread = false)
+    // intraOp: intra-op threads, null for ONNX Runtime's default; 1 makes a lane (the calling thread does all the work).
+    private static InferenceSession CreateSession(OnnxModelData data, OnnxSessionSettings settings, ExecutionProvider provider, PrePackedWeightsContainer? weights, bool spinByDefault, int? intraOp)
     {
         using var options = new SessionOptions();
         if (OnnxEnvironment.UsesGlobalThreadPool)
         {
             options.DisablePerSessionThreads();
         }
-        else if (singleThread)
-        {
-            // A lane: the calling thread does all the work; ONNX Runtime creates no pool threads to wait or spin.
-            options.IntraOpNumThreads = 1;
-            options.InterOpNumThreads = 1;
-        }
         else
         {
-            if (settings.IntraOpThreads is int intra)
+            if (intraOp is int intra)
             {
+                // With 1, ONNX Runtime creates no pool threads to wait or spin.
                 options.IntraOpNumThreads = intra;
             }
 

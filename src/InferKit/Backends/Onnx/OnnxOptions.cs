@@ -51,7 +51,12 @@ public sealed class OnnxSessionSettings
     /// <summary>When the provider cannot load, serve on CPU (with a warning and a Degraded health status) instead of failing the load.</summary>
     public bool AllowCpuFallback { get; set; } = true;
 
-    /// <summary>Threads one run may use inside an operator; null for ONNX Runtime's default (physical cores). Ignored with a global thread pool.</summary>
+    /// <summary>
+    /// Threads one run may use inside an operator. Null (the default): ONNX Runtime's own default (every physical core)
+    /// when the host serves one ONNX instance in all; with several (models or instances), the logical processors divided
+    /// among them, at least 1, so their runs together do not ask for more threads than cores. Ignored with a global
+    /// thread pool.
+    /// </summary>
     [Range(1, 1024)]
     public int? IntraOpThreads { get; set; }
 
