@@ -54,7 +54,7 @@ public sealed class LaneTests
         var mlp = new MlpModel(inputSize: 16, hiddenSize: 32, classes: 4, seed: 7);
         var settings = new OnnxSessionSettings { Lanes = 2 };
         using var weights = new Microsoft.ML.OnnxRuntime.PrePackedWeightsContainer();
-        using var backend = OnnxModelBackend.Create("lanes", new OnnxModelData(mlp.ToOnnx(), null), settings, weights, null, false, NullLogger.Instance);
+        using var backend = OnnxModelBackend.Create("lanes", new OnnxModelData(mlp.ToOnnx(), null), settings, weights, null, hostInstances: 1, NullLogger.Instance);
         Assert.Equal(2, backend.Lanes);
 
         Check(1);

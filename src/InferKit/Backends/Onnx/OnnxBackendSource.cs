@@ -21,12 +21,10 @@ internal sealed class OnnxBackendSource : IBackendSource
     private readonly bool? _batching;
     private readonly ILogger _logger;
     private readonly PrePackedWeightsContainer? _weights;
-    private readonly bool _spinByDefault;
     private readonly int _hostInstances;
 
     private OnnxBackendSource(string model, OnnxModelData data, bool shareWeights, bool? batching, int hostInstances, ILogger logger)
     {
-        _spinByDefault = hostInstances == 1;
         _hostInstances = hostInstances;
         _model = model;
         _data = data;
@@ -37,8 +35,7 @@ internal sealed class OnnxBackendSource : IBackendSource
 
     public string Platform => "onnxruntime";
 
-    // hostInstances: ONNX instances across every model of the host. Spinning pays only when there is one, and lanes
-    // share the processors among them.
+    // hostInstances: ONNX instances across every model of the host (see OnnxModelBackend.Create).
     public static async Task<OnnxBackendSource> CreateAsync(string model, ModelSource source, OnnxThreadPoolOptions? pool, bool shareWeights, bool? batching, int hostInstances, ILogger logger, CancellationToken cancellationToken)
     {
         OnnxEnvironment.EnsureInitialized(pool);
@@ -56,7 +53,7 @@ internal sealed class OnnxBackendSource : IBackendSource
     }
 
     public IModelBackend CreateInstance(ModelInstanceContext context, OnnxSessionSettings settings)
-        => OnnxModelBackend.Create(_model, _data, settings, settings.SharePrepackedWeights ? _weights : null, _batching, _spinByDefault, _logger, _hostInstances);
+        => OnnxModelBackend.Create(_model, _data, settings, settings.SharePrepackedWeights ? _weights : null, _batching, _hostInstances, _logger);
 
     public void Dispose() => _weights?.Dispose();
 }

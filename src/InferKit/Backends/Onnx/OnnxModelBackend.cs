@@ -81,7 +81,7 @@ internal sealed class OnnxModelBackend : IModelBackend
             return lanes;
         }
 
-        return settings.IntraOpThreads is null ? Math.Clamp(processors / Math.Max(1, hostInstances), 1, DefaultMaxLanes) : 1;
+        return settings.IntraOpThreads is null ? Math.Min(CoreShare(processors, hostInstances), DefaultMaxLanes) : 1;
     }
 
     /// <summary>
@@ -101,15 +101,21 @@ internal sealed class OnnxModelBackend : IModelBackend
             return set;
         }
 
-        return hostInstances > 1 ? Math.Max(1, processors / hostInstances) : null;
+        return hostInstances > 1 ? CoreShare(processors, hostInstances) : null;
     }
+
+    /// <summary>The processors each of the host's ONNX instances gets when they are shared out: at least 1.</summary>
+    private static int CoreShare(int processors, int hostInstances) => Math.Max(1, processors / Math.Max(1, hostInstances));
 
     /// <summary>True when a run of <paramref name="rows"/> rows, with <paramref name="inFlight"/> runs here counting itself, belongs on the main session.</summary>
     internal static bool UsesMainSession(int rows, int inFlight) => inFlight == 1 && rows <= LoneRunMaxRows;
 
     /// <summary>Creates a session from model bytes or a path, applying the settings and falling back to CPU when the provider cannot load.</summary>
-    internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, bool spinByDefault, ILogger logger, int hostInstances = 1)
+    // hostInstances: ONNX instances across every model of the host. Spinning intra-op threads pay only when there is
+    // one, and the default intra-op threads and lanes share the cores among them.
+    internal static OnnxModelBackend Create(string modelName, OnnxModelData data, OnnxSessionSettings settings, PrePackedWeightsContainer? weights, bool? batchingEnabled, int hostInstances, ILogger logger)
     {
+        bool spinByDefault = hostInstances == 1;
         var requested = ProviderName(settings.Provider);
         int? intraOp = IntraOpThreadsFor(settings, OnnxEnvironment.UsesGlobalThreadPool, Environment.ProcessorCount, hostInstances);
         string? fallbackReason = null;
