@@ -96,15 +96,4 @@ public sealed class LaneTests
             OnnxTestServices.AssertClose(expected, response[MlpModel.ProbabilitiesName].GetSpan<float>(), Tolerance, $"request {i}");
         }
     }
-
-    private sealed class CopySink : IBackendOutputSink
-    {
-        public List<float[]> Outputs { get; } = new();
-
-        public void OnOutput(int outputIndex, TensorElementType elementType, ReadOnlySpan<long> shape, ReadOnlySpan<byte> data)
-            => Outputs.Add(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(data).ToArray());
-
-        public void OnStringOutput(int outputIndex, ReadOnlySpan<long> shape, ReadOnlySpan<string> data)
-            => throw new InvalidOperationException("The MLP has no string outputs.");
-    }
 }

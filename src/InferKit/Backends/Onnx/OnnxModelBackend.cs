@@ -34,6 +34,16 @@ internal sealed class OnnxModelBackend : IModelBackend
     private long _laneRuns;
     private readonly string[] _inputNames;
     private readonly string[] _outputNames;
+
+    /// <summary>Each output's shape for a run, -1 standing for the run's rows; null when some output's shape cannot be known before the run.</summary>
+    private readonly long[][]? _outputPlan;
+
+    /// <summary>Whether runs write their outputs into buffers of their own: <see cref="Unverified"/> until one run checked the plan.</summary>
+    private int _preallocate;
+    private const int Unplanned = 0;
+    private const int Planned = 1;
+    private const int Unverified = 2;
+    private long _preallocatedRuns;
     private readonly ConcurrentBag<RunContext> _contexts = new();
     private int _disposed;
 
@@ -46,6 +56,8 @@ internal sealed class OnnxModelBackend : IModelBackend
         Provider = provider;
         _inputNames = signature.Inputs.Select(static i => i.Name).ToArray();
         _outputNames = signature.Outputs.Select(static o => o.Name).ToArray();
+        _outputPlan = PlanOutputs(signature);
+        _preallocate = _outputPlan is null ? Unplanned : Unverified;
         Interlocked.Increment(ref s_liveSessions);
     }
 
@@ -64,6 +76,51 @@ internal sealed class OnnxModelBackend : IModelBackend
 
     /// <summary>Runs on the single-threaded lane session so far (diagnostics and tests).</summary>
     internal long LaneRuns => Volatile.Read(ref _laneRuns);
+
+    /// <summary>Runs whose outputs ONNX Runtime wrote into this backend's own buffers (diagnostics and tests).</summary>
+    internal long PreallocatedRuns => Volatile.Read(ref _preallocatedRuns);
+
+    /// <summary>True while runs write their outputs into this backend's own buffers (see <see cref="PlanOutputs"/>).</summary>
+    internal bool PreallocatesOutputs => Volatile.Read(ref _preallocate) == Planned;
+
+    /// <summary>
+    /// Each output's shape for a run when the signature fixes it: every dimension fixed, or, for a batchable model, the first
+    /// one dynamic (the run's rows, written -1) and the rest fixed. Null when any output is a string tensor or has another
+    /// dynamic dimension. Runs can then hand ONNX Runtime output buffers of their own instead of having it allocate each
+    /// output and describe it back, which costs several microseconds per run. A plan is only a prediction: the first run
+    /// checks it (see <see cref="VerifyPlan"/>), and ONNX Runtime checks every output's shape against the buffer it is
+    /// given and fails the run on a mismatch, which drops the plan.
+    /// </summary>
+    internal static long[][]? PlanOutputs(ModelSignature signature)
+    {
+        if (signature.Outputs.Count == 0)
+        {
+            return null;
+        }
+
+        var plan = new long[signature.Outputs.Count][];
+        for (int o = 0; o < plan.Length; o++)
+        {
+            var spec = signature.Outputs[o];
+            if (spec.ElementType.SizeOf() == 0)
+            {
+                return null;
+            }
+
+            var dims = spec.Shape.ToArray();
+            for (int d = 0; d < dims.Length; d++)
+            {
+                if (dims[d] < 0 && !(d == 0 && signature.IsBatchable))
+                {
+                    return null;
+                }
+            }
+
+            plan[o] = dims;
+        }
+
+        return plan;
+    }
 
     /// <summary>
     /// The lane count <paramref name="settings"/> asks for on <paramref name="serving"/> (see <see cref="OnnxSessionSettings.Lanes"/>):
@@ -192,7 +249,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         // Per-run native objects and arrays come from a small pool: one context per concurrent run.
         if (!_contexts.TryTake(out var context))
         {
-            context = new RunContext(inputs.Length);
+            context = new RunContext(inputs.Length, _outputNames.Length);
         }
 
         var values = context.Values;
@@ -215,34 +272,36 @@ internal sealed class OnnxModelBackend : IModelBackend
                 registration = cancellationToken.UnsafeRegister(static s => ((RunOptions)s!).Terminate = true, runOptions);
             }
 
-            IDisposableReadOnlyCollection<OrtValue> outputs;
-            try
+            long rows = Signature.IsBatchable && inputs.Length > 0 && inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1;
+            int plan = _outputPlan is null ? Unplanned : Volatile.Read(ref _preallocate);
+            if (plan == Planned && PrepareOutputs(context, rows))
             {
-                outputs = session.Run(runOptions, _inputNames, values, _outputNames);
-            }
-            catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
-            {
-                terminated = true;
-                throw new OperationCanceledException("The run was cancelled.", cancellationToken);
+                OnnxRuntimeException? refused;
+                try
+                {
+                    refused = RunIntoBuffers(session, context, sink, cancellationToken);
+                }
+                catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+                {
+                    terminated = true;
+                    throw new OperationCanceledException("The run was cancelled.", cancellationToken);
+                }
+
+                if (refused is null)
+                {
+                    Interlocked.Increment(ref _preallocatedRuns);
+                    return;
+                }
+
+                // ONNX Runtime refused the buffers (an output's shape differs from the plan), or the run failed for
+                // another reason. Run again letting ONNX Runtime allocate: if that succeeds, the plan does not hold for
+                // this model and is dropped for good; if it fails too, its error is the run's error.
+                RunAllocating(session, values, runOptions, sink, null, 0, ref terminated, cancellationToken);
+                Volatile.Write(ref _preallocate, Unplanned);
+                return;
             }
 
-            using (outputs)
-            {
-                for (int o = 0; o < outputs.Count; o++)
-                {
-                    var value = outputs[o];
-                    var info = value.GetTensorTypeAndShape();
-                    var shape = info.Shape;
-                    if (info.ElementDataType == OrtElementType.String)
-                    {
-                        sink.OnStringOutput(o, shape, value.GetStringTensorAsArray());
-                    }
-                    else
-                    {
-                        sink.OnOutput(o, FromOrt(info.ElementDataType), shape, value.GetTensorMutableRawData());
-                    }
-                }
-            }
+            RunAllocating(session, values, runOptions, sink, plan == Unverified ? context : null, rows, ref terminated, cancellationToken);
         }
         finally
         {
@@ -272,6 +331,170 @@ internal sealed class OnnxModelBackend : IModelBackend
             else
             {
                 _contexts.Add(context);
+            }
+        }
+    }
+
+    // verify: a context to check the output plan with, once the caller has its answer (null: no check).
+    private void RunAllocating(InferenceSession session, OrtValue[] values, RunOptions runOptions, IBackendOutputSink sink, RunContext? verify, long rows,
+        ref bool terminated, CancellationToken cancellationToken)
+    {
+        IDisposableReadOnlyCollection<OrtValue> outputs;
+        try
+        {
+            outputs = session.Run(runOptions, _inputNames, values, _outputNames);
+        }
+        catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+        {
+            terminated = true;
+            throw new OperationCanceledException("The run was cancelled.", cancellationToken);
+        }
+
+        using (outputs)
+        {
+            for (int o = 0; o < outputs.Count; o++)
+            {
+                var value = outputs[o];
+                var info = value.GetTensorTypeAndShape();
+                var shape = info.Shape;
+                if (info.ElementDataType == OrtElementType.String)
+                {
+                    sink.OnStringOutput(o, shape, value.GetStringTensorAsArray());
+                }
+                else
+                {
+                    sink.OnOutput(o, FromOrt(info.ElementDataType), shape, value.GetTensorMutableRawData());
+                }
+            }
+
+            if (verify is not null)
+            {
+                VerifyPlan(session, verify, rows, outputs, cancellationToken);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Checks the output plan once, on a run that already has its answer: the same inputs run again into the context's
+    /// buffers (first filled with a marker, so an output ONNX Runtime did not write cannot pass) must give the same shapes
+    /// and bytes. The plan is used from then on if they do, and never again if they do not (or ONNX Runtime refuses the
+    /// buffers); a model whose outputs vary from run to run with the same inputs therefore keeps allocating.
+    /// </summary>
+    private void VerifyPlan(InferenceSession session, RunContext context, long rows, IReadOnlyList<OrtValue> allocated, CancellationToken cancellationToken)
+    {
+        if (!PrepareOutputs(context, rows))
+        {
+            return; // too large to keep: a later run checks
+        }
+
+        for (int o = 0; o < allocated.Count; o++)
+        {
+            context.OutputBuffers[o].AsSpan(0, context.OutputBytes[o]).Fill(0xA5);
+        }
+
+        OnnxRuntimeException? refused;
+        try
+        {
+            refused = RunIntoBuffers(session, context, null, cancellationToken);
+        }
+        catch (OnnxRuntimeException)
+        {
+            return; // cancelled: a later run checks
+        }
+
+        bool same = refused is null;
+        for (int o = 0; same && o < allocated.Count; o++)
+        {
+            var info = allocated[o].GetTensorTypeAndShape();
+            same = info.Shape.AsSpan().SequenceEqual(context.OutputShapes[o])
+                && allocated[o].GetTensorMutableRawData().SequenceEqual(context.OutputBuffers[o].AsSpan(0, context.OutputBytes[o]));
+        }
+
+        Interlocked.CompareExchange(ref _preallocate, same ? Planned : Unplanned, Unverified);
+    }
+
+    /// <summary>
+    /// Sizes the context's output buffers and shapes for this run from the plan; false (ONNX Runtime allocates instead)
+    /// when an output would be larger than a context keeps.
+    /// </summary>
+    private bool PrepareOutputs(RunContext context, long rows)
+    {
+        var plan = _outputPlan!;
+        for (int o = 0; o < plan.Length; o++)
+        {
+            var dims = plan[o];
+            ref var shape = ref context.OutputShapes[o];
+            if (shape is null || shape.Length != dims.Length)
+            {
+                shape = new long[dims.Length];
+            }
+
+            long elements = 1;
+            for (int d = 0; d < dims.Length; d++)
+            {
+                shape[d] = dims[d] < 0 ? rows : dims[d];
+                elements *= shape[d];
+            }
+
+            long bytes = elements * Signature.Outputs[o].ElementType.SizeOf();
+            if (bytes > RunContext.MaxOutputBytes)
+            {
+                return false;
+            }
+
+            ref var buffer = ref context.OutputBuffers[o];
+            if (buffer is null || buffer.Length < bytes)
+            {
+                // Pinned for life (pinned object heap): ONNX Runtime writes into it without a handle per run.
+                buffer = GC.AllocateUninitializedArray<byte>((int)Math.Max(bytes, Math.Min(RunContext.MaxOutputBytes, Math.Max(64, (buffer?.Length ?? 0) * 2L))), pinned: true);
+            }
+
+            context.OutputBytes[o] = (int)bytes;
+        }
+
+        return true;
+    }
+
+    /// <summary>Runs with the context's own output buffers; returns ONNX Runtime's error instead of throwing it, so the caller can retry.</summary>
+    // sink: null for a check run, whose outputs stay in the buffers.
+    private unsafe OnnxRuntimeException? RunIntoBuffers(InferenceSession session, RunContext context, IBackendOutputSink? sink, CancellationToken cancellationToken)
+    {
+        var plan = _outputPlan!;
+        var outputs = context.OutputValues;
+        try
+        {
+            for (int o = 0; o < plan.Length; o++)
+            {
+                fixed (byte* p = context.OutputBuffers[o])
+                {
+                    // The buffer lives on the pinned object heap: the pointer stays valid after this block.
+                    outputs[o] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(Signature.Outputs[o].ElementType),
+                        context.OutputShapes[o], (IntPtr)p, context.OutputBytes[o]);
+                }
+            }
+
+            try
+            {
+                session.Run(context.Options, _inputNames, context.Values, _outputNames, outputs);
+            }
+            catch (OnnxRuntimeException ex) when (!cancellationToken.IsCancellationRequested)
+            {
+                return ex;
+            }
+
+            for (int o = 0; sink is not null && o < plan.Length; o++)
+            {
+                sink.OnOutput(o, Signature.Outputs[o].ElementType, context.OutputShapes[o], context.OutputBuffers[o].AsSpan(0, context.OutputBytes[o]));
+            }
+
+            return null;
+        }
+        finally
+        {
+            for (int o = 0; o < outputs.Length; o++)
+            {
+                outputs[o]?.Dispose();
+                outputs[o] = null;
             }
         }
     }
@@ -522,9 +745,12 @@ internal sealed class OnnxModelBackend : IModelBackend
     }
 }
 
-/// <summary>What one run needs besides its inputs: run options (for cancellation) and reusable arrays.</summary>
-internal sealed class RunContext(int inputs)
+/// <summary>What one run needs besides its inputs: run options (for cancellation) and reusable arrays and output buffers.</summary>
+internal sealed class RunContext(int inputs, int outputs)
 {
+    /// <summary>The largest output a context keeps a buffer for; a larger one is allocated by ONNX Runtime for its run.</summary>
+    public const long MaxOutputBytes = 16 * 1024 * 1024;
+
     public RunOptions Options { get; } = new();
 
     public OrtValue[] Values { get; } = new OrtValue[inputs];
@@ -532,6 +758,14 @@ internal sealed class RunContext(int inputs)
     public GCHandle[] Handles { get; } = new GCHandle[inputs];
 
     public long[][] Shapes { get; } = new long[inputs][];
+
+    public OrtValue?[] OutputValues { get; } = new OrtValue?[outputs];
+
+    public byte[][] OutputBuffers { get; } = new byte[outputs][];
+
+    public long[][] OutputShapes { get; } = new long[outputs][];
+
+    public int[] OutputBytes { get; } = new int[outputs];
 }
 
 /// <summary>The bytes or path of one ONNX model, read once and shared by its instances.</summary>
