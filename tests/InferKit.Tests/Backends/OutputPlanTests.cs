@@ -46,7 +46,7 @@ public class OutputPlanTests
         using var backend = Create(mlp.ToOnnx());
         Assert.False(backend.PreallocatesOutputs); // not checked yet
 
-        int[] sizes = [3, 1, 64, 7, 200, 2];
+        int[] sizes = [3, 1, 64, 7, 200, 2, 3, 64, 1]; // repeated sizes reuse the values kept over the buffers
         for (int i = 0; i < sizes.Length; i++)
         {
             int rows = sizes[i];

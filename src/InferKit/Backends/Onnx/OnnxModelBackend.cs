@@ -326,7 +326,7 @@ internal sealed class OnnxModelBackend : IModelBackend
 
             if (terminated || _disposed != 0)
             {
-                runOptions.Dispose();
+                context.Dispose();
             }
             else
             {
@@ -446,33 +446,61 @@ internal sealed class OnnxModelBackend : IModelBackend
             if (buffer is null || buffer.Length < bytes)
             {
                 // Pinned for life (pinned object heap): ONNX Runtime writes into it without a handle per run.
+                context.ForgetOutputValues(); // they point into the old buffer
                 buffer = GC.AllocateUninitializedArray<byte>((int)Math.Max(bytes, Math.Min(RunContext.MaxOutputBytes, Math.Max(64, (buffer?.Length ?? 0) * 2L))), pinned: true);
             }
 
             context.OutputBytes[o] = (int)bytes;
         }
 
+        context.OutputRows = rows;
         return true;
     }
 
-    /// <summary>Runs with the context's own output buffers; returns ONNX Runtime's error instead of throwing it, so the caller can retry.</summary>
-    // sink: null for a check run, whose outputs stay in the buffers.
-    private unsafe OnnxRuntimeException? RunIntoBuffers(InferenceSession session, RunContext context, IBackendOutputSink? sink, CancellationToken cancellationToken)
+    /// <summary>The output values over the context's buffers for this run's shapes: kept per row count, created once.</summary>
+    private unsafe OrtValue[] OutputValues(RunContext context, out bool kept)
     {
-        var plan = _outputPlan!;
-        var outputs = context.OutputValues;
+        if (context.OutputValueCache.TryGetValue(context.OutputRows, out var values))
+        {
+            kept = true;
+            return values;
+        }
+
+        values = new OrtValue[context.OutputBuffers.Length];
         try
         {
-            for (int o = 0; o < plan.Length; o++)
+            for (int o = 0; o < values.Length; o++)
             {
                 fixed (byte* p = context.OutputBuffers[o])
                 {
                     // The buffer lives on the pinned object heap: the pointer stays valid after this block.
-                    outputs[o] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(Signature.Outputs[o].ElementType),
+                    values[o] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(Signature.Outputs[o].ElementType),
                         context.OutputShapes[o], (IntPtr)p, context.OutputBytes[o]);
                 }
             }
+        }
+        catch
+        {
+            RunContext.DisposeAll(values);
+            throw;
+        }
 
+        kept = context.OutputValueCache.Count < RunContext.MaxKeptShapes;
+        if (kept)
+        {
+            context.OutputValueCache.Add(context.OutputRows, values);
+        }
+
+        return values;
+    }
+
+    /// <summary>Runs with the context's own output buffers; returns ONNX Runtime's error instead of throwing it, so the caller can retry.</summary>
+    // sink: null for a check run, whose outputs stay in the buffers.
+    private OnnxRuntimeException? RunIntoBuffers(InferenceSession session, RunContext context, IBackendOutputSink? sink, CancellationToken cancellationToken)
+    {
+        var outputs = OutputValues(context, out bool kept);
+        try
+        {
             try
             {
                 session.Run(context.Options, _inputNames, context.Values, _outputNames, outputs);
@@ -482,7 +510,7 @@ internal sealed class OnnxModelBackend : IModelBackend
                 return ex;
             }
 
-            for (int o = 0; sink is not null && o < plan.Length; o++)
+            for (int o = 0; sink is not null && o < outputs.Length; o++)
             {
                 sink.OnOutput(o, Signature.Outputs[o].ElementType, context.OutputShapes[o], context.OutputBuffers[o].AsSpan(0, context.OutputBytes[o]));
             }
@@ -491,10 +519,9 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
         finally
         {
-            for (int o = 0; o < outputs.Length; o++)
+            if (!kept)
             {
-                outputs[o]?.Dispose();
-                outputs[o] = null;
+                RunContext.DisposeAll(outputs);
             }
         }
     }
@@ -509,7 +536,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         DisposeSessions(_session, _lane);
         while (_contexts.TryTake(out var context))
         {
-            context.Options.Dispose();
+            context.Dispose();
         }
 
         Interlocked.Decrement(ref s_liveSessions);
@@ -745,11 +772,17 @@ internal sealed class OnnxModelBackend : IModelBackend
     }
 }
 
-/// <summary>What one run needs besides its inputs: run options (for cancellation) and reusable arrays and output buffers.</summary>
-internal sealed class RunContext(int inputs, int outputs)
+/// <summary>
+/// What one run needs besides its inputs: run options (for cancellation), reusable arrays, and output buffers with the
+/// output values over them. Used by one run at a time.
+/// </summary>
+internal sealed class RunContext(int inputs, int outputs) : IDisposable
 {
     /// <summary>The largest output a context keeps a buffer for; a larger one is allocated by ONNX Runtime for its run.</summary>
     public const long MaxOutputBytes = 16 * 1024 * 1024;
+
+    /// <summary>How many row counts a context keeps output values for; others get values for their run only.</summary>
+    public const int MaxKeptShapes = 128;
 
     public RunOptions Options { get; } = new();
 
@@ -759,13 +792,42 @@ internal sealed class RunContext(int inputs, int outputs)
 
     public long[][] Shapes { get; } = new long[inputs][];
 
-    public OrtValue?[] OutputValues { get; } = new OrtValue?[outputs];
-
     public byte[][] OutputBuffers { get; } = new byte[outputs][];
 
     public long[][] OutputShapes { get; } = new long[outputs][];
 
     public int[] OutputBytes { get; } = new int[outputs];
+
+    /// <summary>The rows of the run the output shapes and sizes were last prepared for.</summary>
+    public long OutputRows { get; set; }
+
+    /// <summary>Output values over the buffers, by row count.</summary>
+    public Dictionary<long, OrtValue[]> OutputValueCache { get; } = new();
+
+    public static void DisposeAll(OrtValue?[] values)
+    {
+        foreach (var value in values)
+        {
+            value?.Dispose();
+        }
+    }
+
+    /// <summary>Disposes the kept output values (before their buffers are replaced).</summary>
+    public void ForgetOutputValues()
+    {
+        foreach (var values in OutputValueCache.Values)
+        {
+            DisposeAll(values);
+        }
+
+        OutputValueCache.Clear();
+    }
+
+    public void Dispose()
+    {
+        ForgetOutputValues();
+        Options.Dispose();
+    }
 }
 
 /// <summary>The bytes or path of one ONNX model, read once and shared by its instances.</summary>
