@@ -38,6 +38,9 @@ internal sealed class OnnxModelBackend : IModelBackend
     /// <summary>Each output's shape for a run, -1 standing for the run's rows; null when some output's shape cannot be known before the run.</summary>
     private readonly long[][]? _outputPlan;
 
+    /// <summary>Each input's shape for a run, as <see cref="_outputPlan"/>; null when some input's shape is not fixed.</summary>
+    private readonly long[][]? _inputPlan;
+
     /// <summary>Whether runs write their outputs into buffers of their own: <see cref="Unverified"/> until one run checked the plan.</summary>
     private int _preallocate;
     private const int Unplanned = 0;
@@ -57,6 +60,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         _inputNames = signature.Inputs.Select(static i => i.Name).ToArray();
         _outputNames = signature.Outputs.Select(static o => o.Name).ToArray();
         _outputPlan = PlanOutputs(signature);
+        _inputPlan = PlanInputs(signature);
         _preallocate = _outputPlan is null ? Unplanned : Unverified;
         Interlocked.Increment(ref s_liveSessions);
     }
@@ -91,17 +95,26 @@ internal sealed class OnnxModelBackend : IModelBackend
     /// checks it (see <see cref="VerifyPlan"/>), and ONNX Runtime checks every output's shape against the buffer it is
     /// given and fails the run on a mismatch, which drops the plan.
     /// </summary>
-    internal static long[][]? PlanOutputs(ModelSignature signature)
+    internal static long[][]? PlanOutputs(ModelSignature signature) => PlanShapes(signature.Outputs, signature.IsBatchable);
+
+    /// <summary>
+    /// Each input's shape when the signature fixes it, as for outputs (see <see cref="PlanOutputs"/>). Such inputs are
+    /// copied into buffers of the backend's own, over which the input values are kept per row count, instead of being
+    /// pinned and wrapped for every run.
+    /// </summary>
+    internal static long[][]? PlanInputs(ModelSignature signature) => PlanShapes(signature.Inputs, signature.IsBatchable);
+
+    private static long[][]? PlanShapes(IReadOnlyList<TensorSpec> specs, bool batchable)
     {
-        if (signature.Outputs.Count == 0)
+        if (specs.Count == 0)
         {
             return null;
         }
 
-        var plan = new long[signature.Outputs.Count][];
+        var plan = new long[specs.Count][];
         for (int o = 0; o < plan.Length; o++)
         {
-            var spec = signature.Outputs[o];
+            var spec = specs[o];
             if (spec.ElementType.SizeOf() == 0)
             {
                 return null;
@@ -110,7 +123,7 @@ internal sealed class OnnxModelBackend : IModelBackend
             var dims = spec.Shape.ToArray();
             for (int d = 0; d < dims.Length; d++)
             {
-                if (dims[d] < 0 && !(d == 0 && signature.IsBatchable))
+                if (dims[d] < 0 && !(d == 0 && batchable))
                 {
                     return null;
                 }
@@ -262,17 +275,27 @@ internal sealed class OnnxModelBackend : IModelBackend
         {
             // First in the try: the finally below releases what this counts.
             session = ChooseSession(inputs);
-            for (int i = 0; i < inputs.Length; i++)
+            long rows = Signature.IsBatchable && inputs.Length > 0 && inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1;
+            var kept = KeptInputs(context, inputs, rows);
+            if (kept is null)
             {
-                values[i] = CreateInput(inputs[i], ref handles[i], ref context.Shapes[i]);
+                for (int i = 0; i < inputs.Length; i++)
+                {
+                    values[i] = CreateInput(inputs[i], ref handles[i], ref context.Shapes[i]);
+                }
             }
+            else
+            {
+                values = kept;
+            }
+
+            context.RunInputs = values;
 
             if (cancellationToken.CanBeCanceled)
             {
                 registration = cancellationToken.UnsafeRegister(static s => ((RunOptions)s!).Terminate = true, runOptions);
             }
 
-            long rows = Signature.IsBatchable && inputs.Length > 0 && inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1;
             int plan = _outputPlan is null ? Unplanned : Volatile.Read(ref _preallocate);
             if (plan == Planned && PrepareOutputs(context, rows))
             {
@@ -312,10 +335,11 @@ internal sealed class OnnxModelBackend : IModelBackend
 
             registration.Dispose();
             terminated |= runOptions.Terminate;
-            for (int i = 0; i < values.Length; i++)
+            context.RunInputs = null;
+            for (int i = 0; i < context.Values.Length; i++)
             {
-                values[i]?.Dispose();
-                values[i] = null!;
+                context.Values[i]?.Dispose();
+                context.Values[i] = null!;
                 if (handles[i].IsAllocated)
                 {
                     handles[i].Free();
@@ -442,13 +466,7 @@ internal sealed class OnnxModelBackend : IModelBackend
                 return false;
             }
 
-            ref var buffer = ref context.OutputBuffers[o];
-            if (buffer is null || buffer.Length < bytes)
-            {
-                // Pinned for life (pinned object heap): ONNX Runtime writes into it without a handle per run.
-                context.ForgetOutputValues(); // they point into the old buffer
-                buffer = GC.AllocateUninitializedArray<byte>((int)Math.Max(bytes, Math.Min(RunContext.MaxOutputBytes, Math.Max(64, (buffer?.Length ?? 0) * 2L))), pinned: true);
-            }
+            RunContext.EnsureBuffer(ref context.OutputBuffers[o], (int)bytes, RunContext.MaxOutputBytes, context.OutputValueCache);
 
             context.OutputBytes[o] = (int)bytes;
         }
@@ -457,25 +475,94 @@ internal sealed class OnnxModelBackend : IModelBackend
         return true;
     }
 
-    /// <summary>The output values over the context's buffers for this run's shapes: kept per row count, created once.</summary>
-    private unsafe OrtValue[] OutputValues(RunContext context, out bool kept)
+    /// <summary>
+    /// The run's inputs copied into the context's own buffers, under the values kept over them for this row count (created
+    /// the first time); null when the plan does not fix the inputs' shapes, a tensor's shape differs from it, or the
+    /// inputs are too large to keep (then each run pins and wraps them).
+    /// </summary>
+    private OrtValue[]? KeptInputs(RunContext context, ReadOnlySpan<Tensor> inputs, long rows)
     {
-        if (context.OutputValueCache.TryGetValue(context.OutputRows, out var values))
+        var plan = _inputPlan;
+        if (plan is null || inputs.Length != plan.Length)
         {
-            kept = true;
-            return values;
+            return null;
         }
 
-        values = new OrtValue[context.OutputBuffers.Length];
+        long total = 0;
+        for (int i = 0; i < plan.Length; i++)
+        {
+            var shape = inputs[i].Shape;
+            if (shape.Length != plan[i].Length || inputs[i].ElementType != Signature.Inputs[i].ElementType || inputs[i].DataObject is not Array)
+            {
+                return null;
+            }
+
+            for (int d = 0; d < shape.Length; d++)
+            {
+                if (shape[d] != (plan[i][d] < 0 ? rows : plan[i][d]))
+                {
+                    return null;
+                }
+            }
+
+            int bytes = inputs[i].RawBytes.Length;
+            if (bytes == 0)
+            {
+                return null;
+            }
+
+            total += bytes;
+        }
+
+        if (total > RunContext.MaxKeptInputBytes)
+        {
+            return null;
+        }
+
+        for (int i = 0; i < plan.Length; i++)
+        {
+            RunContext.EnsureBuffer(ref context.InputBuffers[i], inputs[i].RawBytes.Length, RunContext.MaxKeptInputBytes, context.InputValueCache);
+        }
+
+        if (!context.InputValueCache.TryGetValue(rows, out var values))
+        {
+            if (context.InputValueCache.Count >= RunContext.MaxKeptShapes)
+            {
+                return null;
+            }
+
+            var shapes = new long[plan.Length][];
+            var sizes = new int[plan.Length];
+            for (int i = 0; i < plan.Length; i++)
+            {
+                shapes[i] = inputs[i].Shape.ToArray();
+                sizes[i] = inputs[i].RawBytes.Length;
+            }
+
+            values = ValuesOver(context.InputBuffers, Signature.Inputs, shapes, sizes);
+            context.InputValueCache.Add(rows, values);
+        }
+
+        for (int i = 0; i < plan.Length; i++)
+        {
+            inputs[i].RawBytes.CopyTo(context.InputBuffers[i]);
+        }
+
+        return values;
+    }
+
+    /// <summary>One value over each pinned buffer, with the given shape and size (ONNX Runtime copies the shape).</summary>
+    private static unsafe OrtValue[] ValuesOver(byte[][] buffers, IReadOnlyList<TensorSpec> specs, long[][] shapes, int[] sizes)
+    {
+        var values = new OrtValue[buffers.Length];
         try
         {
-            for (int o = 0; o < values.Length; o++)
+            for (int i = 0; i < values.Length; i++)
             {
-                fixed (byte* p = context.OutputBuffers[o])
+                fixed (byte* p = buffers[i])
                 {
                     // The buffer lives on the pinned object heap: the pointer stays valid after this block.
-                    values[o] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(Signature.Outputs[o].ElementType),
-                        context.OutputShapes[o], (IntPtr)p, context.OutputBytes[o]);
+                    values[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, ToOrt(specs[i].ElementType), shapes[i], (IntPtr)p, sizes[i]);
                 }
             }
         }
@@ -485,6 +572,19 @@ internal sealed class OnnxModelBackend : IModelBackend
             throw;
         }
 
+        return values;
+    }
+
+    /// <summary>The output values over the context's buffers for this run's shapes: kept per row count, created once.</summary>
+    private OrtValue[] OutputValues(RunContext context, out bool kept)
+    {
+        if (context.OutputValueCache.TryGetValue(context.OutputRows, out var values))
+        {
+            kept = true;
+            return values;
+        }
+
+        values = ValuesOver(context.OutputBuffers, Signature.Outputs, context.OutputShapes, context.OutputBytes);
         kept = context.OutputValueCache.Count < RunContext.MaxKeptShapes;
         if (kept)
         {
@@ -503,7 +603,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         {
             try
             {
-                session.Run(context.Options, _inputNames, context.Values, _outputNames, outputs);
+                session.Run(context.Options, _inputNames, context.RunInputs!, _outputNames, outputs);
             }
             catch (OnnxRuntimeException ex) when (!cancellationToken.IsCancellationRequested)
             {
@@ -781,8 +881,11 @@ internal sealed class RunContext(int inputs, int outputs) : IDisposable
     /// <summary>The largest output a context keeps a buffer for; a larger one is allocated by ONNX Runtime for its run.</summary>
     public const long MaxOutputBytes = 16 * 1024 * 1024;
 
-    /// <summary>How many row counts a context keeps output values for; others get values for their run only.</summary>
+    /// <summary>How many row counts a context keeps input or output values for; others get values for their run only.</summary>
     public const int MaxKeptShapes = 128;
+
+    /// <summary>The most input bytes of one run a context copies into buffers of its own; larger inputs are pinned where they are.</summary>
+    public const long MaxKeptInputBytes = 1024 * 1024;
 
     public RunOptions Options { get; } = new();
 
@@ -791,6 +894,14 @@ internal sealed class RunContext(int inputs, int outputs) : IDisposable
     public GCHandle[] Handles { get; } = new GCHandle[inputs];
 
     public long[][] Shapes { get; } = new long[inputs][];
+
+    /// <summary>The input values of the run in progress: <see cref="Values"/> or values kept over <see cref="InputBuffers"/>.</summary>
+    public OrtValue[]? RunInputs { get; set; }
+
+    public byte[][] InputBuffers { get; } = new byte[inputs][];
+
+    /// <summary>Input values over the input buffers, by row count.</summary>
+    public Dictionary<long, OrtValue[]> InputValueCache { get; } = new();
 
     public byte[][] OutputBuffers { get; } = new byte[outputs][];
 
@@ -812,20 +923,37 @@ internal sealed class RunContext(int inputs, int outputs) : IDisposable
         }
     }
 
-    /// <summary>Disposes the kept output values (before their buffers are replaced).</summary>
-    public void ForgetOutputValues()
+    /// <summary>
+    /// Makes <paramref name="buffer"/> hold at least <paramref name="bytes"/>: a larger one, pinned for life on the pinned
+    /// object heap (ONNX Runtime reads or writes it without a handle per run), at least doubling up to <paramref name="max"/>.
+    /// The values kept over the old buffer are disposed first.
+    /// </summary>
+    public static void EnsureBuffer(ref byte[] buffer, int bytes, long max, Dictionary<long, OrtValue[]> kept)
     {
-        foreach (var values in OutputValueCache.Values)
+        if (buffer is not null && buffer.Length >= bytes)
+        {
+            return;
+        }
+
+        Forget(kept);
+        buffer = GC.AllocateUninitializedArray<byte>((int)Math.Max(bytes, Math.Min(max, Math.Max(64, (buffer?.Length ?? 0) * 2L))), pinned: true);
+    }
+
+    /// <summary>Disposes kept values and forgets them.</summary>
+    public static void Forget(Dictionary<long, OrtValue[]> kept)
+    {
+        foreach (var values in kept.Values)
         {
             DisposeAll(values);
         }
 
-        OutputValueCache.Clear();
+        kept.Clear();
     }
 
     public void Dispose()
     {
-        ForgetOutputValues();
+        Forget(InputValueCache);
+        Forget(OutputValueCache);
         Options.Dispose();
     }
 }

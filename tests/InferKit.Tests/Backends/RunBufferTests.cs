@@ -7,11 +7,11 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace InferKit.Tests.Backends;
 
 /// <summary>
-/// Output buffers of the backend's own: when the signature fixes every output's shape for a run, ONNX Runtime writes into
-/// them instead of allocating. The plan is checked on the first run and dropped whenever ONNX Runtime disagrees, so
-/// answers never depend on it.
+/// Buffers of the backend's own: when the signature fixes every output's shape for a run, ONNX Runtime writes into them
+/// instead of allocating (the plan is checked on the first run and dropped whenever ONNX Runtime disagrees, so answers
+/// never depend on it); when it fixes every input's shape, inputs are copied into buffers whose values are kept.
 /// </summary>
-public class OutputPlanTests
+public class RunBufferTests
 {
     private const double Tolerance = 1e-4;
 
@@ -37,6 +37,10 @@ public class OutputPlanTests
         // Strings have no fixed size; a dynamic first dimension that is not a batch axis is not the run's rows.
         Assert.Null(OnnxModelBackend.PlanOutputs(new ModelSignature([input], [Spec("a", TensorElementType.String, -1, 2)])));
         Assert.Null(OnnxModelBackend.PlanOutputs(batchable.WithoutBatching()));
+
+        // Inputs follow the same rule: a variable-length input (MiniLM's [batch, sequence]) is pinned where it is.
+        Assert.Equal([-1L, 4], OnnxModelBackend.PlanInputs(batchable)![0]);
+        Assert.Null(OnnxModelBackend.PlanInputs(new ModelSignature([Spec("ids", TensorElementType.Int64, -1, -1)], [Spec("a", TensorElementType.Float32, -1, 2)])));
     }
 
     [Fact]
@@ -46,7 +50,8 @@ public class OutputPlanTests
         using var backend = Create(mlp.ToOnnx());
         Assert.False(backend.PreallocatesOutputs); // not checked yet
 
-        int[] sizes = [3, 1, 64, 7, 200, 2, 3, 64, 1]; // repeated sizes reuse the values kept over the buffers
+        // Sizes seen before reuse the values kept over the buffers (those seen before the buffers last grew are made anew).
+        int[] sizes = [3, 1, 64, 7, 200, 2, 3, 64, 1, 3, 2, 64];
         for (int i = 0; i < sizes.Length; i++)
         {
             int rows = sizes[i];
@@ -64,6 +69,14 @@ public class OutputPlanTests
 
         // Every run after the checking one used the buffers, including the sizes that made them grow.
         Assert.Equal(sizes.Length - 1, backend.PreallocatedRuns);
+
+        // Inputs larger than a context keeps are pinned where they are; the answer is the same.
+        int large = (int)(RunContext.MaxKeptInputBytes / (mlp.InputSize * sizeof(float))) + 10;
+        var big = mlp.CreateInputs(large, seed: 9);
+        var bigProbabilities = mlp.Forward(big, large, out _);
+        var bigSink = new CopySink();
+        backend.Run([Tensor.Create(MlpModel.InputName, big, large, mlp.InputSize)], bigSink, CancellationToken.None);
+        OnnxTestServices.AssertClose(bigProbabilities, bigSink.Outputs[1], Tolerance, $"probabilities of {large} rows");
     }
 
     [Fact]
