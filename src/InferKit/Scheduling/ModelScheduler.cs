@@ -92,6 +92,7 @@ internal sealed class ModelScheduler : IDisposable
         _queueFullMessage = $"Model '{model}': the queue is full ({_options.MaxQueueLength} requests).";
         Padding = PaddingPlan.Create(model, signature, _options.Padding);
         Latency = new BatchLatencyModel(_options.MaxBatchSize);
+        Drain = new DrainRateModel((long)(DrainWindowSeconds * time.TimestampFrequency), time.TimestampFrequency);
         _cap = _options.Adaptive.Enabled ? Math.Clamp(_options.Adaptive.InitialBatchSize, 1, _options.MaxBatchSize) : _options.MaxBatchSize;
         _lanes = new PriorityQueue<PendingRequest, (long, long)>[Lanes];
         for (int i = 0; i < Lanes; i++)
@@ -120,6 +121,12 @@ internal sealed class ModelScheduler : IDisposable
     public PaddingPlan Padding { get; }
 
     public BatchLatencyModel Latency { get; }
+
+    /// <summary>How fast a backlog of this model version drains, measured under load (see <see cref="DrainRateModel"/>).</summary>
+    internal DrainRateModel Drain { get; }
+
+    /// <summary>The shortest span one drain-rate sample covers.</summary>
+    internal const double DrainWindowSeconds = 0.02;
 
     /// <summary>Requests waiting (not yet in a batch).</summary>
     public int QueueLength => Volatile.Read(ref _queued);
@@ -417,6 +424,7 @@ internal sealed class ModelScheduler : IDisposable
         Volatile.Write(ref _lastBatchRequests, batch.Count);
         int rows = batch.Rows;
         batch.Run();
+        Drain.Record(rows, Time.GetTimestamp(), backlogged: Volatile.Read(ref _queued) > 0);
         if (_options.Adaptive.Enabled && batch.Seconds > 0)
         {
             AdaptCap(rows, batch.Seconds);
@@ -1047,6 +1055,15 @@ internal sealed class ModelScheduler : IDisposable
         long batches = (total + cap - 1) / cap;
         double perBatch = Latency.Estimate((int)Math.Min(total, cap));
         double queueWait = Math.Ceiling(batches / (double)slots) * perBatch;
+
+        // Under load the queue drains slower than back-to-back batches would (the time between batches counts too):
+        // once a backlog was measured draining, the queue ahead takes at least as long as that rate says.
+        double drain = Drain.RowsPerSecond;
+        if (drain > 0)
+        {
+            queueWait = Math.Max(queueWait, total / drain);
+        }
+
         // With every instance busy, the running batch may have just started: count it whole.
         bool busy = !HasRoom();
         return queueWait + (busy ? perBatch : 0);

@@ -1,0 +1,101 @@
+using InferKit.Scheduling;
+using InferKit.Tests.Fakes;
+
+namespace InferKit.Tests.Scheduling;
+
+/// <summary>
+/// The drain rate: rows per second a backlog is really answered at, measured under load, and admission judging
+/// deadlines by it when it is slower than back-to-back batches.
+/// </summary>
+public class DrainRateTests
+{
+    private const long Frequency = 1_000_000; // timestamp ticks per second: one tick is a microsecond
+    private const long Window = 20_000; // 20 ms
+
+    [Fact]
+    public void A_window_counts_the_rows_completed_after_its_first_batch_and_only_while_work_stayed_queued()
+    {
+        var model = new DrainRateModel(Window, Frequency);
+        Assert.Equal(0, model.RowsPerSecond);
+
+        // 10 rows every 5 ms with work queued: 40 rows in the 20 ms after the first completion = 2,000 rows/s.
+        long t = 1_000;
+        for (int i = 0; i <= 4; i++, t += 5_000)
+        {
+            model.Record(10, t, backlogged: true);
+        }
+
+        Assert.Equal(2_000, model.RowsPerSecond, 6);
+
+        // A window in which one batch left the queue empty measures idle time, not the drain: it is not counted.
+        for (int i = 1; i <= 4; i++, t += 5_000)
+        {
+            model.Record(1, t, backlogged: i != 2);
+        }
+
+        Assert.Equal(2_000, model.RowsPerSecond, 6);
+    }
+
+    [Fact]
+    public void The_rate_is_a_cautious_one_the_mean_less_twice_the_deviation_but_at_least_a_quarter_of_the_mean()
+    {
+        var model = new DrainRateModel(Window, Frequency);
+        long t = 1_000;
+        model.Record(0, t, backlogged: true);
+
+        // Alternating windows of 2,000 and 1,000 rows/s.
+        for (int w = 0; w < 40; w++)
+        {
+            t += Window;
+            model.Record(w % 2 == 0 ? 40 : 20, t, backlogged: true);
+        }
+
+        double rate = model.RowsPerSecond;
+        Assert.InRange(rate, 250, 1_000); // no faster than the slow windows, at least a quarter of the mean (1,000 to 2,000)
+
+        // Steady windows bring it back towards their rate.
+        for (int w = 0; w < 60; w++)
+        {
+            t += Window;
+            model.Record(40, t, backlogged: true);
+        }
+
+        Assert.InRange(model.RowsPerSecond, 1_900, 2_000);
+    }
+
+    [Fact]
+    public async Task Admission_refuses_a_deadline_the_measured_drain_cannot_meet_though_back_to_back_batches_could()
+    {
+        // Batches of 1 row take 1 ms of fake time (warm-up measures it): five requests ahead would be done in about
+        // 6 ms back to back. But the backlog has been measured draining at 100 rows/s: they need about 50 ms.
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 1, computeTime: _ => TimeSpan.FromMilliseconds(1));
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        var first = await h.OccupyAsync(100);
+        var ahead = Enumerable.Range(1, 5).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
+
+        var admitted = h.Client.InferAsync("m", FakeBackend.Request(8, timeout: TimeSpan.FromMilliseconds(30))).AsTask();
+        Assert.False(admitted.IsCompleted, "queued while only the batch latency is known");
+        Assert.True(scheduler.PredictLatency(InferencePriority.Normal, 1) < 0.02);
+
+        // A backlog window of 20 ms in which 2 rows were answered: 100 rows/s (less, if a window was already open).
+        long now = h.Time.GetTimestamp();
+        long window = (long)(ModelScheduler.DrainWindowSeconds * h.Time.TimestampFrequency);
+        scheduler.Drain.Record(1, now, backlogged: true);
+        scheduler.Drain.Record(2, now + window, backlogged: true);
+        Assert.InRange(scheduler.Drain.RowsPerSecond, 1, 100);
+        Assert.True(scheduler.PredictLatency(InferencePriority.Normal, 1) >= 0.06); // 7 rows queued at 100 rows/s at most
+
+        using (var refused = await h.Client.InferAsync("m", FakeBackend.Request(9, timeout: TimeSpan.FromMilliseconds(30))))
+        {
+            Assert.Equal(InferenceStatus.Refused, refused.Status);
+            Assert.Equal(RefusalReason.DeadlineInfeasible, refused.RefusalReason);
+        }
+
+        h.Backend.Release();
+        foreach (var t in ahead.Append(first).Append(admitted))
+        {
+            using var r = await t;
+            Assert.True(r.IsSuccess, r.Message);
+        }
+    }
+}
