@@ -92,6 +92,13 @@ internal sealed class InferKitPeer : IClosedLoopPeer, IDisposable
 
     public IInferenceClient Client { get; }
 
+    /// <summary>
+    /// Whether the peer's callers let InferKit run their continuation on the thread that finished the batch
+    /// (<see cref="InferenceRequest.AllowSynchronousContinuation"/>, as the protocol endpoint does): what follows each await
+    /// here only records the answer and sends the next request.
+    /// </summary>
+    public bool SynchronousContinuations { get; set; }
+
     public Workload Workload => _workload;
 
     public IModelRegistry Registry => _services.GetRequiredService<IModelRegistry>();
@@ -187,7 +194,7 @@ internal sealed class InferKitPeer : IClosedLoopPeer, IDisposable
             long t0 = Stopwatch.GetTimestamp();
             try
             {
-                var request = new InferenceRequest(Tensor.Create(MlpModel.InputName, data, 1, width));
+                var request = new InferenceRequest(Tensor.Create(MlpModel.InputName, data, 1, width)) { AllowSynchronousContinuation = SynchronousContinuations };
                 using var response = await Client.InferAsync(Workload.ModelName, request);
                 long t1 = Stopwatch.GetTimestamp();
                 Classify(id, response, t0, t1, stats);

@@ -210,7 +210,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
             // InferKit gets earlier than the one the generator checks against, never later.
             var utc = DateTimeOffset.UtcNow;
             _call = Stopwatch.GetTimestamp();
-            var request = new InferenceRequest(_inputs) { Deadline = utc + _context.Deadline };
+            var request = new InferenceRequest(_inputs) { Deadline = utc + _context.Deadline, AllowSynchronousContinuation = _owner.Peer.SynchronousContinuations };
             _context.Stats.DispatchLag.Record(_call - _arrival);
             try
             {

@@ -90,6 +90,7 @@ internal static class Program
                 case Report.Closed1:
                 {
                     using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
+                    inferkit.SynchronousContinuations = cli.IkSyncContinuations;
                     rows.AddRange(RunClosed(scenario, 1, cli, [new NaivePeer(workload), inferkit]));
                     break;
                 }
@@ -97,6 +98,7 @@ internal static class Program
                 case Report.Closed64:
                 {
                     using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
+                    inferkit.SynchronousContinuations = cli.IkSyncContinuations;
                     // ceiling-64: raw ONNX Runtime at batch 64, the largest batch 64 closed-loop callers can fill (context
                     // for the ceiling goal, which compares with the best batch size at any size).
                     using var ceiling64 = new CeilingPeer(workload, fixedBatch: 64);
@@ -107,6 +109,7 @@ internal static class Program
                 case Report.Open2x:
                 {
                     using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
+                    inferkit.SynchronousContinuations = cli.IkSyncContinuations;
                     rows.AddRange(RunOpen(scenario, cli, workload, inferkit, notes));
                     break;
                 }
@@ -420,6 +423,10 @@ internal sealed class Cli
           --ik-lanes N         OnnxSessionSettings.Lanes: single-threaded lanes per instance (default: the
                                library's, one per core up to 4 when intra-op threads are not set)
           --ik-no-inline       Batching.AllowInlineExecution = false
+          --ik-async-continuations
+                               callers' continuations go through the thread pool (default: they run on the thread
+                               that finished the batch, InferenceRequest.AllowSynchronousContinuation, as the
+                               protocol endpoint's do)
           --ik-delay-us US     Batching.MaxQueueDelay in microseconds (default 0)
           --ik-config KEY=VALUE an ONNX Runtime session config entry for the InferKit peer (repeatable)
           --no-spin            session.intra_op.allow_spinning = 0 on every session (all peers)
@@ -459,6 +466,8 @@ internal sealed class Cli
 
     public bool IkInline { get; private set; } = true;
 
+    public bool IkSyncContinuations { get; private set; } = true;
+
     public TimeSpan IkDelay { get; private set; }
 
     public bool NoSpin { get; private set; }
@@ -491,7 +500,7 @@ internal sealed class Cli
     /// <summary>A description of the non-default InferKit settings, for the report.</summary>
     public string InferKitSettings =>
         $"inferkit: {IkInstances} instance(s) × {IkConcurrency} concurrent batch(es) or its lanes ({IkLanes?.ToString(CultureInfo.InvariantCulture) ?? "library default"}) if more, intra-op threads {IkIntraOp?.ToString(CultureInfo.InvariantCulture) ?? "default"}, MaxBatchSize {IkMaxBatch}, " +
-        $"inline {(IkInline ? "on" : "off")}, MaxQueueDelay {IkDelay.TotalMilliseconds * 1000:F0} µs, ONNX Runtime spinning {(NoSpin ? "off" : "default (on)")}, " +
+        $"inline {(IkInline ? "on" : "off")}, callers' continuations {(IkSyncContinuations ? "synchronous" : "through the thread pool")}, MaxQueueDelay {IkDelay.TotalMilliseconds * 1000:F0} µs, ONNX Runtime spinning {(NoSpin ? "off" : "default (on)")}, " +
         $"thread-pool min threads {(MinThreads?.ToString(CultureInfo.InvariantCulture) ?? "default")}" +
         (IkConfig.Count == 0 ? string.Empty : $", session config {string.Join(", ", IkConfig.Select(kv => $"{kv.Key}={kv.Value}"))}");
 
@@ -552,6 +561,9 @@ internal sealed class Cli
                     break;
                 case "--ik-no-inline":
                     cli.IkInline = false;
+                    break;
+                case "--ik-async-continuations":
+                    cli.IkSyncContinuations = false;
                     break;
                 case "--ik-delay-us":
                     cli.IkDelay = TimeSpan.FromMilliseconds(Number("--ik-delay-us", 0) / 1000);
