@@ -63,6 +63,12 @@ internal interface IOpenLoopPeer
 
     /// <summary>Creates pooled per-arrival objects up to <paramref name="count"/>, so that the pool's growth is not counted as the peer's memory.</summary>
     void Reserve(int count);
+
+    /// <summary>
+    /// Drops the pooled per-arrival objects created beyond the reserve (arrivals that waited in the thread pool longer
+    /// than the reserve covers), so that the memory measured after a run is the peer's, not the generator's backlog.
+    /// </summary>
+    void TrimToReserve();
 }
 
 /// <summary>
@@ -124,9 +130,18 @@ internal static class OpenLoop
         stats.HeapPeakMb = Math.Max(stats.HeapPeakMb ?? 0, peak);
         if (measureAfter)
         {
+            peer.TrimToReserve();
             var (heap, ws) = Memory();
             stats.HeapAfterMb = heap;
             stats.WorkingSetAfterMb = ws;
+        }
+    }
+
+    /// <summary>Drops pooled objects beyond <paramref name="keep"/>.</summary>
+    public static void Trim<T>(ConcurrentQueue<T> pool, int keep)
+    {
+        while (pool.Count > keep && pool.TryDequeue(out _))
+        {
         }
     }
 
@@ -146,6 +161,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
 {
     private readonly ConcurrentQueue<Call> _pool = new();
     private int _created;
+    private int _reserved;
 
     public string Name => peer.Name;
 
@@ -164,11 +180,14 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
     public void Reserve(int count)
     {
         var workload = peer.Workload;
+        _reserved = Math.Max(_reserved, count);
         while (Volatile.Read(ref _created) < count)
         {
             _pool.Enqueue(new Call(this, workload, Interlocked.Increment(ref _created)));
         }
     }
+
+    public void TrimToReserve() => OpenLoop.Trim(_pool, _reserved);
 
     /// <summary>
     /// One reusable request slot: its own input row and input array. Each arrival gets a new request object carrying an
@@ -316,6 +335,7 @@ internal sealed class NaiveOpenLoop(Workload workload) : IOpenLoopPeer
 {
     private readonly ConcurrentQueue<Call> _pool = new();
     private int _created;
+    private int _reserved;
 
     public string Name => "naive";
 
@@ -333,11 +353,14 @@ internal sealed class NaiveOpenLoop(Workload workload) : IOpenLoopPeer
 
     public void Reserve(int count)
     {
+        _reserved = Math.Max(_reserved, count);
         while (Volatile.Read(ref _created) < count)
         {
             _pool.Enqueue(new Call(this, Interlocked.Increment(ref _created)));
         }
     }
+
+    public void TrimToReserve() => OpenLoop.Trim(_pool, _reserved);
 
     private sealed class Call(NaiveOpenLoop owner, int id) : IThreadPoolWorkItem
     {
