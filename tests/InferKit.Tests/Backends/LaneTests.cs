@@ -49,7 +49,7 @@ public sealed class LaneTests
         => Assert.Equal(main, OnnxModelBackend.UsesMainSession(rows, inFlight));
 
     [Fact]
-    public void A_lone_small_batch_runs_on_the_main_session_a_large_one_on_a_lane_and_both_match_the_reference()
+    public void A_lone_small_batch_runs_on_the_main_session_a_large_one_or_one_soon_after_load_on_a_lane_and_all_match_the_reference()
     {
         var mlp = new MlpModel(inputSize: 16, hiddenSize: 32, classes: 4, seed: 7);
         var settings = new OnnxSessionSettings { Lanes = 2 };
@@ -61,6 +61,16 @@ public sealed class LaneTests
         Assert.Equal((1, 0), (backend.MainRuns, backend.LaneRuns));
         Check(OnnxModelBackend.LoneRunMaxRows + 8);
         Assert.Equal((1, 1), (backend.MainRuns, backend.LaneRuns));
+
+        // Right after a run that showed load, a small batch alone still takes a lane (the instance is only momentarily idle).
+        backend.LoadMemory = TimeSpan.FromHours(1);
+        Check(1);
+        Assert.Equal((1, 2), (backend.MainRuns, backend.LaneRuns));
+
+        // Once that is long enough ago, it takes the main session again.
+        backend.LoadMemory = TimeSpan.Zero;
+        Check(1);
+        Assert.Equal((2, 2), (backend.MainRuns, backend.LaneRuns));
 
         void Check(int rows)
         {

@@ -30,6 +30,8 @@ internal sealed class OnnxModelBackend : IModelBackend
     /// <summary>The single-threaded session the lanes run on (the main session itself when that is single-threaded), or null.</summary>
     private readonly InferenceSession? _lane;
     private int _running;
+    private long _lastLoad;
+    private long _loadMemory = System.Diagnostics.Stopwatch.Frequency / 500; // 2 ms
     private long _mainRuns;
     private long _laneRuns;
     private readonly string[] _inputNames;
@@ -179,6 +181,17 @@ internal sealed class OnnxModelBackend : IModelBackend
 
     /// <summary>True when a run of <paramref name="rows"/> rows, with <paramref name="inFlight"/> runs here counting itself, belongs on the main session.</summary>
     internal static bool UsesMainSession(int rows, int inFlight) => inFlight == 1 && rows <= LoneRunMaxRows;
+
+    /// <summary>
+    /// How long after a run that showed load (another run in flight, or more rows than a lone caller sends) small runs
+    /// still take a lane: under load a batch can find the instance momentarily idle, and waking the multi-threaded
+    /// session then leaves its threads spinning beside the lanes.
+    /// </summary>
+    internal TimeSpan LoadMemory
+    {
+        get => TimeSpan.FromSeconds(_loadMemory / (double)System.Diagnostics.Stopwatch.Frequency);
+        set => _loadMemory = (long)(value.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+    }
 
     /// <summary>Creates a session from model bytes or a path, applying the settings and falling back to CPU when the provider cannot load.</summary>
     // hostInstances: ONNX instances across every model of the host. Spinning intra-op threads pay only when there is
@@ -642,7 +655,10 @@ internal sealed class OnnxModelBackend : IModelBackend
         Interlocked.Decrement(ref s_liveSessions);
     }
 
-    /// <summary>The main session for a small batch that runs alone here (all its threads, lowest latency), else the lane.</summary>
+    /// <summary>
+    /// The main session for a small batch that runs alone here, with no sign of load in the last <see cref="LoadMemory"/>
+    /// (all its threads, lowest latency); else the lane.
+    /// </summary>
     private InferenceSession ChooseSession(ReadOnlySpan<Tensor> inputs)
     {
         if (_lane is null)
@@ -652,10 +668,18 @@ internal sealed class OnnxModelBackend : IModelBackend
 
         int inFlight = Interlocked.Increment(ref _running);
         long rows = inputs.Length > 0 && inputs[0].Shape.Length > 0 && Signature.IsBatchable ? inputs[0].Shape[0] : 1;
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
         if (UsesMainSession((int)Math.Min(rows, int.MaxValue), inFlight))
         {
-            Interlocked.Increment(ref _mainRuns);
-            return _session;
+            if (now - Volatile.Read(ref _lastLoad) >= _loadMemory)
+            {
+                Interlocked.Increment(ref _mainRuns);
+                return _session;
+            }
+        }
+        else
+        {
+            Volatile.Write(ref _lastLoad, now);
         }
 
         Interlocked.Increment(ref _laneRuns);
