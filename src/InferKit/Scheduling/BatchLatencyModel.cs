@@ -1,14 +1,12 @@
 namespace InferKit.Scheduling;
 
 /// <summary>
-/// Learns the latency of a batch per size and estimates sizes not yet seen by interpolation. Per size it keeps an
-/// exponentially weighted mean and mean absolute deviation, and estimates mean + 2 × deviation: deadlines are
-/// judged against a bad-but-usual batch, not an average one. Seeded by warm-up. Thread-safe; reads are lock-free.
+/// Learns the latency of a batch per size and estimates sizes not yet seen by interpolation. Per size it keeps a
+/// <see cref="SpreadEstimate"/> and estimates mean + 2 × deviation: deadlines are judged against a bad-but-usual batch,
+/// not an average one. Seeded by warm-up. Thread-safe; reads are lock-free.
 /// </summary>
 internal sealed class BatchLatencyModel
 {
-    private const double Alpha = 0.2;
-    private const double DeviationWeight = 2;
     private readonly double[] _seconds;
     private readonly double[] _mean;
     private readonly double[] _deviation;
@@ -35,18 +33,8 @@ internal sealed class BatchLatencyModel
         int i = Math.Min(rows, _seconds.Length - 1);
         lock (_gate)
         {
-            double mean = _mean[i];
-            if (mean == 0)
-            {
-                _mean[i] = seconds;
-            }
-            else
-            {
-                _deviation[i] = (_deviation[i] * (1 - Alpha)) + (Math.Abs(seconds - mean) * Alpha);
-                _mean[i] = (mean * (1 - Alpha)) + (seconds * Alpha);
-            }
-
-            Volatile.Write(ref _seconds[i], _mean[i] + (DeviationWeight * _deviation[i]));
+            SpreadEstimate.Add(ref _mean[i], ref _deviation[i], seconds);
+            Volatile.Write(ref _seconds[i], _mean[i] + (SpreadEstimate.DeviationWeight * _deviation[i]));
             HasData = true;
         }
     }

@@ -4,14 +4,12 @@ namespace InferKit.Scheduling;
 /// Learns how many rows per second a model version actually answers while work is queued: rows completed over windows
 /// of at least <c>window</c> in which every completing batch left work queued behind it. Unlike the batch latency, the
 /// rate counts what the time between batches costs under load (forming and splitting batches, answering callers, thread
-/// switches, other work on the machine), which is what a queue drains at. It keeps an exponentially weighted mean and
-/// mean absolute deviation of the windows' rates, and reports mean − 2 × deviation (at least a quarter of the mean): a
-/// bad-but-usual window, as <see cref="BatchLatencyModel"/> judges batches. Thread-safe; reads are lock-free.
+/// switches, other work on the machine), which is what a queue drains at. It keeps a <see cref="SpreadEstimate"/> of the
+/// windows' rates and reports mean − 2 × deviation (at least a quarter of the mean): a bad-but-usual window, as
+/// <see cref="BatchLatencyModel"/> judges batches. Thread-safe; reads are lock-free.
 /// </summary>
 internal sealed class DrainRateModel
 {
-    private const double Alpha = 0.2;
-    private const double DeviationWeight = 2;
     private readonly long _window;
     private readonly double _frequency;
     private readonly Lock _gate = new();
@@ -54,18 +52,8 @@ internal sealed class DrainRateModel
 
             if (_backlogged)
             {
-                double rate = _rows * _frequency / elapsed;
-                if (_mean == 0)
-                {
-                    _mean = rate;
-                }
-                else
-                {
-                    _deviation = (_deviation * (1 - Alpha)) + (Math.Abs(rate - _mean) * Alpha);
-                    _mean = (_mean * (1 - Alpha)) + (rate * Alpha);
-                }
-
-                Volatile.Write(ref _rate, Math.Max(_mean / 4, _mean - (DeviationWeight * _deviation)));
+                SpreadEstimate.Add(ref _mean, ref _deviation, _rows * _frequency / elapsed);
+                Volatile.Write(ref _rate, Math.Max(_mean / 4, _mean - (SpreadEstimate.DeviationWeight * _deviation)));
             }
 
             Restart(now, backlogged);
