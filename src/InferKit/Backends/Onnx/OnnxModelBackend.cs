@@ -278,6 +278,7 @@ internal sealed class OnnxModelBackend : IModelBackend
             context = new RunContext(inputs.Length, _outputNames.Length);
         }
 
+        long rows = Signature.IsBatchable && inputs.Length > 0 && inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1;
         var values = context.Values;
         var handles = context.Handles;
         var runOptions = context.Options;
@@ -287,8 +288,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         try
         {
             // First in the try: the finally below releases what this counts.
-            session = ChooseSession(inputs);
-            long rows = Signature.IsBatchable && inputs.Length > 0 && inputs[0].Shape.Length > 0 ? inputs[0].Shape[0] : 1;
+            session = ChooseSession(rows);
             var kept = KeptInputs(context, inputs, rows);
             if (kept is null)
             {
@@ -302,8 +302,6 @@ internal sealed class OnnxModelBackend : IModelBackend
                 values = kept;
             }
 
-            context.RunInputs = values;
-
             if (cancellationToken.CanBeCanceled)
             {
                 registration = cancellationToken.UnsafeRegister(static s => ((RunOptions)s!).Terminate = true, runOptions);
@@ -315,7 +313,7 @@ internal sealed class OnnxModelBackend : IModelBackend
                 OnnxRuntimeException? refused;
                 try
                 {
-                    refused = RunIntoBuffers(session, context, sink, cancellationToken);
+                    refused = RunIntoBuffers(session, context, values, sink, cancellationToken);
                 }
                 catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
                 {
@@ -348,7 +346,6 @@ internal sealed class OnnxModelBackend : IModelBackend
 
             registration.Dispose();
             terminated |= runOptions.Terminate;
-            context.RunInputs = null;
             for (int i = 0; i < context.Values.Length; i++)
             {
                 context.Values[i]?.Dispose();
@@ -406,7 +403,7 @@ internal sealed class OnnxModelBackend : IModelBackend
 
             if (verify is not null)
             {
-                VerifyPlan(session, verify, rows, outputs, cancellationToken);
+                VerifyPlan(session, verify, values, rows, outputs, cancellationToken);
             }
         }
     }
@@ -417,7 +414,7 @@ internal sealed class OnnxModelBackend : IModelBackend
     /// and bytes. The plan is used from then on if they do, and never again if they do not (or ONNX Runtime refuses the
     /// buffers); a model whose outputs vary from run to run with the same inputs therefore keeps allocating.
     /// </summary>
-    private void VerifyPlan(InferenceSession session, RunContext context, long rows, IReadOnlyList<OrtValue> allocated, CancellationToken cancellationToken)
+    private void VerifyPlan(InferenceSession session, RunContext context, OrtValue[] inputs, long rows, IReadOnlyList<OrtValue> allocated, CancellationToken cancellationToken)
     {
         if (!PrepareOutputs(context, rows))
         {
@@ -432,7 +429,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         OnnxRuntimeException? refused;
         try
         {
-            refused = RunIntoBuffers(session, context, null, cancellationToken);
+            refused = RunIntoBuffers(session, context, inputs, null, cancellationToken);
         }
         catch (OnnxRuntimeException)
         {
@@ -609,14 +606,14 @@ internal sealed class OnnxModelBackend : IModelBackend
 
     /// <summary>Runs with the context's own output buffers; returns ONNX Runtime's error instead of throwing it, so the caller can retry.</summary>
     // sink: null for a check run, whose outputs stay in the buffers.
-    private OnnxRuntimeException? RunIntoBuffers(InferenceSession session, RunContext context, IBackendOutputSink? sink, CancellationToken cancellationToken)
+    private OnnxRuntimeException? RunIntoBuffers(InferenceSession session, RunContext context, OrtValue[] inputs, IBackendOutputSink? sink, CancellationToken cancellationToken)
     {
         var outputs = OutputValues(context, out bool kept);
         try
         {
             try
             {
-                session.Run(context.Options, _inputNames, context.RunInputs!, _outputNames, outputs);
+                session.Run(context.Options, _inputNames, inputs, _outputNames, outputs);
             }
             catch (OnnxRuntimeException ex) when (!cancellationToken.IsCancellationRequested)
             {
@@ -659,7 +656,7 @@ internal sealed class OnnxModelBackend : IModelBackend
     /// The main session for a small batch that runs alone here, with no sign of load in the last <see cref="LoadMemory"/>
     /// (all its threads, lowest latency); else the lane.
     /// </summary>
-    private InferenceSession ChooseSession(ReadOnlySpan<Tensor> inputs)
+    private InferenceSession ChooseSession(long rows)
     {
         if (_lane is null)
         {
@@ -667,7 +664,6 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
 
         int inFlight = Interlocked.Increment(ref _running);
-        long rows = inputs.Length > 0 && inputs[0].Shape.Length > 0 && Signature.IsBatchable ? inputs[0].Shape[0] : 1;
         long now = System.Diagnostics.Stopwatch.GetTimestamp();
         if (UsesMainSession((int)Math.Min(rows, int.MaxValue), inFlight))
         {
@@ -918,9 +914,6 @@ internal sealed class RunContext(int inputs, int outputs) : IDisposable
     public GCHandle[] Handles { get; } = new GCHandle[inputs];
 
     public long[][] Shapes { get; } = new long[inputs][];
-
-    /// <summary>The input values of the run in progress: <see cref="Values"/> or values kept over <see cref="InputBuffers"/>.</summary>
-    public OrtValue[]? RunInputs { get; set; }
 
     public byte[][] InputBuffers { get; } = new byte[inputs][];
 
