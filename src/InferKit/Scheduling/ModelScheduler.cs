@@ -43,7 +43,7 @@ internal sealed class ModelScheduler : IDisposable
     private readonly ILogger _logger;
     private readonly ModelTelemetry? _telemetry;
     private readonly Lock _gate = new();
-    private readonly PriorityQueue<PendingRequest, (long Deadline, long Sequence)>[] _lanes;
+    private readonly DeadlineQueue[] _lanes;
     private readonly int[] _laneCount = new int[Lanes];
     private readonly long[] _laneRows = new long[Lanes];
     private readonly int[] _skipped = new int[Lanes];
@@ -94,10 +94,10 @@ internal sealed class ModelScheduler : IDisposable
         Latency = new BatchLatencyModel(_options.MaxBatchSize);
         Drain = new DrainRateModel((long)(DrainWindowSeconds * time.TimestampFrequency), time.TimestampFrequency);
         _cap = _options.Adaptive.Enabled ? Math.Clamp(_options.Adaptive.InitialBatchSize, 1, _options.MaxBatchSize) : _options.MaxBatchSize;
-        _lanes = new PriorityQueue<PendingRequest, (long, long)>[Lanes];
+        _lanes = new DeadlineQueue[Lanes];
         for (int i = 0; i < Lanes; i++)
         {
-            _lanes[i] = new PriorityQueue<PendingRequest, (long, long)>();
+            _lanes[i] = new DeadlineQueue();
         }
 
         _timer = time.CreateTimer(static s => ((ModelScheduler)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
@@ -234,7 +234,7 @@ internal sealed class ModelScheduler : IDisposable
             full = _queued >= _options.MaxQueueLength;
             if (!full)
             {
-                _lanes[lane].Enqueue(pending, (deadline, pending.Sequence));
+                _lanes[lane].Enqueue(pending);
                 _laneCount[lane]++;
                 _laneRows[lane] += rows;
                 _queued++;
@@ -318,7 +318,7 @@ internal sealed class ModelScheduler : IDisposable
             _draining = true;
             foreach (var lane in _lanes)
             {
-                while (lane.TryDequeue(out var r, out _))
+                while (lane.TryDequeue(out var r))
                 {
                     if (r.TryEndQueued())
                     {
@@ -758,7 +758,7 @@ internal sealed class ModelScheduler : IDisposable
 
             foreach (var r in _deferred)
             {
-                queue.Enqueue(r, (r.Deadline, r.Sequence));
+                queue.Enqueue(r);
             }
 
             _deferred.Clear();
@@ -809,7 +809,7 @@ internal sealed class ModelScheduler : IDisposable
             return;
         }
 
-        _lanes[request.Lane].Enqueue(request, (request.Deadline, request.Sequence));
+        _lanes[request.Lane].Enqueue(request);
         _laneCount[request.Lane]++;
         _laneRows[request.Lane] += request.Rows;
         _queued++;
@@ -842,7 +842,7 @@ internal sealed class ModelScheduler : IDisposable
     private PendingRequest? PeekLive(int lane)
     {
         var queue = _lanes[lane];
-        while (queue.TryPeek(out var head, out _))
+        while (queue.TryPeek(out var head))
         {
             if (head.State == PendingRequest.Queued)
             {
