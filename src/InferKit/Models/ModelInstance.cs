@@ -283,9 +283,11 @@ internal sealed class InstancePool : IDisposable
     }
 
     /// <summary>True when at least one instance is in rotation now.</summary>
-    public bool AnyAvailable()
+    public bool AnyAvailable() => AnyAvailable(_time.GetTimestamp());
+
+    /// <summary>True when at least one instance is in rotation at <paramref name="now"/> (a timestamp the caller already read).</summary>
+    public bool AnyAvailable(long now)
     {
-        long now = _time.GetTimestamp();
         foreach (var inst in Instances)
         {
             if (inst.IsAvailable(now))
@@ -314,9 +316,11 @@ internal sealed class InstancePool : IDisposable
     }
 
     /// <summary>Concurrency of the instances in rotation now.</summary>
-    public int AvailableConcurrency()
+    public int AvailableConcurrency() => AvailableConcurrency(_time.GetTimestamp());
+
+    /// <summary>Concurrency of the instances in rotation at <paramref name="now"/> (a timestamp the caller already read).</summary>
+    public int AvailableConcurrency(long now)
     {
-        long now = _time.GetTimestamp();
         int total = 0;
         foreach (var inst in Instances)
         {

@@ -49,6 +49,8 @@ internal sealed class ModelScheduler : IDisposable
     private readonly int[] _skipped = new int[Lanes];
     private readonly List<PendingRequest> _deferred = new();
     private readonly ConcurrentQueue<PendingRequest> _requestPool = new();
+    [ThreadStatic]
+    private static Tensor[]? t_scratch;
     private readonly ConcurrentQueue<Batch> _batchPool = new();
     private readonly ITimer _timer;
     private readonly IThreadPoolWorkItem _pumpItem;
@@ -155,16 +157,20 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         long now = Time.GetTimestamp();
-        var pending = Rent();
+
+        // Validated into this thread's scratch: a request refused at admission never takes a pooled request object.
+        int inputCount = Signature.Inputs.Count;
+        var scratch = TakeScratch(inputCount);
+        var ordered = scratch.AsSpan(0, inputCount);
         int rows;
         ulong mask;
         try
         {
-            rows = RequestValidator.Validate(ModelName, Signature, request, pending.Inputs, _options.Padding.MaxPaddedLength, Padding.Enabled, out mask);
+            rows = RequestValidator.Validate(ModelName, Signature, request, ordered, _options.Padding.MaxPaddedLength, Padding.Enabled, out mask);
         }
         catch
         {
-            pending.Recycle();
+            ReleaseScratch(scratch, inputCount);
             throw;
         }
 
@@ -177,41 +183,48 @@ internal sealed class ModelScheduler : IDisposable
         // Admission: refusals are answered at once, without queueing.
         if (_draining || _disposed)
         {
-            return Refuse(pending, request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.", now, activity);
+            ReleaseScratch(scratch, inputCount);
+            return Refuse(request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.", now, activity);
         }
 
         if (deadline <= now)
         {
-            pending.Recycle();
+            ReleaseScratch(scratch, inputCount);
             var expired = InferenceResponse.Expired(ModelName, request.Id, $"Model '{ModelName}': the request's deadline had already passed when it arrived.");
             _telemetry?.RequestEnded(request, now, activity, InferenceOutcome.DeadlineExceeded, expired, null);
             return new ValueTask<InferenceResponse>(expired);
         }
 
-        if (!Pool.AnyAvailable())
+        if (!Pool.AnyAvailable(now))
         {
             long back = Pool.EarliestReturn();
             TimeSpan? retry = back == 0 ? null : Time.GetElapsedTime(now, back);
-            return Refuse(pending, request, RefusalReason.NoHealthyInstance, retry, $"Model '{ModelName}': every instance is out of rotation after repeated failures.", now, activity);
+            ReleaseScratch(scratch, inputCount);
+            return Refuse(request, RefusalReason.NoHealthyInstance, retry, $"Model '{ModelName}': every instance is out of rotation after repeated failures.", now, activity);
         }
 
         if (Volatile.Read(ref _queued) >= _options.MaxQueueLength)
         {
-            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
+            ReleaseScratch(scratch, inputCount);
+            return Refuse(request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
         }
 
         if (deadline != long.MaxValue && _options.RefuseInfeasibleDeadlines && Latency.HasData)
         {
-            double wait = EstimateWait(lane, rows);
+            double wait = EstimateWait(lane, rows, now);
             double remaining = (deadline - now - _deliveryMargin) / (double)Time.TimestampFrequency;
             if (wait > remaining)
             {
-                return Refuse(pending, request, InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
+                ReleaseScratch(scratch, inputCount);
+                return Refuse(request, InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
                     static (r, away, needs) => $"Model '{r.Model}': the deadline ({away:F1} ms away) cannot be met; the queue ahead needs about {needs:F1} ms.",
                     remaining * 1000, wait * 1000), now, activity);
             }
         }
 
+        var pending = Rent();
+        ordered.CopyTo(pending.Inputs);
+        ReleaseScratch(scratch, inputCount);
         pending.Init(request, rows, mask, lane, deadline, now, Interlocked.Increment(ref _sequence), cancellationToken);
         pending.Activity = activity;
         // Concurrent traffic: other requests in flight, or the last batch carried several. Then a request queues so it
@@ -249,7 +262,8 @@ internal sealed class ModelScheduler : IDisposable
         {
             EndActive();
             pending.Activity = null;
-            return Refuse(pending, request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
+            pending.Recycle();
+            return Refuse(request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
         }
 
         if (cancellationToken.CanBeCanceled)
@@ -640,9 +654,10 @@ internal sealed class ModelScheduler : IDisposable
         }
     }
 
-    private bool HasRoom()
+    private bool HasRoom() => HasRoom(Time.GetTimestamp());
+
+    private bool HasRoom(long now)
     {
-        long now = Time.GetTimestamp();
         foreach (var i in Pool.Instances)
         {
             if (i.Outstanding < i.MaxConcurrency && i.IsAvailable(now))
@@ -989,13 +1004,12 @@ internal sealed class ModelScheduler : IDisposable
         }
     }
 
-    private ValueTask<InferenceResponse> Refuse(PendingRequest pending, InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message, long admitted, Activity? activity)
-        => Refuse(pending, request, InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message), admitted, activity);
+    private ValueTask<InferenceResponse> Refuse(InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message, long admitted, Activity? activity)
+        => Refuse(request, InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message), admitted, activity);
 
     /// <summary>Answers a request refused at admission with <paramref name="response"/>: counted, traced, answered at once.</summary>
-    private ValueTask<InferenceResponse> Refuse(PendingRequest pending, InferenceRequest request, InferenceResponse response, long admitted, Activity? activity)
+    private ValueTask<InferenceResponse> Refuse(InferenceRequest request, InferenceResponse response, long admitted, Activity? activity)
     {
-        pending.Recycle();
         CountRefusal(response.RefusalReason);
         _telemetry?.RequestEnded(request, admitted, activity, InferenceOutcome.Refused, response, null);
         return new ValueTask<InferenceResponse>(response);
@@ -1037,11 +1051,12 @@ internal sealed class ModelScheduler : IDisposable
             return null;
         }
 
-        return EstimateWait(Math.Clamp((int)priority, 0, Lanes - 1), rows);
+        return EstimateWait(Math.Clamp((int)priority, 0, Lanes - 1), rows, Time.GetTimestamp());
     }
 
     /// <summary>Seconds until a new request at <paramref name="lane"/> with <paramref name="rows"/> rows would be answered.</summary>
-    private double EstimateWait(int lane, int rows)
+    // now: the caller's timestamp, read a moment ago (admission reads the clock once).
+    private double EstimateWait(int lane, int rows, long now)
     {
         long ahead = 0;
         for (int l = lane; l < Lanes; l++)
@@ -1050,7 +1065,7 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         int cap = _batchable ? Math.Max(1, Volatile.Read(ref _cap)) : 1;
-        int slots = Math.Max(1, Pool.AvailableConcurrency());
+        int slots = Math.Max(1, Pool.AvailableConcurrency(now));
         long total = ahead + rows;
         long batches = (total + cap - 1) / cap;
         double perBatch = Latency.Estimate((int)Math.Min(total, cap));
@@ -1065,7 +1080,7 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         // With every instance busy, the running batch may have just started: count it whole.
-        bool busy = !HasRoom();
+        bool busy = !HasRoom(now);
         return queueWait + (busy ? perBatch : 0);
     }
 
@@ -1110,6 +1125,29 @@ internal sealed class ModelScheduler : IDisposable
         {
             Volatile.Write(ref _cap, cap + 1);
         }
+    }
+
+    /// <summary>
+    /// This thread's scratch for a request's inputs in signature order, taken until <see cref="ReleaseScratch"/> (a call
+    /// nested in between, from a listener's callback, gets its own).
+    /// </summary>
+    private static Tensor[] TakeScratch(int count)
+    {
+        var scratch = t_scratch;
+        if (scratch is null || scratch.Length < count)
+        {
+            return new Tensor[Math.Max(count, 4)];
+        }
+
+        t_scratch = null;
+        return scratch;
+    }
+
+    /// <summary>Clears the scratch (it never keeps a request's tensors alive) and gives it back to this thread.</summary>
+    private static void ReleaseScratch(Tensor[] scratch, int count)
+    {
+        scratch.AsSpan(0, count).Clear();
+        t_scratch = scratch;
     }
 
     private PendingRequest Rent() => _requestPool.TryDequeue(out var r) ? r : new PendingRequest(this, Signature.Inputs.Count);
