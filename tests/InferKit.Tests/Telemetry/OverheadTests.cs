@@ -54,13 +54,28 @@ public sealed class OverheadTests
 
         AllocatedBy(plain, request, 200);
         AllocatedBy(metered, request, 200);
-        long seenBefore = Interlocked.Read(ref seen);
-        long baseline = AllocatedBy(plain, request, 1000);
-        long observed = AllocatedBy(metered, request, 1000);
 
-        // Four measurements a call (duration, queue wait, compute, batch size), each with its tags.
-        Assert.Equal(4000, Interlocked.Read(ref seen) - seenBefore);
-        Assert.Equal(baseline, observed);
+        // A one-off allocation on this thread (the runtime tiering up a method mid-loop on a busy machine) can land in
+        // either loop, so up to three attempts are made; an allocation per call (at least 24 bytes, 1,000 times) would
+        // show in every attempt.
+        var attempts = new List<(long Baseline, long Observed)>();
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            long seenBefore = Interlocked.Read(ref seen);
+            long baseline = AllocatedBy(plain, request, 1000);
+            long observed = AllocatedBy(metered, request, 1000);
+
+            // Four measurements a call (duration, queue wait, compute, batch size), each with its tags.
+            Assert.Equal(4000, Interlocked.Read(ref seen) - seenBefore);
+            attempts.Add((baseline, observed));
+            if (baseline == observed)
+            {
+                break;
+            }
+        }
+
+        Assert.True(attempts[^1].Baseline == attempts[^1].Observed,
+            $"Recording allocated beyond the unobserved path in every attempt (bytes for 1,000 calls, unobserved vs observed): {string.Join("; ", attempts)}.");
     }
 
     /// <summary>y = 2x for "x" float [batch, 2], into a reused buffer: allocates nothing itself.</summary>
