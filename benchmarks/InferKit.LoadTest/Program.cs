@@ -82,6 +82,7 @@ internal static class Program
         foreach (var scenario in scenarios)
         {
             string loadBefore = LoadAverage();
+            var cpuBefore = CpuTimes.Read();
             var scenarioStart = Stopwatch.GetTimestamp();
             Console.WriteLine();
             Console.WriteLine($"== {scenario} (load average {loadBefore})");
@@ -127,7 +128,7 @@ internal static class Program
                     break;
             }
 
-            notes.Add($"{scenario}: load average {loadBefore} before, {LoadAverage()} after; took {Stopwatch.GetElapsedTime(scenarioStart).TotalSeconds:F0} s.");
+            notes.Add($"{scenario}: load average {loadBefore} before, {LoadAverage()} after; took {Stopwatch.GetElapsedTime(scenarioStart).TotalSeconds:F0} s; {CpuTimes.StolenText(cpuBefore, CpuTimes.Read())}.");
         }
 
         notes.Add(cli.InferKitSettings + ".");

@@ -105,15 +105,23 @@ done
 
 # Per-round results, one line per run: peer req/s p50 p90 p99 errors. The table shows each peer's median round,
 # which a burst of noise from another process in one round does not move.
+# On a virtual machine the hypervisor may run other guests on these cores: the share of CPU time stolen during each
+# run (the steal column of /proc/stat, 0 where it is not reported) says how far a round's numbers can be trusted.
+cpu_times() { awk '/^cpu / { t = 0; for (i = 2; i <= 9 && i <= NF; i++) t += $i; print t, ($9 == "" ? 0 : $9); exit }' /proc/stat 2>/dev/null || echo "0 0"; }
+steal_pct() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { printf "%.1f", (c > a) ? 100 * (d - b) / (c - a) : 0 }'; }
 : >"$work/rounds.txt"
+read -r total0 steal0 <<<"$(cpu_times)"
 for round in $(seq 1 "$ROUNDS"); do
   for p in "${peers[@]}"; do
+    read -r t0 s0 <<<"$(cpu_times)"
     line="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$work/post.lua" "$base${path[$p]}" | grep '^RESULT')"
+    read -r t1 s1 <<<"$(cpu_times)"
     read -r _ r l50 l90 l99 bad sock <<<"$line"
-    echo "round $round  $p: $r req/s, p50 $l50 ms, p90 $l90 ms, p99 $l99 ms, non-2xx $bad, socket errors $sock"
+    echo "round $round  $p: $r req/s, p50 $l50 ms, p90 $l90 ms, p99 $l99 ms, non-2xx $bad, socket errors $sock, CPU stolen $(steal_pct "$t0" "$s0" "$t1" "$s1")%"
     echo "$p $r $l50 $l90 $l99 $((bad + sock))" >>"$work/rounds.txt"
   done
 done
+read -r total1 steal1 <<<"$(cpu_times)"
 
 # median PEER COLUMN (2 req/s, 3 p50, 4 p90, 5 p99); errors are summed.
 median() { awk -v p="$1" -v c="$2" '$1 == p { print $c }' "$work/rounds.txt" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -146,4 +154,5 @@ p99_goal="$(awk -v r="$p99_vs_naive" 'BEGIN{print (r<1)?"met":"NOT met"}')"
   echo
   echo "- InferKit vs naive session.Run: ${vs_naive}× throughput (goal ≥ 1.3×: $(goal "$vs_naive" 1.3)); p99 ${p99_vs_naive}× naive's, median rounds $ik99 ms vs $nv99 ms (goal lower: $p99_goal)"
   echo "- InferKit vs the constant endpoint (HTTP ceiling): ${vs_constant}× throughput (goal ≥ 0.7×: $(goal "$vs_constant" 0.7))"
+  echo "- CPU time stolen by the hypervisor over the measured rounds: $(steal_pct "$total0" "$steal0" "$total1" "$steal1")% (per run above)"
 } | tee "$out/http.md"
