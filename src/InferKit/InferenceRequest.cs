@@ -42,7 +42,11 @@ public sealed class InferenceRequest
     /// <summary>A caller-chosen id, echoed in the response and in telemetry.</summary>
     public string? Id { get; init; }
 
-    /// <summary>How long the caller will wait, counted from admission. Overrides the model's default timeout.</summary>
+    /// <summary>
+    /// How long the caller will wait, counted from admission. Overrides the model's default timeout;
+    /// <see cref="System.Threading.Timeout.InfiniteTimeSpan"/> means no timeout at all. Any other negative value is
+    /// refused with <see cref="InvalidInferenceRequestException"/>; one too long for the clock means no deadline.
+    /// </summary>
     public TimeSpan? Timeout { get; init; }
 
     /// <summary>An absolute deadline. When both this and <see cref="Timeout"/> are set, the earlier wins.</summary>

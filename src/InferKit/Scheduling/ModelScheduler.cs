@@ -924,11 +924,20 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         _timerDue = due;
-        // Timers count whole milliseconds: round a sub-millisecond wait up rather than let it fire at once and spin.
-        long ticks = Math.Max(0, due - now);
-        double ms = ticks * 1000.0 / Time.TimestampFrequency;
-        var delay = ms <= 0 ? TimeSpan.Zero : TimeSpan.FromMilliseconds(Math.Ceiling(ms));
-        _timer.Change(delay, Timeout.InfiniteTimeSpan);
+        _timer.Change(TimerDelay(due - now, Time.TimestampFrequency), Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>The longest a timer is set for: a later due time is re-armed when it fires (timers refuse about 49.7 days and more).</summary>
+    internal static readonly TimeSpan MaxTimerDelay = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// The timer delay for a due time <paramref name="ticks"/> away. Timers count whole milliseconds: a sub-millisecond
+    /// wait is rounded up rather than let it fire at once and spin; a distant one is capped at <see cref="MaxTimerDelay"/>.
+    /// </summary>
+    internal static TimeSpan TimerDelay(long ticks, long frequency)
+    {
+        double ms = Math.Max(0, ticks) * 1000.0 / frequency;
+        return ms <= 0 ? TimeSpan.Zero : ms >= MaxTimerDelay.TotalMilliseconds ? MaxTimerDelay : TimeSpan.FromMilliseconds(Math.Ceiling(ms));
     }
 
     private void OnCancelled(PendingRequest request)
@@ -1022,19 +1031,21 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>Refusals so far by reason (for aggregate logging and tests).</summary>
     internal long RefusalCount(RefusalReason reason) => _telemetry?.RefusalCount(reason) ?? 0;
 
+    // The request's timeout was checked by the validator (negative only as Timeout.InfiniteTimeSpan: no timeout, not
+    // even the default). long.MaxValue: no deadline.
     private long DeadlineOf(InferenceRequest request, long now)
     {
         long deadline = long.MaxValue;
-        var timeout = request.Timeout ?? (request.Deadline is null ? _options.DefaultTimeout : null);
+        var timeout = RequestTimeouts.Finite(request) ?? (request.Deadline is null && !RequestTimeouts.IsInfinite(request) ? _options.DefaultTimeout : null);
         if (timeout is TimeSpan t)
         {
-            deadline = now + (long)(t.TotalSeconds * Time.TimestampFrequency);
+            deadline = RequestTimeouts.After(now, t, Time.TimestampFrequency);
         }
 
         if (request.Deadline is DateTimeOffset d)
         {
             var remaining = d - Time.GetUtcNow();
-            deadline = Math.Min(deadline, now + (long)(remaining.TotalSeconds * Time.TimestampFrequency));
+            deadline = Math.Min(deadline, RequestTimeouts.After(now, remaining, Time.TimestampFrequency));
         }
 
         return deadline;

@@ -102,6 +102,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
 
     public async ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {
+        RequestTimeouts.Check(Name, request);
         DateTimeOffset? deadline = Deadline(request);
         int rows = RowOps.RowsOf(request);
         var stageResponses = new List<InferenceResponse>(_stages.Length);
@@ -308,9 +309,9 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
     private DateTimeOffset? Deadline(InferenceRequest request)
     {
         DateTimeOffset? deadline = request.Deadline;
-        if (request.Timeout is TimeSpan t)
+        if (RequestTimeouts.Finite(request) is TimeSpan t)
         {
-            var fromTimeout = time.GetUtcNow() + t;
+            var fromTimeout = RequestTimeouts.After(time.GetUtcNow(), t);
             deadline = deadline is null || fromTimeout < deadline ? fromTimeout : deadline;
         }
 
@@ -342,15 +343,17 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
 
     public async ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {
+        RequestTimeouts.Check(Name, request);
         var now = time.GetUtcNow();
         var deadline = request.Deadline;
-        var budget = request.Timeout ?? (deadline is null ? options.DefaultBudget : null);
-        if (budget is TimeSpan b && (deadline is null || now + b < deadline))
+        var budget = RequestTimeouts.Finite(request) ?? (deadline is null && !RequestTimeouts.IsInfinite(request) ? options.DefaultBudget : null);
+        if (budget is TimeSpan b && (deadline is null || RequestTimeouts.After(now, b) < deadline))
         {
-            deadline = now + b;
+            deadline = RequestTimeouts.After(now, b);
         }
 
-        double remaining = Math.Max(0, (deadline!.Value - now).TotalSeconds);
+        // No deadline at all (an infinite timeout): every variant has time, the most accurate is chosen.
+        double remaining = deadline is DateTimeOffset d ? Math.Max(0, (d - now).TotalSeconds) : double.PositiveInfinity;
         int chosen = Choose(request, remaining);
         var routed = new InferenceRequest(request.InputArray)
         {

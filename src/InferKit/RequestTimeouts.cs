@@ -1,0 +1,45 @@
+namespace InferKit;
+
+/// <summary>
+/// How a request's <see cref="InferenceRequest.Timeout"/> reads: <see cref="Timeout.InfiniteTimeSpan"/> (the .NET
+/// convention) asks for no timeout, not even a model's default; any other negative value is bad input; a timeout too
+/// long for a clock saturates at "never" instead of wrapping around into the past.
+/// </summary>
+internal static class RequestTimeouts
+{
+    /// <summary>Throws when the request's timeout is negative and not <see cref="Timeout.InfiniteTimeSpan"/>.</summary>
+    /// <exception cref="InvalidInferenceRequestException">Naming the model and the value.</exception>
+    public static void Check(string model, InferenceRequest request)
+    {
+        if (request.Timeout is TimeSpan t && t < TimeSpan.Zero && t != Timeout.InfiniteTimeSpan)
+        {
+            throw new InvalidInferenceRequestException(model, null,
+                $"Model '{model}': the request's timeout must not be negative (was {t}); use Timeout.InfiniteTimeSpan for no timeout.");
+        }
+    }
+
+    /// <summary>True when the request asks for no timeout at all (<see cref="Timeout.InfiniteTimeSpan"/>).</summary>
+    public static bool IsInfinite(InferenceRequest request) => request.Timeout == Timeout.InfiniteTimeSpan;
+
+    /// <summary>The request's own finite timeout, or null (none given, or infinite).</summary>
+    public static TimeSpan? Finite(InferenceRequest request) => IsInfinite(request) ? null : request.Timeout;
+
+    /// <summary><paramref name="now"/> + <paramref name="span"/>, or <see cref="DateTimeOffset.MaxValue"/> past it.</summary>
+    public static DateTimeOffset After(DateTimeOffset now, TimeSpan span)
+        => span >= DateTimeOffset.MaxValue - now ? DateTimeOffset.MaxValue : now + span;
+
+    /// <summary>
+    /// The timestamp <paramref name="span"/> after <paramref name="now"/> on a clock of <paramref name="frequency"/>
+    /// ticks per second: <see cref="long.MaxValue"/> (never) when it would not fit.
+    /// </summary>
+    public static long After(long now, TimeSpan span, long frequency)
+    {
+        double ticks = span.TotalSeconds * frequency;
+        if (ticks >= (double)(long.MaxValue - now))
+        {
+            return long.MaxValue;
+        }
+
+        return ticks <= (double)(long.MinValue + Math.Max(0, now)) ? long.MinValue : now + (long)ticks;
+    }
+}
