@@ -1,8 +1,5 @@
-using InferKit.Models;
 using InferKit.Scheduling;
 using InferKit.Tests.Fakes;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Time.Testing;
 
 namespace InferKit.Tests.Scheduling;
 
@@ -107,52 +104,5 @@ public sealed class TimeoutTests
         // A timer from the system clock accepts the cap.
         using var timer = TimeProvider.System.CreateTimer(static _ => { }, null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         Assert.True(timer.Change(ModelScheduler.MaxTimerDelay, Timeout.InfiniteTimeSpan));
-    }
-
-    [Fact]
-    public async Task An_adaptive_model_given_no_timeout_at_all_picks_its_most_accurate_variant()
-    {
-        var time = new FakeTimeProvider();
-        var large = new FakeBackend("large", time: time, computeTime: _ => TimeSpan.FromMilliseconds(300));
-        var small = new FakeBackend("small", time: time, computeTime: _ => TimeSpan.FromMilliseconds(3));
-        var services = new ServiceCollection();
-        services.AddSingleton<TimeProvider>(time);
-        services.AddInferKit()
-            .AddModel("large", _ => large, o => o.Batching.MaxBatchSize = 1)
-            .AddModel("small", _ => small, o => o.Batching.MaxBatchSize = 1)
-            .AddAdaptiveModel("auto", a =>
-            {
-                a.Variants.Add("large");
-                a.Variants.Add("small");
-                a.DefaultBudget = TimeSpan.FromMilliseconds(50);
-            });
-        await using var provider = services.BuildServiceProvider();
-        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
-        var client = provider.GetRequiredService<IInferenceClient>();
-
-        // Each variant runs once, so that its latency is known.
-        foreach (var variant in new[] { "large", "small" })
-        {
-            using var warm = await client.InferAsync(variant, FakeBackend.Request(9));
-            Assert.True(warm.IsSuccess, warm.Message);
-        }
-
-        // The default 50 ms budget cannot fit large's 300 ms: small answers.
-        using (var r = await client.InferAsync("auto", FakeBackend.Request(1)))
-        {
-            Assert.True(r.IsSuccess, r.Message);
-            Assert.Equal("small", r.AnsweredBy);
-        }
-
-        // No timeout at all, and the largest one: large answers.
-        foreach (var timeout in new[] { Timeout.InfiniteTimeSpan, TimeSpan.MaxValue })
-        {
-            using var r = await client.InferAsync("auto", FakeBackend.Request(2, timeout: timeout));
-            Assert.True(r.IsSuccess, r.Message);
-            Assert.Equal("large", r.AnsweredBy);
-        }
-
-        await Assert.ThrowsAsync<InvalidInferenceRequestException>(
-            async () => await client.InferAsync("auto", FakeBackend.Request(3, timeout: TimeSpan.FromMilliseconds(-5))));
     }
 }

@@ -10,23 +10,8 @@ public sealed class AdaptiveTests
     [Fact]
     public async Task The_most_accurate_variant_serves_while_it_meets_the_deadline_and_a_faster_one_takes_over_under_load()
     {
-        var time = new FakeTimeProvider();
-        var large = new FakeBackend("large", time: time, computeTime: _ => TimeSpan.FromMilliseconds(30));
-        var small = new FakeBackend("small", time: time, computeTime: _ => TimeSpan.FromMilliseconds(3));
-        var services = new ServiceCollection();
-        services.AddSingleton<TimeProvider>(time);
-        services.AddInferKit()
-            .AddModel("large", _ => large, o => o.Batching.MaxBatchSize = 1)
-            .AddModel("small", _ => small, o => o.Batching.MaxBatchSize = 1)
-            .AddAdaptiveModel("auto", a =>
-            {
-                a.Variants.Add("large");
-                a.Variants.Add("small");
-                a.DefaultBudget = TimeSpan.FromMilliseconds(50);
-            });
-        await using var provider = services.BuildServiceProvider();
-        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
-        var client = provider.GetRequiredService<IInferenceClient>();
+        var (provider, client, large) = await CreateAsync(TimeSpan.FromMilliseconds(30));
+        await using var owned = provider;
 
         // Idle: large's predicted 30 ms fits 80% of 50 ms.
         using (var r = await client.InferAsync("auto", FakeBackend.Request(1)))
@@ -70,5 +55,59 @@ public sealed class AdaptiveTests
         {
             Assert.Equal("large", r.AnsweredBy);
         }
+    }
+
+    [Fact]
+    public async Task Given_no_timeout_at_all_the_most_accurate_variant_serves_and_a_negative_timeout_is_refused()
+    {
+        var (provider, client, _) = await CreateAsync(TimeSpan.FromMilliseconds(300));
+        await using var owned = provider;
+
+        // Each variant runs once, so that its latency is known.
+        foreach (var variant in new[] { "large", "small" })
+        {
+            using var warm = await client.InferAsync(variant, FakeBackend.Request(9));
+            Assert.True(warm.IsSuccess, warm.Message);
+        }
+
+        // The default 50 ms budget cannot fit large's 300 ms: small answers.
+        using (var r = await client.InferAsync("auto", FakeBackend.Request(1)))
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("small", r.AnsweredBy);
+        }
+
+        // No timeout at all (Timeout.InfiniteTimeSpan), and the largest one: large answers.
+        foreach (var timeout in new[] { Timeout.InfiniteTimeSpan, TimeSpan.MaxValue })
+        {
+            using var r = await client.InferAsync("auto", FakeBackend.Request(2, timeout: timeout));
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("large", r.AnsweredBy);
+        }
+
+        await Assert.ThrowsAsync<InvalidInferenceRequestException>(
+            async () => await client.InferAsync("auto", FakeBackend.Request(3, timeout: TimeSpan.FromMilliseconds(-5))));
+    }
+
+    /// <summary>"auto" over "large" (<paramref name="largeCompute"/> a run) and "small" (3 ms), a 50 ms default budget, on fake time.</summary>
+    private static async Task<(ServiceProvider Provider, IInferenceClient Client, FakeBackend Large)> CreateAsync(TimeSpan largeCompute)
+    {
+        var time = new FakeTimeProvider();
+        var large = new FakeBackend("large", time: time, computeTime: _ => largeCompute);
+        var small = new FakeBackend("small", time: time, computeTime: _ => TimeSpan.FromMilliseconds(3));
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit()
+            .AddModel("large", _ => large, o => o.Batching.MaxBatchSize = 1)
+            .AddModel("small", _ => small, o => o.Batching.MaxBatchSize = 1)
+            .AddAdaptiveModel("auto", a =>
+            {
+                a.Variants.Add("large");
+                a.Variants.Add("small");
+                a.DefaultBudget = TimeSpan.FromMilliseconds(50);
+            });
+        var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        return (provider, provider.GetRequiredService<IInferenceClient>(), large);
     }
 }
