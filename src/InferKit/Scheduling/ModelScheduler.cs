@@ -1036,16 +1036,16 @@ internal sealed class ModelScheduler : IDisposable
     private long DeadlineOf(InferenceRequest request, long now)
     {
         long deadline = long.MaxValue;
-        var timeout = RequestTimeouts.Finite(request) ?? (request.Deadline is null && !RequestTimeouts.IsInfinite(request) ? _options.DefaultTimeout : null);
+        var timeout = RequestChecks.Finite(request) ?? (request.Deadline is null && !RequestChecks.IsInfinite(request) ? _options.DefaultTimeout : null);
         if (timeout is TimeSpan t)
         {
-            deadline = RequestTimeouts.After(now, t, Time.TimestampFrequency);
+            deadline = RequestChecks.After(now, t, Time.TimestampFrequency);
         }
 
         if (request.Deadline is DateTimeOffset d)
         {
             var remaining = d - Time.GetUtcNow();
-            deadline = Math.Min(deadline, RequestTimeouts.After(now, remaining, Time.TimestampFrequency));
+            deadline = Math.Min(deadline, RequestChecks.After(now, remaining, Time.TimestampFrequency));
         }
 
         return deadline;

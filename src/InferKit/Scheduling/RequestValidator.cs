@@ -13,7 +13,7 @@ internal static class RequestValidator
     /// <exception cref="InvalidInferenceRequestException">What was wrong, naming the model, the input, what was expected and what came.</exception>
     public static int Validate(string model, ModelSignature signature, InferenceRequest request, Span<Tensor> ordered, int maxPaddedLength, bool padding, out ulong outputMask)
     {
-        RequestTimeouts.Check(model, request);
+        RequestChecks.Check(model, request);
         var specs = signature.Inputs;
         var inputs = request.InputArray;
         ordered.Clear();

@@ -102,7 +102,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
 
     public async ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {
-        RequestTimeouts.Check(Name, request);
+        RequestChecks.Check(Name, request);
         DateTimeOffset? deadline = Deadline(request);
         int rows = RowOps.RowsOf(request);
         var stageResponses = new List<InferenceResponse>(_stages.Length);
@@ -309,9 +309,9 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
     private DateTimeOffset? Deadline(InferenceRequest request)
     {
         DateTimeOffset? deadline = request.Deadline;
-        if (RequestTimeouts.Finite(request) is TimeSpan t)
+        if (RequestChecks.Finite(request) is TimeSpan t)
         {
-            var fromTimeout = RequestTimeouts.After(time.GetUtcNow(), t);
+            var fromTimeout = RequestChecks.After(time.GetUtcNow(), t);
             deadline = deadline is null || fromTimeout < deadline ? fromTimeout : deadline;
         }
 
@@ -343,13 +343,13 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
 
     public async ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {
-        RequestTimeouts.Check(Name, request);
+        RequestChecks.Check(Name, request);
         var now = time.GetUtcNow();
         var deadline = request.Deadline;
-        var budget = RequestTimeouts.Finite(request) ?? (deadline is null && !RequestTimeouts.IsInfinite(request) ? options.DefaultBudget : null);
-        if (budget is TimeSpan b && (deadline is null || RequestTimeouts.After(now, b) < deadline))
+        var budget = RequestChecks.Finite(request) ?? (deadline is null && !RequestChecks.IsInfinite(request) ? options.DefaultBudget : null);
+        if (budget is TimeSpan b && (deadline is null || RequestChecks.After(now, b) < deadline))
         {
-            deadline = RequestTimeouts.After(now, b);
+            deadline = RequestChecks.After(now, b);
         }
 
         // No deadline at all (an infinite timeout): every variant has time, the most accurate is chosen.

@@ -5,7 +5,8 @@ namespace InferKit.Tests.Scheduling;
 
 /// <summary>
 /// What a request's timeout means at its edges: Timeout.InfiniteTimeSpan is "no timeout" (not "already late"), a
-/// timeout too long for the clock is "never", and another negative one is refused as bad input.
+/// timeout too long for the clock is "never", and another negative one is refused as bad input, as is a priority
+/// outside the enum.
 /// </summary>
 public sealed class TimeoutTests
 {
@@ -76,18 +77,30 @@ public sealed class TimeoutTests
     }
 
     [Fact]
+    public async Task A_priority_that_is_not_an_InferencePriority_is_refused_as_bad_input()
+    {
+        await using var h = await Harness.CreateAsync();
+        var error = await Assert.ThrowsAsync<InvalidInferenceRequestException>(
+            async () => await h.Client.InferAsync("m", FakeBackend.Request(1, priority: (InferencePriority)7)));
+        Assert.Contains("Model 'm': the request's priority must be Low, Normal, High or Critical (was 7)", error.Message, StringComparison.Ordinal);
+
+        using var r = await h.Client.InferAsync("m", FakeBackend.Request(2, InferencePriority.Critical));
+        Assert.True(r.IsSuccess, r.Message);
+    }
+
+    [Fact]
     public void Deadlines_past_the_end_of_either_clock_saturate_at_never()
     {
         const long Frequency = 1_000_000_000; // Stopwatch ticks per second on Linux
         long now = 5_000_000_000_000;
-        Assert.Equal(long.MaxValue, RequestTimeouts.After(now, TimeSpan.MaxValue, Frequency));
-        Assert.Equal(long.MaxValue, RequestTimeouts.After(now, DateTimeOffset.MaxValue - DateTimeOffset.UnixEpoch, Frequency));
-        Assert.Equal(now + (3 * Frequency), RequestTimeouts.After(now, TimeSpan.FromSeconds(3), Frequency));
-        Assert.Equal(now - Frequency, RequestTimeouts.After(now, TimeSpan.FromSeconds(-1), Frequency));
+        Assert.Equal(long.MaxValue, RequestChecks.After(now, TimeSpan.MaxValue, Frequency));
+        Assert.Equal(long.MaxValue, RequestChecks.After(now, DateTimeOffset.MaxValue - DateTimeOffset.UnixEpoch, Frequency));
+        Assert.Equal(now + (3 * Frequency), RequestChecks.After(now, TimeSpan.FromSeconds(3), Frequency));
+        Assert.Equal(now - Frequency, RequestChecks.After(now, TimeSpan.FromSeconds(-1), Frequency));
 
         var utc = DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture);
-        Assert.Equal(DateTimeOffset.MaxValue, RequestTimeouts.After(utc, TimeSpan.MaxValue));
-        Assert.Equal(utc.AddMinutes(2), RequestTimeouts.After(utc, TimeSpan.FromMinutes(2)));
+        Assert.Equal(DateTimeOffset.MaxValue, RequestChecks.After(utc, TimeSpan.MaxValue));
+        Assert.Equal(utc.AddMinutes(2), RequestChecks.After(utc, TimeSpan.FromMinutes(2)));
     }
 
     [Fact]

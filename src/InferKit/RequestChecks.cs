@@ -1,20 +1,30 @@
 namespace InferKit;
 
 /// <summary>
-/// How a request's <see cref="InferenceRequest.Timeout"/> reads: <see cref="Timeout.InfiniteTimeSpan"/> (the .NET
-/// convention) asks for no timeout, not even a model's default; any other negative value is bad input; a timeout too
-/// long for a clock saturates at "never" instead of wrapping around into the past.
+/// The checks every model (real or virtual) makes on a request's scheduling fields, and how its
+/// <see cref="InferenceRequest.Timeout"/> reads: <see cref="Timeout.InfiniteTimeSpan"/> (the .NET convention) asks for
+/// no timeout, not even a model's default; any other negative value is bad input; a timeout too long for a clock
+/// saturates at "never" instead of wrapping around into the past.
 /// </summary>
-internal static class RequestTimeouts
+internal static class RequestChecks
 {
-    /// <summary>Throws when the request's timeout is negative and not <see cref="Timeout.InfiniteTimeSpan"/>.</summary>
-    /// <exception cref="InvalidInferenceRequestException">Naming the model and the value.</exception>
+    /// <summary>
+    /// Throws when the request's timeout is negative and not <see cref="Timeout.InfiniteTimeSpan"/>, or its priority is
+    /// not an <see cref="InferencePriority"/>.
+    /// </summary>
+    /// <exception cref="InvalidInferenceRequestException">Naming the model, the field and the value.</exception>
     public static void Check(string model, InferenceRequest request)
     {
         if (request.Timeout is TimeSpan t && t < TimeSpan.Zero && t != Timeout.InfiniteTimeSpan)
         {
             throw new InvalidInferenceRequestException(model, null,
                 $"Model '{model}': the request's timeout must not be negative (was {t}); use Timeout.InfiniteTimeSpan for no timeout.");
+        }
+
+        if ((uint)request.Priority > (uint)InferencePriority.Critical)
+        {
+            throw new InvalidInferenceRequestException(model, null,
+                $"Model '{model}': the request's priority must be Low, Normal, High or Critical (was {(int)request.Priority}).");
         }
     }
 
