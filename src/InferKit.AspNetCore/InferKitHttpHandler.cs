@@ -310,7 +310,9 @@ internal sealed partial class InferKitHttpHandler
         // Triton's timeout parameter is in microseconds, and 0 means none.
         if (parameterMicroseconds is > 0)
         {
-            var parameter = TimeSpan.FromMicroseconds(parameterMicroseconds.Value);
+            // Any non-negative int64 is a valid parameter: one longer than a TimeSpan holds means "as long as allowed".
+            long us = parameterMicroseconds.Value;
+            var parameter = us >= TimeSpan.MaxValue.Ticks / TimeSpan.TicksPerMicrosecond ? TimeSpan.MaxValue : TimeSpan.FromMicroseconds(us);
             timeout = timeout is null || parameter < timeout ? parameter : timeout;
         }
 

@@ -162,6 +162,10 @@ public sealed class SecurityTests
         var both = await SendAsync(withParameters, (InferKitHeaders.TimeoutMs, "300"), (InferKitHeaders.Priority, "low"));
         Assert.Equal(TimeSpan.FromMilliseconds(300), both.Timeout);
         Assert.Equal(InferencePriority.Low, both.Priority);
+
+        // The largest timeout the protocol can carry (int64 microseconds, more than a TimeSpan holds): cut to the bound.
+        var longest = await SendAsync("""{"parameters":{"timeout":9223372036854775807},"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}""");
+        Assert.Equal(TimeSpan.FromSeconds(10), longest.Timeout);
     }
 
     [Theory]
