@@ -677,10 +677,12 @@ internal static class InferRequestReader
     private static T ParseElement<T>(ref Utf8JsonReader reader, string name, TensorElementType type, long index)
         where T : unmanaged
     {
+        // A number literal must fit the type: one that parses to an infinity (3.5e38 for FP32) is refused, since
+        // non-finite values travel as strings.
         if (typeof(T) == typeof(float))
         {
             float v = reader.TokenType == JsonTokenType.Number && (TryFastSingle(ref reader, out float f) || reader.TryGetSingle(out f))
-                ? f
+                ? (float.IsFinite(f) ? f : throw OutOfRange(ref reader, name, type, index))
                 : (float)NonFinite(ref reader, name, type, index);
             return Unsafe.As<float, T>(ref v);
         }
@@ -688,20 +690,24 @@ internal static class InferRequestReader
         if (typeof(T) == typeof(double))
         {
             double v = reader.TokenType == JsonTokenType.Number && (TryFastDouble(ref reader, out double d) || reader.TryGetDouble(out d))
-                ? d
+                ? (double.IsFinite(d) ? d : throw OutOfRange(ref reader, name, type, index))
                 : NonFinite(ref reader, name, type, index);
             return Unsafe.As<double, T>(ref v);
         }
 
         if (typeof(T) == typeof(Half))
         {
-            Half v = (Half)(reader.TokenType == JsonTokenType.Number && reader.TryGetDouble(out double d) ? d : NonFinite(ref reader, name, type, index));
+            Half v = reader.TokenType == JsonTokenType.Number && reader.TryGetDouble(out double d)
+                ? (Half.IsFinite((Half)d) ? (Half)d : throw OutOfRange(ref reader, name, type, index))
+                : (Half)NonFinite(ref reader, name, type, index);
             return Unsafe.As<Half, T>(ref v);
         }
 
         if (typeof(T) == typeof(BFloat16))
         {
-            BFloat16 v = (BFloat16)(reader.TokenType == JsonTokenType.Number && reader.TryGetSingle(out float f) ? f : (float)NonFinite(ref reader, name, type, index));
+            BFloat16 v = reader.TokenType == JsonTokenType.Number && reader.TryGetSingle(out float f)
+                ? (float.IsFinite((float)(BFloat16)f) ? (BFloat16)f : throw OutOfRange(ref reader, name, type, index))
+                : (BFloat16)(float)NonFinite(ref reader, name, type, index);
             return Unsafe.As<BFloat16, T>(ref v);
         }
 
@@ -816,6 +822,9 @@ internal static class InferRequestReader
         };
         return new ProtocolException($"Input '{name}': element {index} of 'data' is {RawText(ref reader)}; expected {expected}.");
     }
+
+    private static ProtocolException OutOfRange(ref Utf8JsonReader reader, string name, TensorElementType type, long index) =>
+        new($"Input '{name}': element {index} of 'data' is {RawText(ref reader)}, outside the range of {type.ToProtocolName()}; non-finite values travel as \"NaN\", \"Infinity\" or \"-Infinity\".");
 
     private static string RawText(ref Utf8JsonReader reader)
     {

@@ -96,6 +96,34 @@ public sealed class InferRequestReaderTests
         Assert.Equal(float.NegativeInfinity, v[2]);
     }
 
+    [Theory]
+    [InlineData("FP32", "3.5e38")]
+    [InlineData("FP32", "-1e39")]
+    [InlineData("FP64", "1e400")]
+    [InlineData("FP16", "70000")]
+    [InlineData("BF16", "1e39")]
+    public void A_number_beyond_the_range_of_its_float_type_is_refused_naming_the_element(string datatype, string literal)
+    {
+        var ex = Rejects($$"""{"inputs":[{"name":"x","shape":[2],"datatype":"{{datatype}}","data":[1,{{literal}}]}]}""");
+        Assert.Equal($"Input 'x': element 1 of 'data' is {literal}, outside the range of {datatype}; non-finite values travel as \"NaN\", \"Infinity\" or \"-Infinity\".", ex.Message);
+    }
+
+    [Theory]
+    [InlineData("FP32", "3.4e38", 3.4e38)]
+    [InlineData("FP64", "1.7e308", 1.7e308)]
+    [InlineData("FP16", "65504", 65504.0)]
+    public void The_largest_numbers_of_a_float_type_are_read(string datatype, string literal, double expected)
+    {
+        using var p = ReadJson($$"""{"inputs":[{"name":"x","shape":[1],"datatype":"{{datatype}}","data":[{{literal}}]}]}""");
+        double value = datatype switch
+        {
+            "FP32" => p.Inputs[0].ToArray<float>()[0],
+            "FP64" => p.Inputs[0].ToArray<double>()[0],
+            _ => (double)p.Inputs[0].ToArray<Half>()[0],
+        };
+        Assert.Equal(expected, value, expected * 1e-6);
+    }
+
     [Fact]
     public void Id_parameters_and_requested_outputs_are_read()
     {
