@@ -44,7 +44,7 @@ internal sealed class DeadlineQueue
         }
 
         request = _ring[_head]!;
-        if (_heap.TryPeek(out var first, out _) && Before(first, request))
+        if (HeapHeadBefore(request, out var first))
         {
             request = first;
         }
@@ -60,7 +60,7 @@ internal sealed class DeadlineQueue
         }
 
         request = _ring[_head]!;
-        if (_heap.TryPeek(out var first, out _) && Before(first, request))
+        if (HeapHeadBefore(request, out _))
         {
             request = _heap.Dequeue();
             return true;
@@ -74,6 +74,10 @@ internal sealed class DeadlineQueue
 
     /// <summary>Removes the head (the request <see cref="TryPeek"/> returns).</summary>
     public PendingRequest Dequeue() => TryDequeue(out var request) ? request : throw new InvalidOperationException("The queue is empty.");
+
+    /// <summary>True when the heap holds a request (<paramref name="first"/>) that goes before the ring's head.</summary>
+    private bool HeapHeadBefore(PendingRequest ringHead, out PendingRequest first)
+        => _heap.TryPeek(out first!, out _) && Before(first, ringHead);
 
     private static bool Before(PendingRequest a, PendingRequest b)
         => a.Deadline < b.Deadline || (a.Deadline == b.Deadline && a.Sequence < b.Sequence);
