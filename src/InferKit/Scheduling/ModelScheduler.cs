@@ -180,46 +180,11 @@ internal sealed class ModelScheduler : IDisposable
         // The request's span: a child of the caller's Activity.Current; null (and free) when nothing listens.
         var activity = _telemetry?.StartRequest(request);
 
-        // Admission: refusals are answered at once, without queueing.
-        if (_draining || _disposed)
+        // Admission: refusals are answered at once, without queueing (and without a pooled request object).
+        if (Refusal(request, lane, rows, deadline, now, activity) is { } answered)
         {
             ReleaseScratch(scratch, inputCount);
-            return Refuse(request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.", now, activity);
-        }
-
-        if (deadline <= now)
-        {
-            ReleaseScratch(scratch, inputCount);
-            var expired = InferenceResponse.Expired(ModelName, request.Id, $"Model '{ModelName}': the request's deadline had already passed when it arrived.");
-            _telemetry?.RequestEnded(request, now, activity, InferenceOutcome.DeadlineExceeded, expired, null);
-            return new ValueTask<InferenceResponse>(expired);
-        }
-
-        if (!Pool.AnyAvailable(now))
-        {
-            long back = Pool.EarliestReturn();
-            TimeSpan? retry = back == 0 ? null : Time.GetElapsedTime(now, back);
-            ReleaseScratch(scratch, inputCount);
-            return Refuse(request, RefusalReason.NoHealthyInstance, retry, $"Model '{ModelName}': every instance is out of rotation after repeated failures.", now, activity);
-        }
-
-        if (Volatile.Read(ref _queued) >= _options.MaxQueueLength)
-        {
-            ReleaseScratch(scratch, inputCount);
-            return Refuse(request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
-        }
-
-        if (deadline != long.MaxValue && _options.RefuseInfeasibleDeadlines && Latency.HasData)
-        {
-            double wait = EstimateWait(lane, rows, now);
-            double remaining = (deadline - now - _deliveryMargin) / (double)Time.TimestampFrequency;
-            if (wait > remaining)
-            {
-                ReleaseScratch(scratch, inputCount);
-                return Refuse(request, InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
-                    static (r, away, needs) => $"Model '{r.Model}': the deadline ({away:F1} ms away) cannot be met; the queue ahead needs about {needs:F1} ms.",
-                    remaining * 1000, wait * 1000), now, activity);
-            }
+            return new ValueTask<InferenceResponse>(answered);
         }
 
         var pending = Rent();
@@ -263,7 +228,7 @@ internal sealed class ModelScheduler : IDisposable
             EndActive();
             pending.Activity = null;
             pending.Recycle();
-            return Refuse(request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
+            return new ValueTask<InferenceResponse>(Refuse(request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity));
         }
 
         if (cancellationToken.CanBeCanceled)
@@ -1013,15 +978,60 @@ internal sealed class ModelScheduler : IDisposable
         }
     }
 
-    private ValueTask<InferenceResponse> Refuse(InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message, long admitted, Activity? activity)
+    /// <summary>
+    /// The answer to a request refused at admission (shutting down, already expired, no instance in rotation, queue full,
+    /// deadline that cannot be met), counted and traced; null when it is admitted.
+    /// </summary>
+    private InferenceResponse? Refusal(InferenceRequest request, int lane, int rows, long deadline, long now, Activity? activity)
+    {
+        if (_draining || _disposed)
+        {
+            return Refuse(request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.", now, activity);
+        }
+
+        if (deadline <= now)
+        {
+            var expired = InferenceResponse.Expired(ModelName, request.Id, $"Model '{ModelName}': the request's deadline had already passed when it arrived.");
+            _telemetry?.RequestEnded(request, now, activity, InferenceOutcome.DeadlineExceeded, expired, null);
+            return expired;
+        }
+
+        if (!Pool.AnyAvailable(now))
+        {
+            long back = Pool.EarliestReturn();
+            TimeSpan? retry = back == 0 ? null : Time.GetElapsedTime(now, back);
+            return Refuse(request, RefusalReason.NoHealthyInstance, retry, $"Model '{ModelName}': every instance is out of rotation after repeated failures.", now, activity);
+        }
+
+        if (Volatile.Read(ref _queued) >= _options.MaxQueueLength)
+        {
+            return Refuse(request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity);
+        }
+
+        if (deadline != long.MaxValue && _options.RefuseInfeasibleDeadlines && Latency.HasData)
+        {
+            double wait = EstimateWait(lane, rows, now);
+            double remaining = (deadline - now - _deliveryMargin) / (double)Time.TimestampFrequency;
+            if (wait > remaining)
+            {
+                return Refuse(request, InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
+                    static (r, away, needs) => $"Model '{r.Model}': the deadline ({away:F1} ms away) cannot be met; the queue ahead needs about {needs:F1} ms.",
+                    remaining * 1000, wait * 1000), now, activity);
+            }
+        }
+
+        return null;
+    }
+
+    private InferenceResponse Refuse(InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message, long admitted, Activity? activity)
         => Refuse(request, InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message), admitted, activity);
 
-    /// <summary>Answers a request refused at admission with <paramref name="response"/>: counted, traced, answered at once.</summary>
-    private ValueTask<InferenceResponse> Refuse(InferenceRequest request, InferenceResponse response, long admitted, Activity? activity)
+    /// <summary>Counts and traces a request refused at admission; returns <paramref name="response"/>, its answer.</summary>
+    private InferenceResponse Refuse(InferenceRequest request, InferenceResponse response, long admitted, Activity? activity)
     {
         CountRefusal(response.RefusalReason);
         _telemetry?.RequestEnded(request, admitted, activity, InferenceOutcome.Refused, response, null);
-        return new ValueTask<InferenceResponse>(response);
+        return response;
     }
 
     private void CountRefusal(RefusalReason reason) => _telemetry?.CountRefusal(reason);
