@@ -28,11 +28,17 @@ internal static class RequestChecks
         }
     }
 
-    /// <summary>True when the request asks for no timeout at all (<see cref="Timeout.InfiniteTimeSpan"/>).</summary>
-    public static bool IsInfinite(InferenceRequest request) => request.Timeout == Timeout.InfiniteTimeSpan;
-
     /// <summary>The request's own finite timeout, or null (none given, or infinite).</summary>
     public static TimeSpan? Finite(InferenceRequest request) => IsInfinite(request) ? null : request.Timeout;
+
+    /// <summary>
+    /// The request's own finite timeout; else <paramref name="fallback"/> (a model's default) when the request has
+    /// neither a timeout nor a deadline; null when it asks for no timeout at all or only has a deadline.
+    /// </summary>
+    public static TimeSpan? FiniteOr(InferenceRequest request, TimeSpan? fallback)
+        => Finite(request) ?? (request.Deadline is null && !IsInfinite(request) ? fallback : null);
+
+    private static bool IsInfinite(InferenceRequest request) => request.Timeout == Timeout.InfiniteTimeSpan;
 
     /// <summary><paramref name="now"/> + <paramref name="span"/>, or <see cref="DateTimeOffset.MaxValue"/> past it.</summary>
     public static DateTimeOffset After(DateTimeOffset now, TimeSpan span)

@@ -1046,7 +1046,7 @@ internal sealed class ModelScheduler : IDisposable
     private long DeadlineOf(InferenceRequest request, long now)
     {
         long deadline = long.MaxValue;
-        var timeout = RequestChecks.Finite(request) ?? (request.Deadline is null && !RequestChecks.IsInfinite(request) ? _options.DefaultTimeout : null);
+        var timeout = RequestChecks.FiniteOr(request, _options.DefaultTimeout);
         if (timeout is TimeSpan t)
         {
             deadline = RequestChecks.After(now, t, Time.TimestampFrequency);

@@ -346,10 +346,10 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
         RequestChecks.Check(Name, request);
         var now = time.GetUtcNow();
         var deadline = request.Deadline;
-        var budget = RequestChecks.Finite(request) ?? (deadline is null && !RequestChecks.IsInfinite(request) ? options.DefaultBudget : null);
-        if (budget is TimeSpan b && (deadline is null || RequestChecks.After(now, b) < deadline))
+        var budget = RequestChecks.FiniteOr(request, options.DefaultBudget);
+        if (budget is TimeSpan b && RequestChecks.After(now, b) is var byBudget && (deadline is null || byBudget < deadline))
         {
-            deadline = RequestChecks.After(now, b);
+            deadline = byBudget;
         }
 
         // No deadline at all (an infinite timeout): every variant has time, the most accurate is chosen.
