@@ -145,6 +145,9 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>The runner thread, once a backlog started it (for tests).</summary>
     internal Thread? RunnerThread => _runner;
 
+    /// <summary>Request objects waiting in the pool for reuse.</summary>
+    internal int PooledRequests => _requestPool.Count;
+
     /// <summary>Metrics, spans, alert windows and audit of this model version; null without a telemetry hub.</summary>
     internal ModelTelemetry? Telemetry => _telemetry;
 

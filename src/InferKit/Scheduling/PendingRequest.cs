@@ -6,8 +6,10 @@ namespace InferKit.Scheduling;
 
 /// <summary>
 /// One admitted request while it waits and runs. Completed exactly once (a state machine guarded by CAS);
-/// awaited through <see cref="IValueTaskSource{TResult}"/>, and recycled after the caller read the result
-/// unless it carried a cancellable token (whose callback could otherwise touch a recycled object).
+/// awaited through <see cref="IValueTaskSource{TResult}"/>, and recycled after the caller read the result. A request
+/// whose cancellation callback was registered goes back to the pool only once that callback is known never to run (its
+/// unregistration succeeded): a callback that ran, or may still be running, could otherwise cancel the object's next
+/// request.
 /// </summary>
 internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 {
@@ -21,6 +23,9 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 
     private ManualResetValueTaskSourceCore<InferenceResponse> _core;
     private int _state;
+    private CancellationTokenRegistration _registration;
+    private bool _registered;
+    private bool _unregistered;
 
     public PendingRequest(ModelScheduler owner, int inputCount)
     {
@@ -51,8 +56,6 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     /// <summary>When the result was handed to the caller's continuation (scheduler timestamp); 0 before.</summary>
     public long ReadyAt { get; set; }
 
-    public bool Poolable { get; private set; }
-
     /// <summary>True while the caller runs this request on its own thread and reads the result synchronously.</summary>
     public bool Inline { get; set; }
 
@@ -64,7 +67,19 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 
     public CancellationToken Token { get; private set; }
 
-    public CancellationTokenRegistration Registration { get; set; }
+    /// <summary>
+    /// The cancellation callback's registration. Set by the admitting thread after the request is queued, so a batch may
+    /// answer the request before it is set; <see cref="Recycle"/> runs after the caller got the task, when it is.
+    /// </summary>
+    public CancellationTokenRegistration Registration
+    {
+        get => _registration;
+        set
+        {
+            _registration = value;
+            _registered = true;
+        }
+    }
 
     /// <summary>The request's span while it is traced (ended by the scheduler's telemetry); null when nothing listens.</summary>
     public Activity? Activity { get; set; }
@@ -83,7 +98,6 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
         Enqueued = enqueued;
         Sequence = sequence;
         Token = token;
-        Poolable = !token.CanBeCanceled;
         Inline = false;
         ReadyAt = 0;
         InlineResult = null;
@@ -128,7 +142,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     /// </param>
     public void Deliver(InferenceResponse response, bool fromBatch = false)
     {
-        Registration.Unregister();
+        Unregister();
         if (Inline)
         {
             InlineResult = response;
@@ -159,7 +173,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 
     public void DeliverException(Exception exception)
     {
-        Registration.Unregister();
+        Unregister();
         if (Inline)
         {
             InlineException = exception;
@@ -199,20 +213,38 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
         }
     }
 
+    /// <summary>
+    /// Drops the cancellation callback as the answer goes out. It may not be registered yet (a batch answered the request
+    /// before its admitting thread registered it); <see cref="Recycle"/> tries again then.
+    /// </summary>
+    private void Unregister()
+    {
+        if (_registered && _registration.Unregister())
+        {
+            _unregistered = true;
+        }
+    }
+
     public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 
     public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
         => _core.OnCompleted(continuation, state, token, flags);
 
-    /// <summary>Clears references and returns the object to its scheduler's pool when that is safe.</summary>
+    /// <summary>
+    /// Clears references and returns the object to its scheduler's pool when that is safe: it never registered a
+    /// cancellation callback, or one unregistration of it succeeded (the callback never ran and never will). A request
+    /// whose callback ran, or runs now, is left to the garbage collector.
+    /// </summary>
     public void Recycle()
     {
-        bool poolable = Poolable;
+        bool poolable = !_registered || _unregistered || _registration.Unregister();
         Array.Clear(Inputs);
         Request = null!;
         InlineResult = null;
         InlineException = null;
-        Registration = default;
+        _registration = default;
+        _registered = false;
+        _unregistered = false;
         Token = default;
         Activity = null;
         _core.Reset();

@@ -378,6 +378,56 @@ public sealed class BatchingTests
     }
 
     [Fact]
+    public async Task A_request_answered_under_a_cancellable_token_is_reused_and_that_token_cannot_cancel_the_next_request()
+    {
+        // An HTTP request always carries a cancellable token (RequestAborted): its request object must go back to the
+        // pool too, and only once its cancellation callback can no longer run.
+        await using var h = await Harness.CreateAsync();
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        var first = await h.OccupyAsync(100);
+        using var cts = new CancellationTokenSource();
+        var answered = h.Client.InferAsync("m", FakeBackend.Request(1), cts.Token).AsTask();
+        int pooled = scheduler.PooledRequests;
+        h.Backend.Release();
+        (await first).Dispose();
+        using (var r = await answered)
+        {
+            AssertAnswer(r, 1);
+        }
+
+        Assert.Equal(pooled + 2, scheduler.PooledRequests);
+
+        // The next requests take the pooled objects, one of them the answered request's; its token is cancelled now.
+        var second = await h.OccupyAsync(200);
+        var next = Send(h, 2).AsTask();
+        await cts.CancelAsync();
+        h.Backend.Release();
+        (await second).Dispose();
+        using (var r = await next)
+        {
+            AssertAnswer(r, 2);
+        }
+    }
+
+    [Fact]
+    public async Task A_request_whose_cancellation_callback_ran_is_not_reused()
+    {
+        await using var h = await Harness.CreateAsync();
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        var first = await h.OccupyAsync(100);
+        using var cts = new CancellationTokenSource();
+        var cancelled = h.Client.InferAsync("m", FakeBackend.Request(1), cts.Token).AsTask();
+        int pooled = scheduler.PooledRequests;
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        Assert.Equal(pooled, scheduler.PooledRequests);
+
+        h.Backend.Release();
+        (await first).Dispose();
+        Assert.Equal(pooled + 1, scheduler.PooledRequests);
+    }
+
+    [Fact]
     public async Task Many_concurrent_callers_each_get_exactly_their_own_rows()
     {
         await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 16, instances: 2);
