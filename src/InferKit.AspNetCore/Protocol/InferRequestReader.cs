@@ -17,6 +17,12 @@ internal static class InferRequestReader
     private static readonly JsonReaderOptions ReaderOptions = new() { CommentHandling = JsonCommentHandling.Disallow, MaxDepth = 64 };
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
+    /// <summary>The largest draft array a thread keeps between requests (a request with more inputs allocates its own).</summary>
+    private const int MaxCachedDrafts = 16;
+
+    [ThreadStatic]
+    private static InputDraft[]? t_drafts;
+
     /// <summary>Parses a request body.</summary>
     /// <param name="body">The whole body, backed by an array; binary inputs may view it without copying, so it must outlive the payload's use.</param>
     /// <param name="headerLength">The length of the JSON part: the <c>Inference-Header-Content-Length</c> header, or the body length.</param>
@@ -61,7 +67,26 @@ internal static class InferRequestReader
             throw new ProtocolException($"The request body must be a JSON object (an inference request), not a {reader.TokenType}.");
         }
 
-        var drafts = new InputDraft[4];
+        // The drafts live only while this method runs: each thread keeps its array for the next request.
+        var drafts = t_drafts ?? new InputDraft[4];
+        t_drafts = null;
+        try
+        {
+            ReadRequestObject(body, headerLength, payload, json, ref reader, ref drafts);
+        }
+        finally
+        {
+            Array.Clear(drafts);
+            if (drafts.Length <= MaxCachedDrafts)
+            {
+                t_drafts = drafts;
+            }
+        }
+    }
+
+    /// <summary>Reads the request object's members after its opening brace, then each input's data.</summary>
+    private static void ReadRequestObject(ReadOnlyMemory<byte> body, int headerLength, InferRequestPayload payload, ReadOnlySpan<byte> json, ref Utf8JsonReader reader, ref InputDraft[] drafts)
+    {
         int draftCount = 0;
         bool sawInputs = false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
