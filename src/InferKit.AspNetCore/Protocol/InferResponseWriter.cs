@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json;
 using InferKit.Tensors;
@@ -12,6 +13,15 @@ namespace InferKit.AspNetCore.Protocol;
 /// </summary>
 internal static class InferResponseWriter
 {
+    /// <summary>A bound on <see cref="Names"/>: names beyond it are encoded on each use.</summary>
+    private const int MaxEncodedNames = 4096;
+
+    /// <summary>Model, version and output names, encoded once: they come from the server's models, not from callers.</summary>
+    private static readonly ConcurrentDictionary<string, JsonEncodedText> Names = new(StringComparer.Ordinal);
+
+    /// <summary>The protocol's datatype names by element type, encoded once.</summary>
+    private static readonly JsonEncodedText[] Datatypes = EncodeDatatypes();
+
     /// <summary>Writes the JSON part.</summary>
     /// <param name="writer">The writer.</param>
     /// <param name="model">The model name.</param>
@@ -24,10 +34,10 @@ internal static class InferResponseWriter
     {
         long binaryLength = 0;
         writer.WriteStartObject();
-        writer.WriteString("model_name"u8, model);
+        writer.WriteString("model_name"u8, Encoded(model));
         if (version is not null)
         {
-            writer.WriteString("model_version"u8, version);
+            writer.WriteString("model_version"u8, Encoded(version));
         }
 
         if (id is not null)
@@ -45,8 +55,8 @@ internal static class InferResponseWriter
 
             var t = outputs[i];
             writer.WriteStartObject();
-            writer.WriteString("name"u8, t.Name);
-            writer.WriteString("datatype"u8, t.ElementType.ToProtocolName());
+            writer.WriteString("name"u8, Encoded(t.Name));
+            writer.WriteString("datatype"u8, Datatype(t.ElementType));
             writer.WriteStartArray("shape"u8);
             foreach (var d in t.Shape)
             {
@@ -76,6 +86,37 @@ internal static class InferResponseWriter
         writer.Flush();
         return binaryLength;
     }
+
+    private static JsonEncodedText Encoded(string name)
+    {
+        if (Names.TryGetValue(name, out var encoded))
+        {
+            return encoded;
+        }
+
+        encoded = JsonEncodedText.Encode(name, JsonWriterCache.Encoder);
+        if (Names.Count < MaxEncodedNames)
+        {
+            Names.TryAdd(name, encoded);
+        }
+
+        return encoded;
+    }
+
+    private static JsonEncodedText[] EncodeDatatypes()
+    {
+        var types = Enum.GetValues<TensorElementType>();
+        var encoded = new JsonEncodedText[(int)types.Max() + 1];
+        foreach (var t in types)
+        {
+            encoded[(int)t] = JsonEncodedText.Encode(t.ToProtocolName(), JsonWriterCache.Encoder);
+        }
+
+        return encoded;
+    }
+
+    private static JsonEncodedText Datatype(TensorElementType type)
+        => (uint)type < (uint)Datatypes.Length ? Datatypes[(int)type] : JsonEncodedText.Encode(type.ToProtocolName(), JsonWriterCache.Encoder);
 
     /// <summary>Writes the binary data of every output sent as binary, in order.</summary>
     public static void WriteBinary(IBufferWriter<byte> destination, IReadOnlyList<Tensor> outputs, ReadOnlySpan<OutputMode> modes)

@@ -7,9 +7,12 @@ namespace InferKit.AspNetCore.Protocol;
 /// <summary>One reusable <see cref="Utf8JsonWriter"/> per thread; writing is synchronous, so a writer is never shared.</summary>
 internal static class JsonWriterCache
 {
+    /// <summary>The writers' encoder; text encoded ahead of time (<see cref="JsonEncodedText"/>) must use it too.</summary>
+    public static readonly JavaScriptEncoder Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping;
+
     private static readonly JsonWriterOptions Options = new()
     {
-        Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        Encoder = Encoder,
         Indented = false,
         SkipValidation = true,
     };
