@@ -7,6 +7,11 @@
 #   constant  POST /constant/infer          System.Text.Json parse, constant answer, no inference (the HTTP ceiling)
 # wrk (Debian package, installed here when missing) drives each in turn with the same connections and duration,
 # for several interleaved rounds; the table (each peer's median round) goes to stdout and benchmarks/results/http.md.
+# The table also gives the host's CPU time per request (user + system, from /proc/PID/stat): wrk shares the cores, so
+# throughput moves with the CPU both use, while this column is the host's own cost.
+# BREAKDOWN=1 adds two endpoints that split InferKit's cost against the constant endpoint:
+#   hop        /breakdown/hop        the constant endpoint plus a hand-off to another thread and back per request
+#   scheduler  /breakdown/scheduler  the constant endpoint plus InferKit's scheduler and the model (no protocol code)
 #
 # Settings (environment): DURATION (15s), CONNECTIONS (64), THREADS (wrk threads, 2), ROUNDS (3), WARMUP (5s),
 # PORT (5080), INTRA_OP_THREADS (1, for both ONNX Runtime peers), MAX_BATCH (64), INLINE (false: InferKit's
@@ -27,6 +32,7 @@ INTRA_OP_THREADS="${INTRA_OP_THREADS:-1}"
 MAX_BATCH="${MAX_BATCH:-64}"
 INLINE="${INLINE:-false}"
 MAX_QUEUE_DELAY_US="${MAX_QUEUE_DELAY_US:-200}"
+BREAKDOWN="${BREAKDOWN:-0}"
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "Installing wrk (Debian package)..."
@@ -80,15 +86,18 @@ wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("RESULT %.1f %.3f %.3f %.3f %d %d\n",
+  io.write(string.format("RESULT %.1f %.3f %.3f %.3f %d %d %d\n",
     summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
-    e.status, e.connect + e.read + e.write + e.timeout))
+    e.status, e.connect + e.read + e.write + e.timeout, summary.requests))
 end
 LUA
 
-declare -A path=([inferkit]="/v2/models/fraud/infer" [naive]="/naive/infer" [constant]="/constant/infer")
+declare -A path=([inferkit]="/v2/models/fraud/infer" [naive]="/naive/infer" [constant]="/constant/infer" [hop]="/breakdown/hop" [scheduler]="/breakdown/scheduler")
 peers=(constant naive inferkit)
+if [ "$BREAKDOWN" = "1" ]; then
+  peers+=(hop scheduler)
+fi
 
 for p in "${peers[@]}"; do
   status="$(curl -s -o "$work/$p.json" -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data "$body" "$base${path[$p]}")"
@@ -108,17 +117,23 @@ done
 # On a virtual machine the hypervisor may run other guests on these cores: the share of CPU time stolen during each
 # run (the steal column of /proc/stat, 0 where it is not reported) says how far a round's numbers can be trusted.
 cpu_times() { awk '/^cpu / { t = 0; for (i = 2; i <= 9 && i <= NF; i++) t += $i; print t, ($9 == "" ? 0 : $9); exit }' /proc/stat 2>/dev/null || echo "0 0"; }
+# The host's CPU time (user + system) in clock ticks, and microseconds per tick.
+host_ticks() { awk '{ print $14 + $15 }' "/proc/$server/stat" 2>/dev/null || echo 0; }
+tick_us="$(awk -v h="$(getconf CLK_TCK 2>/dev/null || echo 100)" 'BEGIN { print 1e6 / h }')"
 steal_pct() { awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" 'BEGIN { printf "%.1f", (c > a) ? 100 * (d - b) / (c - a) : 0 }'; }
 : >"$work/rounds.txt"
 read -r total0 steal0 <<<"$(cpu_times)"
 for round in $(seq 1 "$ROUNDS"); do
   for p in "${peers[@]}"; do
     read -r t0 s0 <<<"$(cpu_times)"
+    h0="$(host_ticks)"
     line="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$work/post.lua" "$base${path[$p]}" | grep '^RESULT')"
+    h1="$(host_ticks)"
     read -r t1 s1 <<<"$(cpu_times)"
-    read -r _ r l50 l90 l99 bad sock <<<"$line"
-    echo "round $round  $p: $r req/s, p50 $l50 ms, p90 $l90 ms, p99 $l99 ms, non-2xx $bad, socket errors $sock, CPU stolen $(steal_pct "$t0" "$s0" "$t1" "$s1")%"
-    echo "$p $r $l50 $l90 $l99 $((bad + sock))" >>"$work/rounds.txt"
+    read -r _ r l50 l90 l99 bad sock n <<<"$line"
+    us="$(awk -v a="$h0" -v b="$h1" -v t="$tick_us" -v n="$n" 'BEGIN { printf "%.1f", (n > 0) ? (b - a) * t / n : 0 }')"
+    echo "round $round  $p: $r req/s, p50 $l50 ms, p90 $l90 ms, p99 $l99 ms, non-2xx $bad, socket errors $sock, host CPU $us µs/request, CPU stolen $(steal_pct "$t0" "$s0" "$t1" "$s1")%"
+    echo "$p $r $l50 $l90 $l99 $((bad + sock)) $us" >>"$work/rounds.txt"
   done
 done
 read -r total1 steal1 <<<"$(cpu_times)"
@@ -133,6 +148,12 @@ paired() { # paired NUMERATOR DENOMINATOR COLUMN
     | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# paired_diff A B COLUMN: the median over rounds of A's value minus B's.
+paired_diff() {
+  awk -v a="$1" -v b="$2" -v c="$3" '$1 == a { x[++n] = $c } $1 == b { y[++m] = $c } END { for (i = 1; i <= n; i++) print x[i] - y[i] }' "$work/rounds.txt" \
+    | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 ik99="$(median inferkit 5)"; nv99="$(median naive 5)"
 vs_naive="$(paired inferkit naive 2)"; vs_constant="$(paired inferkit constant 2)"; p99_vs_naive="$(paired inferkit naive 5)"
 goal() { awk -v v="$1" -v g="$2" 'BEGIN{print (v>=g)?"met":"NOT met"}'; }
@@ -143,11 +164,11 @@ p99_goal="$(awk -v r="$p99_vs_naive" 'BEGIN{print (r<1)?"met":"NOT met"}')"
   echo
   echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds (each column: the median round), after a $WARMUP warm-up per endpoint; $(nproc) CPU cores shared by wrk and the host; ONNX Runtime intra-op threads $INTRA_OP_THREADS for both peers; InferKit MaxBatchSize $MAX_BATCH, AllowInlineExecution $INLINE, MaxQueueDelay $MAX_QUEUE_DELAY_US µs."
   echo
-  echo "| endpoint | req/s | p50 ms | p90 ms | p99 ms | errors |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+  echo "| endpoint | req/s | p50 ms | p90 ms | p99 ms | errors | host CPU µs/request |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
   for p in "${peers[@]}"; do
     r="$(median "$p" 2)"
-    echo "| $p (${path[$p]}) | $r | $(median "$p" 3) | $(median "$p" 4) | $(median "$p" 5) | $(errors "$p") |"
+    echo "| $p (${path[$p]}) | $r | $(median "$p" 3) | $(median "$p" 4) | $(median "$p" 5) | $(errors "$p") | $(median "$p" 7) |"
   done
   echo
   echo "Median of the per-round ratios (peers ran back to back within a round):"
@@ -155,4 +176,13 @@ p99_goal="$(awk -v r="$p99_vs_naive" 'BEGIN{print (r<1)?"met":"NOT met"}')"
   echo "- InferKit vs naive session.Run: ${vs_naive}× throughput (goal ≥ 1.3×: $(goal "$vs_naive" 1.3)); p99 ${p99_vs_naive}× naive's, median rounds $ik99 ms vs $nv99 ms (goal lower: $p99_goal)"
   echo "- InferKit vs the constant endpoint (HTTP ceiling): ${vs_constant}× throughput (goal ≥ 0.7×: $(goal "$vs_constant" 0.7))"
   echo "- CPU time stolen by the hypervisor over the measured rounds: $(steal_pct "$total0" "$steal0" "$total1" "$steal1")% (per run above)"
+  echo "- Host CPU per request, InferKit minus the constant endpoint: $(paired_diff inferkit constant 7) µs (median of the rounds' differences)"
+  if [ "$BREAKDOWN" = "1" ]; then
+    echo
+    echo "Where InferKit's extra host CPU goes (medians of the rounds' differences, µs per request):"
+    echo
+    echo "- handing each request to another thread and back (hop − constant): $(paired_diff hop constant 7)"
+    echo "- the scheduler and the model beyond that hand-off (scheduler − hop): $(paired_diff scheduler hop 7)"
+    echo "- InferKit's protocol reader and writer instead of System.Text.Json and a constant answer (inferkit − scheduler): $(paired_diff inferkit scheduler 7)"
+  fi
 } | tee "$out/http.md"

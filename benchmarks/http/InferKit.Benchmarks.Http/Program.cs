@@ -1,6 +1,9 @@
+using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using InferKit;
 using InferKit.Models;
+using InferKit.Tensors;
 using InferKit.TestModels;
 using Ort = Microsoft.ML.OnnxRuntime;
 
@@ -8,6 +11,11 @@ using Ort = Microsoft.ML.OnnxRuntime;
 //   POST /v2/models/fraud/infer   InferKit (batching scheduler, pooled protocol reader/writer)
 //   POST /naive/infer             System.Text.Json + one session.Run per request: what one writes by hand
 //   POST /constant/infer          System.Text.Json parse, constant answer, no inference: the HTTP ceiling
+// and two that split InferKit's cost against the constant endpoint (run.sh BREAKDOWN=1):
+//   POST /breakdown/hop           the constant endpoint plus a wait that a dedicated thread ends, for every request
+//                                 waiting, in one pass: the price of handing a request to another thread and back
+//   POST /breakdown/scheduler     the constant endpoint plus InferKit's scheduler and the model (the answer is dropped):
+//                                 what the scheduler costs beyond the hop, without InferKit's protocol reader and writer
 var builder = WebApplication.CreateSlimBuilder(args);
 builder.Logging.ClearProviders();
 int threads = builder.Configuration.GetValue("IntraOpThreads", 1);
@@ -85,7 +93,108 @@ app.MapPost("/constant/infer", async (HttpContext http) =>
     await http.Response.Body.WriteAsync(constant, http.RequestAborted);
 });
 
+using var completer = new Completer();
+app.MapPost("/breakdown/hop", async (HttpContext http) =>
+{
+    var request = await JsonSerializer.DeserializeAsync(http.Request.Body, BenchJson.Default.KServeRequest, http.RequestAborted);
+    if (request is null || request.Inputs.Count == 0)
+    {
+        http.Response.StatusCode = 400;
+        return;
+    }
+
+    await completer.Wait();
+    http.Response.ContentType = "application/json";
+    http.Response.ContentLength = constant.Length;
+    await http.Response.Body.WriteAsync(constant, http.RequestAborted);
+});
+
+var client = app.Services.GetRequiredService<IInferenceClient>();
+app.MapPost("/breakdown/scheduler", async (HttpContext http) =>
+{
+    var request = await JsonSerializer.DeserializeAsync(http.Request.Body, BenchJson.Default.KServeRequest, http.RequestAborted);
+    if (request is null || request.Inputs.Count == 0)
+    {
+        http.Response.StatusCode = 400;
+        return;
+    }
+
+    var input = request.Inputs[0];
+    var inference = new InferenceRequest(Tensor.Create(MlpModel.InputName, input.Data, 1, input.Data.Length)) { AllowSynchronousContinuation = true };
+    using (var answer = await client.InferAsync("fraud", inference, http.RequestAborted))
+    {
+        if (!answer.IsSuccess)
+        {
+            http.Response.StatusCode = 503;
+            return;
+        }
+    }
+
+    http.Response.ContentType = "application/json";
+    http.Response.ContentLength = constant.Length;
+    await http.Response.Body.WriteAsync(constant, http.RequestAborted);
+});
+
 await app.RunAsync();
+
+/// <summary>
+/// A dedicated thread that ends every wait queued since its last pass, running each waiter's continuation on itself, as
+/// InferKit's batch thread answers a batch's callers.
+/// </summary>
+internal sealed class Completer : IDisposable
+{
+    private readonly ConcurrentQueue<TaskCompletionSource> _waiting = new();
+    private readonly SemaphoreSlim _signal = new(0);
+    private readonly Thread _thread;
+    private volatile bool _stopped;
+
+    public Completer()
+    {
+        _thread = new Thread(Loop) { IsBackground = true, Name = "breakdown completer" };
+        _thread.Start();
+    }
+
+    public void Dispose()
+    {
+        _stopped = true;
+        _signal.Release();
+        _thread.Join();
+        _signal.Dispose();
+    }
+
+    public Task Wait()
+    {
+        var waiter = new TaskCompletionSource();
+        _waiting.Enqueue(waiter);
+        _signal.Release();
+        return waiter.Task;
+    }
+
+    private void Loop()
+    {
+        var pass = new List<TaskCompletionSource>();
+        while (!_stopped)
+        {
+            _signal.Wait();
+            while (_waiting.TryDequeue(out var waiter))
+            {
+                pass.Add(waiter);
+            }
+
+            foreach (var waiter in pass)
+            {
+                waiter.SetResult();
+            }
+
+            pass.Clear();
+        }
+
+        while (_waiting.TryDequeue(out var left))
+        {
+            left.SetResult();
+        }
+    }
+}
 
 internal sealed class KServeRequest
 {
