@@ -451,6 +451,59 @@ public sealed class BatchingTests
     }
 
     [Fact]
+    public async Task Concurrent_callers_cancelling_some_requests_never_cancel_or_answer_anyone_else()
+    {
+        // Request objects are reused across callers whose tokens can be cancelled. Each caller cancels some requests
+        // while they wait, and cancels every answered request's token later, while another request may be using that
+        // request's object: a cancellation must only ever end the request whose token it is, and every other caller must
+        // get exactly its own rows.
+        // Every request queues (no inline runs), so every one registers its cancellation callback.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 16;
+            o.Batching.AllowInlineExecution = false;
+        }, instances: 2);
+        const int callers = 16;
+        const int perCaller = 60;
+        var tasks = Enumerable.Range(0, callers).Select(c => Task.Run(async () =>
+        {
+            CancellationTokenSource? answered = null;
+            for (int i = 0; i < perCaller; i++)
+            {
+                int id = 1 + (c * perCaller) + i;
+                var cts = new CancellationTokenSource();
+                var pending = h.Client.InferAsync("m", FakeBackend.Request(id), cts.Token);
+                bool cancel = id % 3 == 0;
+                if (cancel)
+                {
+                    await cts.CancelAsync();
+                }
+
+                if (answered is not null)
+                {
+                    await answered.CancelAsync();
+                    answered.Dispose();
+                }
+
+                try
+                {
+                    using var r = await pending;
+                    AssertAnswer(r, id);
+                }
+                catch (OperationCanceledException)
+                {
+                    Assert.True(cancel, $"request {id} was cancelled, but its own token was not");
+                }
+
+                answered = cts;
+            }
+
+            answered?.Dispose();
+        })).ToArray();
+        await Task.WhenAll(tasks);
+    }
+
+    [Fact]
     public async Task A_model_without_a_batch_axis_runs_one_request_per_run_across_its_instances()
     {
         await using var h = await Harness.CreateAsync(instances: 2, batchable: false);
