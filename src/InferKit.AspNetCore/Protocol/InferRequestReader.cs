@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
+using InferKit.Scheduling;
 using InferKit.Tensors;
 
 namespace InferKit.AspNetCore.Protocol;
@@ -19,9 +20,6 @@ internal static class InferRequestReader
 
     /// <summary>The largest draft array a thread keeps between requests (a request with more inputs allocates its own).</summary>
     private const int MaxCachedDrafts = 16;
-
-    [ThreadStatic]
-    private static InputDraft[]? t_drafts;
 
     /// <summary>Parses a request body.</summary>
     /// <param name="body">The whole body, backed by an array; binary inputs may view it without copying, so it must outlive the payload's use.</param>
@@ -68,19 +66,14 @@ internal static class InferRequestReader
         }
 
         // The drafts live only while this method runs: each thread keeps its array for the next request.
-        var drafts = t_drafts ?? new InputDraft[4];
-        t_drafts = null;
+        var drafts = ThreadScratch<InputDraft>.Take(0);
         try
         {
             ReadRequestObject(body, headerLength, payload, json, ref reader, ref drafts);
         }
         finally
         {
-            Array.Clear(drafts);
-            if (drafts.Length <= MaxCachedDrafts)
-            {
-                t_drafts = drafts;
-            }
+            ThreadScratch<InputDraft>.Return(drafts, drafts.Length, MaxCachedDrafts);
         }
     }
 

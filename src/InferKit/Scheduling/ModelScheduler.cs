@@ -49,8 +49,6 @@ internal sealed class ModelScheduler : IDisposable
     private readonly int[] _skipped = new int[Lanes];
     private readonly List<PendingRequest> _deferred = new();
     private readonly ConcurrentQueue<PendingRequest> _requestPool = new();
-    [ThreadStatic]
-    private static Tensor[]? t_scratch;
     private readonly ConcurrentQueue<Batch> _batchPool = new();
     private readonly ITimer _timer;
     private readonly IThreadPoolWorkItem _pumpItem;
@@ -163,7 +161,7 @@ internal sealed class ModelScheduler : IDisposable
 
         // Validated into this thread's scratch: a request refused at admission never takes a pooled request object.
         int inputCount = Signature.Inputs.Count;
-        var scratch = TakeScratch(inputCount);
+        var scratch = ThreadScratch<Tensor>.Take(inputCount);
         var ordered = scratch.AsSpan(0, inputCount);
         int rows;
         ulong mask;
@@ -173,7 +171,7 @@ internal sealed class ModelScheduler : IDisposable
         }
         catch
         {
-            ReleaseScratch(scratch, inputCount);
+            ThreadScratch<Tensor>.Return(scratch, inputCount, int.MaxValue);
             throw;
         }
 
@@ -186,13 +184,13 @@ internal sealed class ModelScheduler : IDisposable
         // Admission: refusals are answered at once, without queueing (and without a pooled request object).
         if (Refusal(request, lane, rows, deadline, now, activity) is { } answered)
         {
-            ReleaseScratch(scratch, inputCount);
+            ThreadScratch<Tensor>.Return(scratch, inputCount, int.MaxValue);
             return new ValueTask<InferenceResponse>(answered);
         }
 
         var pending = Rent();
         ordered.CopyTo(pending.Inputs);
-        ReleaseScratch(scratch, inputCount);
+        ThreadScratch<Tensor>.Return(scratch, inputCount, int.MaxValue);
         pending.Init(request, rows, mask, lane, deadline, now, Interlocked.Increment(ref _sequence), cancellationToken);
         pending.Activity = activity;
         // Concurrent traffic: other requests in flight, or the last batch carried several. Then a request queues so it
@@ -1149,29 +1147,6 @@ internal sealed class ModelScheduler : IDisposable
         {
             Volatile.Write(ref _cap, cap + 1);
         }
-    }
-
-    /// <summary>
-    /// This thread's scratch for a request's inputs in signature order, taken until <see cref="ReleaseScratch"/> (a call
-    /// nested in between, from a listener's callback, gets its own).
-    /// </summary>
-    private static Tensor[] TakeScratch(int count)
-    {
-        var scratch = t_scratch;
-        if (scratch is null || scratch.Length < count)
-        {
-            return new Tensor[Math.Max(count, 4)];
-        }
-
-        t_scratch = null;
-        return scratch;
-    }
-
-    /// <summary>Clears the scratch (it never keeps a request's tensors alive) and gives it back to this thread.</summary>
-    private static void ReleaseScratch(Tensor[] scratch, int count)
-    {
-        scratch.AsSpan(0, count).Clear();
-        t_scratch = scratch;
     }
 
     private PendingRequest Rent() => _requestPool.TryDequeue(out var r) ? r : new PendingRequest(this, Signature.Inputs.Count);
