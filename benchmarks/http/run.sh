@@ -138,21 +138,21 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 read -r total1 steal1 <<<"$(cpu_times)"
 
-# median PEER COLUMN (2 req/s, 3 p50, 4 p90, 5 p99); errors are summed.
-median() { awk -v p="$1" -v c="$2" '$1 == p { print $c }' "$work/rounds.txt" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# middle FORMAT: the median of the numbers on stdin, printed with FORMAT.
+middle() { sort -g | awk -v f="$1" '{ v[NR] = $1 } END { printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# median PEER COLUMN (2 req/s, 3 p50, 4 p90, 5 p99, 7 host CPU µs/request); errors are summed.
+median() { awk -v p="$1" -v c="$2" '$1 == p { print $c }' "$work/rounds.txt" | middle "%.2f"; }
 errors() { awk -v p="$1" '$1 == p { s += $6 } END { print s + 0 }' "$work/rounds.txt"; }
+# per_round A B COLUMN OP: A's value against B's in each round, as a ratio (OP /) or a difference (OP -).
+per_round() {
+  awk -v a="$1" -v b="$2" -v c="$3" -v op="$4" '$1 == a { x[++n] = $c } $1 == b { y[++m] = $c }
+    END { for (i = 1; i <= n; i++) print (op == "/") ? x[i] / y[i] : x[i] - y[i] }' "$work/rounds.txt"
+}
 # Paired ratios: within each round the peers ran back to back, so their ratio is what other load on the machine
 # disturbs least; the headline is the median of the per-round ratios.
-paired() { # paired NUMERATOR DENOMINATOR COLUMN
-  awk -v a="$1" -v b="$2" -v c="$3" '$1 == a { x[++n] = $c } $1 == b { y[++m] = $c } END { for (i = 1; i <= n; i++) print x[i] / y[i] }' "$work/rounds.txt" \
-    | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
+paired() { per_round "$1" "$2" "$3" / | middle "%.2f"; } # paired NUMERATOR DENOMINATOR COLUMN
 # paired_diff A B COLUMN: the median over rounds of A's value minus B's.
-paired_diff() {
-  awk -v a="$1" -v b="$2" -v c="$3" '$1 == a { x[++n] = $c } $1 == b { y[++m] = $c } END { for (i = 1; i <= n; i++) print x[i] - y[i] }' "$work/rounds.txt" \
-    | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
+paired_diff() { per_round "$1" "$2" "$3" - | middle "%.1f"; }
 
 ik99="$(median inferkit 5)"; nv99="$(median naive 5)"
 vs_naive="$(paired inferkit naive 2)"; vs_constant="$(paired inferkit constant 2)"; p99_vs_naive="$(paired inferkit naive 5)"
