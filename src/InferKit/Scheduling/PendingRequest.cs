@@ -23,8 +23,6 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 
     private ManualResetValueTaskSourceCore<InferenceResponse> _core;
     private int _state;
-    private CancellationTokenRegistration _registration;
-    private bool _registered;
     private bool _unregistered;
 
     public PendingRequest(ModelScheduler owner, int inputCount)
@@ -68,18 +66,11 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     public CancellationToken Token { get; private set; }
 
     /// <summary>
-    /// The cancellation callback's registration. Set by the admitting thread after the request is queued, so a batch may
-    /// answer the request before it is set; <see cref="Recycle"/> runs after the caller got the task, when it is.
+    /// The cancellation callback's registration (default: none). Set by the admitting thread after the request is
+    /// queued, so a batch may answer the request before it is set; <see cref="Recycle"/> runs after the caller got the
+    /// task, when it is.
     /// </summary>
-    public CancellationTokenRegistration Registration
-    {
-        get => _registration;
-        set
-        {
-            _registration = value;
-            _registered = true;
-        }
-    }
+    public CancellationTokenRegistration Registration { get; set; }
 
     /// <summary>The request's span while it is traced (ended by the scheduler's telemetry); null when nothing listens.</summary>
     public Activity? Activity { get; set; }
@@ -219,7 +210,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     /// </summary>
     private void Unregister()
     {
-        if (_registered && _registration.Unregister())
+        if (Registration.Unregister())
         {
             _unregistered = true;
         }
@@ -237,13 +228,12 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     /// </summary>
     public void Recycle()
     {
-        bool poolable = !_registered || _unregistered || _registration.Unregister();
+        bool poolable = Registration == default || _unregistered || Registration.Unregister();
         Array.Clear(Inputs);
         Request = null!;
         InlineResult = null;
         InlineException = null;
-        _registration = default;
-        _registered = false;
+        Registration = default;
         _unregistered = false;
         Token = default;
         Activity = null;
