@@ -224,11 +224,16 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     /// <summary>
     /// Clears references and returns the object to its scheduler's pool when that is safe: it never registered a
     /// cancellation callback, or one unregistration of it succeeded (the callback never ran and never will). A request
-    /// whose callback ran, or runs now, is left to the garbage collector.
+    /// whose callback ran, or runs now, was abandoned while queued or running and is left untouched to the garbage
+    /// collector: the batch that took it may still be reading its inputs, and a stale queue entry may still point at it.
     /// </summary>
     public void Recycle()
     {
-        bool poolable = Registration == default || _unregistered || Registration.Unregister();
+        if (!(Registration == default || _unregistered || Registration.Unregister()))
+        {
+            return;
+        }
+
         Array.Clear(Inputs);
         Request = null!;
         InlineResult = null;
@@ -238,9 +243,6 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
         Token = default;
         Activity = null;
         _core.Reset();
-        if (poolable)
-        {
-            Owner.Return(this);
-        }
+        Owner.Return(this);
     }
 }
