@@ -146,6 +146,9 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>Request objects waiting in the pool for reuse.</summary>
     internal int PooledRequests => _requestPool.Count;
 
+    /// <summary>Tests only: called under the lock with the head a batch is about to start from, before it is taken.</summary>
+    internal Action<PendingRequest>? BeforeFirstTake { get; set; }
+
     /// <summary>Metrics, spans, alert windows and audit of this model version; null without a telemetry hub.</summary>
     internal ModelTelemetry? Telemetry => _telemetry;
 
@@ -645,37 +648,52 @@ internal sealed class ModelScheduler : IDisposable
             return null;
         }
 
-        int lane = ChooseLane();
-        var first = PeekLive(lane);
-        if (first is null)
+        // The head can be cancelled between the peek and the take: cancellation ends a queued request without the lock
+        // (the lock only guards its counters). Then the take fails and the next live head is tried.
+        int lane;
+        int cap;
+        Batch batch;
+        while (true)
         {
-            return null;
-        }
-
-        int cap = _batchable ? Volatile.Read(ref _cap) : 1;
-        if (_batchable && _options.MaxQueueDelay > TimeSpan.Zero)
-        {
-            long rowsQueued = 0;
-            long oldest = long.MaxValue;
-            for (int l = 0; l < Lanes; l++)
+            lane = ChooseLane();
+            var first = PeekLive(lane);
+            if (first is null)
             {
-                rowsQueued += _laneRows[l];
-                if (PeekLive(l) is { } head && head.Enqueued < oldest)
+                return null;
+            }
+
+            cap = _batchable ? Volatile.Read(ref _cap) : 1;
+            if (_batchable && _options.MaxQueueDelay > TimeSpan.Zero)
+            {
+                long rowsQueued = 0;
+                long oldest = long.MaxValue;
+                for (int l = 0; l < Lanes; l++)
                 {
-                    oldest = head.Enqueued;
+                    rowsQueued += _laneRows[l];
+                    if (PeekLive(l) is { } head && head.Enqueued < oldest)
+                    {
+                        oldest = head.Enqueued;
+                    }
+                }
+
+                long due = oldest + (long)(_options.MaxQueueDelay.TotalSeconds * Time.TimestampFrequency);
+                if (rowsQueued < cap && !PreferredReachable(rowsQueued) && now < due)
+                {
+                    waitUntil = due;
+                    return null;
                 }
             }
 
-            long due = oldest + (long)(_options.MaxQueueDelay.TotalSeconds * Time.TimestampFrequency);
-            if (rowsQueued < cap && !PreferredReachable(rowsQueued) && now < due)
+            BeforeFirstTake?.Invoke(first);
+            batch = RentBatch();
+            if (Take(lane, first, batch))
             {
-                waitUntil = due;
-                return null;
+                break;
             }
+
+            _batchPool.Enqueue(batch);
         }
 
-        var batch = RentBatch();
-        Take(lane, first, batch);
         if (_batchable && batch.Rows < cap)
         {
             Fill(batch, lane, cap);
@@ -770,16 +788,20 @@ internal sealed class ModelScheduler : IDisposable
         return firstLane;
     }
 
-    private void Take(int lane, PendingRequest head, Batch batch)
+    /// <summary>Moves a live head into the batch; false when it ended (was cancelled) since it was peeked.</summary>
+    private bool Take(int lane, PendingRequest head, Batch batch)
     {
         _lanes[lane].Dequeue();
-        if (head.TryStart())
+        if (!head.TryStart())
         {
-            _laneCount[lane]--;
-            _laneRows[lane] -= head.Rows;
-            _queued--;
-            batch.Add(head);
+            return false; // its canceller adjusts the counters
         }
+
+        _laneCount[lane]--;
+        _laneRows[lane] -= head.Rows;
+        _queued--;
+        batch.Add(head);
+        return true;
     }
 
     private void Untake(PendingRequest request)

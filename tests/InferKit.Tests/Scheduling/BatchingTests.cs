@@ -1,3 +1,4 @@
+using InferKit.Scheduling;
 using InferKit.Tests.Fakes;
 
 namespace InferKit.Tests.Scheduling;
@@ -425,6 +426,54 @@ public sealed class BatchingTests
         h.Backend.Release();
         (await first).Dispose();
         Assert.Equal(pooled + 1, scheduler.PooledRequests);
+    }
+
+    [Fact]
+    public async Task A_head_cancelled_on_another_thread_while_a_batch_forms_is_skipped_and_the_batch_starts_from_the_next()
+    {
+        // Cancellation ends a queued request without the scheduler's lock. Here it lands between the moment a batch
+        // chooses its first request and the moment it takes it: that batch must start from the next live request (it
+        // used to be left empty and the thread forming it crashed with NullReferenceException, taking the process down).
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 4);
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        var first = await h.OccupyAsync(100);
+        using var cts = new CancellationTokenSource();
+        var cancelled = h.Client.InferAsync("m", FakeBackend.Request(1), cts.Token).AsTask();
+        var second = h.Client.InferAsync("m", FakeBackend.Request(2)).AsTask();
+        var third = h.Client.InferAsync("m", FakeBackend.Request(3)).AsTask();
+        int hooked = 0;
+        scheduler.BeforeFirstTake = head =>
+        {
+            if (head.Request.Id != "1" || Interlocked.Exchange(ref hooked, 1) != 0)
+            {
+                return;
+            }
+
+            // The canceller runs on its own thread; it ends the request at once and then waits for the lock this thread holds.
+            _ = Task.Run(cts.Cancel);
+            Assert.True(SpinWait.SpinUntil(() => head.State == PendingRequest.Done, TimeSpan.FromSeconds(30)));
+        };
+
+        h.Backend.Release();
+        (await first).Dispose();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        using (var r2 = await second)
+        {
+            AssertAnswer(r2, 2);
+        }
+
+        using (var r3 = await third)
+        {
+            AssertAnswer(r3, 3);
+        }
+
+        Assert.Equal(1, hooked);
+        Assert.Equal([[100f], [2f, 3f]], h.BatchIds());
+
+        // The scheduler goes on serving.
+        scheduler.BeforeFirstTake = null;
+        using var r4 = await Send(h, 4);
+        AssertAnswer(r4, 4);
     }
 
     [Fact]
