@@ -63,7 +63,11 @@ internal sealed class ModelScheduler : IDisposable
     private readonly SemaphoreSlim _runnerSignal = new(0, 1);
     private readonly Lock _runnerGate = new();
     private Thread? _runner;
-    private int _runnerAwake;
+    private int _runnerAwake; // RunnerAsleep, RunnerAwake or RunnerAgain
+    private const int RunnerAsleep = 0;
+    private const int RunnerAwake = 1;
+    /// <summary>Awake, and a hand-off came while it pumped: it pumps once more before it may sleep.</summary>
+    private const int RunnerAgain = 2;
     private readonly long _deliveryMargin;
 
     /// <summary>
@@ -317,7 +321,7 @@ internal sealed class ModelScheduler : IDisposable
         _timer.Dispose();
         lock (_runnerGate)
         {
-            if (_runner is not null && Interlocked.Exchange(ref _runnerAwake, 1) == 0)
+            if (_runner is not null && Interlocked.Exchange(ref _runnerAwake, RunnerAwake) == RunnerAsleep)
             {
                 _runnerSignal.Release(); // it sees _disposed and ends
             }
@@ -331,9 +335,10 @@ internal sealed class ModelScheduler : IDisposable
         }
     }
 
-    /// <summary>Forms batches while there is work and an instance with room, and runs or hands them off.</summary>
-    internal void Pump(DispatchMode mode, PendingRequest? own)
+    /// <summary>Forms batches while there is work and an instance with room, and runs or hands them off; true when it formed any.</summary>
+    internal bool Pump(DispatchMode mode, PendingRequest? own)
     {
+        bool formed = false;
         while (Volatile.Read(ref _queued) > 0)
         {
             if (!Pool.TryAcquire(out var instance))
@@ -343,7 +348,7 @@ internal sealed class ModelScheduler : IDisposable
                     FailQueuedNoInstance();
                 }
 
-                return;
+                return formed;
             }
 
             Batch? batch;
@@ -368,12 +373,13 @@ internal sealed class ModelScheduler : IDisposable
                         }
                     }
 
-                    return;
+                    return formed;
                 }
 
                 continue;
             }
 
+            formed = true;
             batch.Instance = instance;
             instance.AddRows(batch.Rows);
             if (mode == DispatchMode.Caller && own is not null && _options.AllowInlineExecution && batch.Contains(own))
@@ -381,7 +387,7 @@ internal sealed class ModelScheduler : IDisposable
                 own.Inline = false; // its answer goes through the awaited value task as usual
                 RunBatch(batch);
                 HandOff();
-                return;
+                return true;
             }
 
             if (mode is DispatchMode.Worker or DispatchMode.Runner && !(Volatile.Read(ref _queued) > 0 && HasRoom()))
@@ -395,11 +401,13 @@ internal sealed class ModelScheduler : IDisposable
                     HandOff();
                 }
 
-                return;
+                return true;
             }
 
             ThreadPool.UnsafeQueueUserWorkItem(batch, preferLocal: false);
         }
+
+        return formed;
     }
 
     internal void RunBatch(Batch batch)
@@ -553,7 +561,10 @@ internal sealed class ModelScheduler : IDisposable
         return rows >= (_batchable ? Volatile.Read(ref _cap) : 1);
     }
 
-    /// <summary>Makes sure the runner thread is awake (starting it the first time); false once disposed.</summary>
+    /// <summary>
+    /// Makes sure the runner thread is awake (starting it the first time), and that one already awake pumps once more
+    /// after this hand-off; false once disposed.
+    /// </summary>
     private bool WakeRunner()
     {
         if (_disposed)
@@ -561,20 +572,38 @@ internal sealed class ModelScheduler : IDisposable
             return false;
         }
 
-        if (Interlocked.Exchange(ref _runnerAwake, 1) == 0)
+        while (true)
         {
-            if (_runner is null)
+            int state = Volatile.Read(ref _runnerAwake);
+            if (state == RunnerAgain)
             {
-                lock (_runnerGate)
-                {
-                    _runner ??= StartRunner();
-                }
+                return true;
             }
 
-            _runnerSignal.Release();
-        }
+            if (state == RunnerAwake)
+            {
+                if (Interlocked.CompareExchange(ref _runnerAwake, RunnerAgain, RunnerAwake) == RunnerAwake)
+                {
+                    return true;
+                }
 
-        return true;
+                continue;
+            }
+
+            if (Interlocked.CompareExchange(ref _runnerAwake, RunnerAwake, RunnerAsleep) == RunnerAsleep)
+            {
+                if (_runner is null)
+                {
+                    lock (_runnerGate)
+                    {
+                        _runner ??= StartRunner();
+                    }
+                }
+
+                _runnerSignal.Release();
+                return true;
+            }
+        }
     }
 
     private Thread StartRunner()
@@ -602,15 +631,18 @@ internal sealed class ModelScheduler : IDisposable
             {
                 if (_disposed)
                 {
-                    Volatile.Write(ref _runnerAwake, 0);
+                    Volatile.Write(ref _runnerAwake, RunnerAsleep);
                     return;
                 }
 
-                Pump(DispatchMode.Runner, null);
-                Volatile.Write(ref _runnerAwake, 0);
+                bool formed = Pump(DispatchMode.Runner, null);
+                bool handedOff = Interlocked.Exchange(ref _runnerAwake, RunnerAsleep) == RunnerAgain;
 
-                // Re-check after clearing the flag: a hand-off that saw the flag set relied on this thread.
-                if (!(BacklogFull() && HasRoom()) || Interlocked.Exchange(ref _runnerAwake, 1) != 0)
+                // Go on while it can make progress: it formed a batch, or a hand-off that found it awake relied on it. When
+                // it formed nothing (the strategy waits for a busy instance, though another has room) and nobody handed
+                // off, it sleeps: the instance that frees up hands off and wakes it. Looping on HasRoom alone spun here.
+                if (!((formed || handedOff) && BacklogFull() && HasRoom())
+                    || Interlocked.CompareExchange(ref _runnerAwake, RunnerAwake, RunnerAsleep) != RunnerAsleep)
                 {
                     break;
                 }

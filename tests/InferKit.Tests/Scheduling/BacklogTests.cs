@@ -1,3 +1,5 @@
+using InferKit.LoadBalancing;
+using InferKit.Models;
 using InferKit.Telemetry;
 using InferKit.Tests.Fakes;
 using InferKit.Tests.Telemetry;
@@ -87,6 +89,42 @@ public sealed class BacklogTests
         }
 
         Assert.True(runner.Join(TimeSpan.FromSeconds(30)), "the runner thread is still alive 30 s after disposal");
+    }
+
+    [Fact]
+    public async Task The_runner_waits_rather_than_spins_while_the_strategy_waits_for_a_busy_instance()
+    {
+        // Weighted least connections may choose a busy fast instance over an idle slow one: the batch waits for it.
+        // While it waits with full batches queued, the runner has nothing to do until that instance frees up (its
+        // completion hands off again). The runner must then block, not spin re-checking that the idle instance has room:
+        // it used to loop forever on a CPU core, calling the strategy millions of times.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 2;
+            o.LoadBalancing = LoadBalancingStrategies.WeightedLeastConnections;
+            o.InstanceGroups.Add(new InstanceGroupOptions { Weight = 100 });
+            o.InstanceGroups.Add(new InstanceGroupOptions { Weight = 1 });
+        }, instances: 2);
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        var first = await h.OccupyAsync(100); // on instance 0, the fast one, and held there
+        var queued = Enumerable.Range(1, 4).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
+        Assert.True(SpinWait.SpinUntil(() => scheduler.RunnerThread is not null, TimeSpan.FromSeconds(30)), "the backlog never woke the runner");
+        var runner = scheduler.RunnerThread!;
+        bool blocked = SpinWait.SpinUntil(() => (runner.ThreadState & ThreadState.WaitSleepJoin) != 0, TimeSpan.FromSeconds(10));
+        int runsWhileHeld = h.Backends[1].Runs;
+
+        h.Backend.Release();
+        (await first).Dispose();
+        for (int i = 0; i < queued.Length; i++)
+        {
+            using var r = await queued[i];
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal(2f * (i + 1), r["y"].GetSpan<float>()[0]);
+        }
+
+        Assert.True(blocked, $"the runner thread is still running (state {runner.ThreadState}) 10 s after the backlog queued behind a busy instance");
+        Assert.Equal(0, runsWhileHeld); // the strategy's choice stood: nothing ran on the slow instance meanwhile
+        Assert.Equal(0, scheduler.Active);
     }
 
     [Fact]
