@@ -153,6 +153,9 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>Tests only: called under the lock with the head a batch is about to start from, before it is taken.</summary>
     internal Action<PendingRequest>? BeforeFirstTake { get; set; }
 
+    /// <summary>Tests only: called on the admitting thread once a request passed the admission checks, before it is counted and queued.</summary>
+    internal Action<InferenceRequest>? AfterAdmissionChecks { get; set; }
+
     /// <summary>Metrics, spans, alert windows and audit of this model version; null without a telemetry hub.</summary>
     internal ModelTelemetry? Telemetry => _telemetry;
 
@@ -195,6 +198,7 @@ internal sealed class ModelScheduler : IDisposable
             return new ValueTask<InferenceResponse>(answered);
         }
 
+        AfterAdmissionChecks?.Invoke(request);
         var pending = Rent();
         ordered.CopyTo(pending.Inputs);
         ThreadScratch<Tensor>.Return(scratch, inputCount, int.MaxValue);
@@ -204,8 +208,13 @@ internal sealed class ModelScheduler : IDisposable
         // can join a batch, and a pool work item (run after the continuations already queued) forms that batch.
         bool concurrent = Interlocked.Increment(ref _active) > 1 || Volatile.Read(ref _lastBatchRequests) > 1;
 
+        // A drain or a disposal may have begun since the admission checks, which ran without the lock. Counted as active
+        // now, this request is either seen by the drain (which waits for it) or sees the drain here; one that queues
+        // checks again under the lock, which Dispose holds while it empties the queue.
+        bool closed = _draining;
+
         // Fast path: nothing queued, an idle instance and no concurrent traffic: run on the caller's thread, no hop, no queue.
-        if (!concurrent && _options.AllowInlineExecution && _options.MaxQueueDelay <= TimeSpan.Zero && Volatile.Read(ref _queued) == 0
+        if (!closed && !concurrent && _options.AllowInlineExecution && _options.MaxQueueDelay <= TimeSpan.Zero && Volatile.Read(ref _queued) == 0
             && Pool.TryAcquire(out var idle))
         {
             pending.TryStart();
@@ -213,30 +222,36 @@ internal sealed class ModelScheduler : IDisposable
             return RunInline(pending, idle);
         }
 
-        bool full;
-        lock (_gate)
+        bool full = false;
+        if (!closed)
         {
-            // The limit is exact: checked and taken under the lock (the check above only answers a full queue cheaply).
-            full = _queued >= _options.MaxQueueLength;
-            if (!full)
+            lock (_gate)
             {
-                _lanes[lane].Enqueue(pending);
-                _laneCount[lane]++;
-                _laneRows[lane] += rows;
-                _queued++;
-                if (deadline < _timerDue)
+                closed = _draining;
+                // The limit is exact: checked and taken under the lock (the check above only answers a full queue cheaply).
+                full = !closed && _queued >= _options.MaxQueueLength;
+                if (!closed && !full)
                 {
-                    ArmTimer(deadline, now);
+                    _lanes[lane].Enqueue(pending);
+                    _laneCount[lane]++;
+                    _laneRows[lane] += rows;
+                    _queued++;
+                    if (deadline < _timerDue)
+                    {
+                        ArmTimer(deadline, now);
+                    }
                 }
             }
         }
 
-        if (full)
+        if (closed || full)
         {
             EndActive();
             pending.Activity = null;
             pending.Recycle();
-            return new ValueTask<InferenceResponse>(Refuse(request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity));
+            return new ValueTask<InferenceResponse>(closed
+                ? RefuseShuttingDown(request, now, activity)
+                : Refuse(request, RefusalReason.QueueFull, EstimateDrain(Volatile.Read(ref _queued)), _queueFullMessage, now, activity));
         }
 
         if (cancellationToken.CanBeCanceled)
@@ -266,6 +281,8 @@ internal sealed class ModelScheduler : IDisposable
         lock (_gate)
         {
             _draining = true;
+            // Not read before the write is visible: an admitting thread counts itself active, then reads _draining.
+            Interlocked.MemoryBarrier();
             _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             tcs = _drained;
             if (Volatile.Read(ref _active) == 0)
@@ -1041,7 +1058,7 @@ internal sealed class ModelScheduler : IDisposable
     {
         if (_draining || _disposed)
         {
-            return Refuse(request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.", now, activity);
+            return RefuseShuttingDown(request, now, activity);
         }
 
         if (deadline <= now)
@@ -1077,6 +1094,9 @@ internal sealed class ModelScheduler : IDisposable
 
         return null;
     }
+
+    private InferenceResponse RefuseShuttingDown(InferenceRequest request, long admitted, Activity? activity)
+        => Refuse(request, RefusalReason.ShuttingDown, null, $"Model '{ModelName}' is shutting down and takes no new requests.", admitted, activity);
 
     private InferenceResponse Refuse(InferenceRequest request, RefusalReason reason, TimeSpan? retryAfter, string message, long admitted, Activity? activity)
         => Refuse(request, InferenceResponse.Refused(ModelName, request.Id, reason, retryAfter, message), admitted, activity);
