@@ -150,7 +150,10 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>Request objects waiting in the pool for reuse.</summary>
     internal int PooledRequests => _requestPool.Count;
 
-    /// <summary>Tests only: called under the lock with the head a batch is about to start from, before it is taken.</summary>
+    /// <summary>
+    /// Tests only: called under the lock with the head a batch would start from, as soon as it is peeked: before the
+    /// batch decides whether to wait for more requests (MaxQueueDelay), and before the head is taken.
+    /// </summary>
     internal Action<PendingRequest>? BeforeFirstTake { get; set; }
 
     /// <summary>Tests only: called on the admitting thread once a request passed the admission checks, before it is counted and queued.</summary>
@@ -711,6 +714,8 @@ internal sealed class ModelScheduler : IDisposable
                 return null;
             }
 
+            BeforeFirstTake?.Invoke(first);
+
             cap = _batchable ? Volatile.Read(ref _cap) : 1;
             if (_batchable && _options.MaxQueueDelay > TimeSpan.Zero)
             {
@@ -733,7 +738,6 @@ internal sealed class ModelScheduler : IDisposable
                 }
             }
 
-            BeforeFirstTake?.Invoke(first);
             batch = RentBatch();
             if (Take(lane, first, batch))
             {
@@ -838,14 +842,20 @@ internal sealed class ModelScheduler : IDisposable
     }
 
     /// <summary>Moves a live head into the batch; false when it ended (was cancelled) since it was peeked.</summary>
+    /// <remarks>
+    /// Started first, dequeued only then: a request cancelled since it was peeked may already have been dropped from the
+    /// queue as a stale entry (by <see cref="PeekLive"/> on the way, as the queue-delay check does), and dequeuing blindly
+    /// would remove the next request instead. One that starts was live all along, so nothing dropped it: it is the head.
+    /// </remarks>
     private bool Take(int lane, PendingRequest head, Batch batch)
     {
-        _lanes[lane].Dequeue();
         if (!head.TryStart())
         {
-            return false; // its canceller adjusts the counters
+            return false; // its canceller adjusts the counters; PeekLive drops its entry
         }
 
+        var taken = _lanes[lane].Dequeue();
+        Debug.Assert(ReferenceEquals(taken, head), "the request taken is the head that was peeked");
         _laneCount[lane]--;
         _laneRows[lane] -= head.Rows;
         _queued--;

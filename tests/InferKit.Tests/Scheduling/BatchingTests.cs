@@ -477,6 +477,95 @@ public sealed class BatchingTests
     }
 
     [Fact]
+    public async Task With_a_queue_delay_a_head_cancelled_while_a_batch_forms_does_not_take_the_next_request_with_it()
+    {
+        // With a queue delay, the batch former peeks every lane's head (for the oldest request) after it chose its first
+        // request and before it takes it. A first request cancelled in between was dropped there as a stale entry, and the
+        // take then removed the next request from the queue in its place: that request was never run nor answered, and
+        // its lane's count stayed one too high for good.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 2;
+            o.Batching.MaxQueueDelay = TimeSpan.FromMilliseconds(10);
+        });
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        h.Backend.Hold();
+        var occupying = h.Client.InferAsync("m", FakeBackend.Request(100)).AsTask();
+        h.Time.Advance(TimeSpan.FromMilliseconds(10)); // its queue delay passes: it runs, and is held
+        await h.Backend.Entered.WaitAsync(TimeSpan.FromSeconds(30));
+
+        using var cts = new CancellationTokenSource();
+        var cancelled = h.Client.InferAsync("m", FakeBackend.Request(1), cts.Token).AsTask();
+        var second = h.Client.InferAsync("m", FakeBackend.Request(2)).AsTask();
+        var third = h.Client.InferAsync("m", FakeBackend.Request(3)).AsTask();
+        int hooked = 0;
+        scheduler.BeforeFirstTake = head =>
+        {
+            if (head.Request.Id != "1" || Interlocked.Exchange(ref hooked, 1) != 0)
+            {
+                return;
+            }
+
+            _ = Task.Run(cts.Cancel);
+            Assert.True(SpinWait.SpinUntil(() => head.State == PendingRequest.Done, TimeSpan.FromSeconds(30)));
+        };
+
+        h.Backend.Release();
+        (await occupying).Dispose();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        using (var r2 = await second.WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            AssertAnswer(r2, 2);
+        }
+
+        using (var r3 = await third.WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            AssertAnswer(r3, 3);
+        }
+
+        Assert.Equal(1, hooked);
+        Assert.Equal([[100f], [2f, 3f]], h.BatchIds());
+        Assert.Equal(0, scheduler.QueueLength);
+        Assert.Equal(0, scheduler.Active);
+    }
+
+    [Fact]
+    public async Task With_a_queue_delay_the_only_request_cancelled_while_its_batch_forms_leaves_the_scheduler_serving()
+    {
+        // The same race with nothing behind the cancelled request: the take found its lane empty and threw
+        // InvalidOperationException out of the batch former, holding the instance's reservation for good (on a pool
+        // thread or the timer, the exception would end the process).
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 1;
+            o.Batching.MaxQueueDelay = TimeSpan.FromMilliseconds(10);
+        });
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        using var cts = new CancellationTokenSource();
+        int hooked = 0;
+        scheduler.BeforeFirstTake = head =>
+        {
+            if (head.Request.Id != "1" || Interlocked.Exchange(ref hooked, 1) != 0)
+            {
+                return;
+            }
+
+            _ = Task.Run(cts.Cancel);
+            Assert.True(SpinWait.SpinUntil(() => head.State == PendingRequest.Done, TimeSpan.FromSeconds(30)));
+        };
+
+        // A lone caller forms its own batch on its own thread.
+        var cancelled = h.Client.InferAsync("m", FakeBackend.Request(1), cts.Token).AsTask();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+        Assert.Equal(1, hooked);
+
+        scheduler.BeforeFirstTake = null;
+        using var r = await h.Client.InferAsync("m", FakeBackend.Request(2)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        AssertAnswer(r, 2);
+        Assert.Equal(0, scheduler.Active);
+    }
+
+    [Fact]
     public async Task Many_concurrent_callers_each_get_exactly_their_own_rows()
     {
         await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 16, instances: 2);
