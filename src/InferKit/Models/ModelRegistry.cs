@@ -291,7 +291,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             if (entry.Current is { } dep)
             {
                 entry.Current = null;
-                await dep.DisposeAsync(_options.DrainTimeout).ConfigureAwait(false);
+                await dep.DisposeAsync(_options.DrainTimeout, _logger).ConfigureAwait(false);
                 Log.ModelUnloaded(_logger, entry.Name, dep.Version);
             }
 
@@ -380,7 +380,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             {
                 foreach (var b in created)
                 {
-                    b?.Dispose();
+                    DisposeQuietly(b, entry.Name, "a backend instance", _logger);
                 }
 
                 throw;
@@ -398,7 +398,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
                 {
                     foreach (var b in created)
                     {
-                        b?.Dispose();
+                        DisposeQuietly(b, entry.Name, "a backend instance", _logger);
                     }
 
                     throw new ModelLoadException(entry.Name, $"instance {i} reports a different signature from instance 0.");
@@ -445,7 +445,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
             if (_disposed != 0)
             {
-                await deployment.DisposeAsync(TimeSpan.Zero).ConfigureAwait(false);
+                await deployment.DisposeAsync(TimeSpan.Zero, _logger).ConfigureAwait(false);
                 throw new ObjectDisposedException(nameof(ModelRegistry));
             }
 
@@ -457,12 +457,13 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         }
         catch (Exception ex)
         {
+            // A backend whose Dispose throws must not hide why the load failed, nor leave the model "loading" for ever.
             foreach (var i in instances)
             {
-                i.Dispose();
+                DisposeQuietly(i, entry.Name, $"instance {i.Id}", _logger);
             }
 
-            source?.Dispose();
+            DisposeQuietly(source, entry.Name, "its backend source", _logger);
             entry.State = ModelState.Failed;
             entry.Error = ex.Message;
             entry.RetryLoad = true;
@@ -473,6 +474,19 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             }
 
             throw new ModelLoadException(entry.Name, ex.Message, ex);
+        }
+    }
+
+    /// <summary>Disposes <paramref name="disposable"/>; an exception is logged, so the disposal of the rest goes on.</summary>
+    internal static void DisposeQuietly(IDisposable? disposable, string model, string what, ILogger logger)
+    {
+        try
+        {
+            disposable?.Dispose();
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            Log.DisposeFailed(logger, model, what, ex);
         }
     }
 
@@ -678,7 +692,7 @@ internal sealed class ModelDeployment(string version, ModelSignature signature, 
     /// Refuses queued work, waits for running batches (a session must never be disposed under a run) and disposes
     /// the instances. An instance still running after the timeout is left undisposed rather than risk a crash.
     /// </summary>
-    public async Task DisposeAsync(TimeSpan timeout)
+    public async Task DisposeAsync(TimeSpan timeout, ILogger logger)
     {
         State = ModelState.Unloaded;
         Scheduler.Dispose();
@@ -697,12 +711,12 @@ internal sealed class ModelDeployment(string version, ModelSignature signature, 
                 continue;
             }
 
-            instance.Dispose();
+            ModelRegistry.DisposeQuietly(instance, Scheduler.ModelName, $"instance {instance.Id}", logger);
         }
 
         if (!leaked)
         {
-            source.Dispose();
+            ModelRegistry.DisposeQuietly(source, Scheduler.ModelName, "its backend source", logger);
         }
     }
 }

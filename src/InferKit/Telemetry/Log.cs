@@ -38,6 +38,9 @@ internal static partial class Log
     [LoggerMessage(1006, LogLevel.Debug, "InferKit: model loading at start finished with failures")]
     public static partial void LoadFinishedWithFailures(ILogger logger, Exception exception);
 
+    [LoggerMessage(1007, LogLevel.Warning, "Model '{Model}': disposing {What} threw; disposal went on with the rest")]
+    public static partial void DisposeFailed(ILogger logger, string model, string what, Exception exception);
+
     [LoggerMessage(3001, LogLevel.Warning, "Model '{Model}' instance {Instance} taken out of rotation until {Until:O} after {Failures} consecutive failure(s)")]
     public static partial void InstanceTakenOut(ILogger logger, string model, string instance, DateTimeOffset until, int failures);
 

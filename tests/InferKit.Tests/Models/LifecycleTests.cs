@@ -1,0 +1,104 @@
+using InferKit.Backends;
+using InferKit.Models;
+using InferKit.Tensors;
+using InferKit.Tests.Fakes;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace InferKit.Tests.Models;
+
+/// <summary>Loading, unloading and stopping while things go wrong: throwing disposal, hanging warm-up, runs in flight.</summary>
+public sealed class LifecycleTests
+{
+    /// <summary>A fake whose warm-up run can fail or wait at a gate, and whose Dispose can throw.</summary>
+    private sealed class ProbeBackend(FakeBackend inner) : IModelBackend
+    {
+        public Exception? WarmupFailure { get; init; }
+
+        public SemaphoreSlim? WarmupGate { get; init; }
+
+        public TaskCompletionSource WarmupEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public bool ThrowOnDispose { get; init; }
+
+        public int DisposeCalls;
+
+        public ModelSignature Signature => inner.Signature;
+
+        public ExecutionProviderInfo Provider => inner.Provider;
+
+        public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
+        {
+            bool warmup = inputs[0].GetSpan<float>()[0] == 0;
+            if (warmup)
+            {
+                WarmupEntered.TrySetResult();
+                WarmupGate?.Wait(cancellationToken);
+                if (WarmupFailure is { } failure)
+                {
+                    throw failure;
+                }
+            }
+
+            inner.Run(inputs, sink, cancellationToken);
+        }
+
+        public void Dispose()
+        {
+            Interlocked.Increment(ref DisposeCalls);
+            inner.Dispose();
+            if (ThrowOnDispose)
+            {
+                throw new InvalidOperationException("native handle already released");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_load_whose_warm_up_fails_and_whose_backend_dispose_throws_is_reported_failed_and_can_be_retried()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ => new ProbeBackend(new FakeBackend())
+        {
+            WarmupFailure = new InvalidOperationException("warm-up blew up"),
+            ThrowOnDispose = true,
+        });
+        await using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<IModelRegistry>();
+
+        // The load fails for its real reason, and the model says so (it is not left "loading" forever).
+        var ex = await Assert.ThrowsAsync<ModelLoadException>(() => registry.LoadAsync("m"));
+        Assert.Contains("warm-up blew up", ex.Message, StringComparison.Ordinal);
+        var info = registry.GetModel("m");
+        Assert.Equal(ModelState.Failed, info.State);
+        Assert.Contains("warm-up blew up", info.Error, StringComparison.Ordinal);
+
+        // A request is refused with a reason, after another load attempt, rather than hanging or throwing the dispose error.
+        using var r = await provider.GetRequiredService<IInferenceClient>().InferAsync("m", FakeBackend.Request(1));
+        Assert.Equal(RefusalReason.ModelNotReady, r.RefusalReason);
+    }
+
+    [Fact]
+    public async Task Unloading_goes_on_past_a_backend_whose_dispose_throws_and_disposes_every_other_model()
+    {
+        var throwing = new ProbeBackend(new FakeBackend()) { ThrowOnDispose = true };
+        var sibling = new FakeBackend();
+        var other = new FakeBackend();
+        int created = 0;
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("a", _ => Interlocked.Increment(ref created) == 1 ? throwing : new ProbeBackend(sibling), o => o.Instances = 2)
+            .AddModel("b", _ => other);
+        var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<ModelRegistry>();
+        await registry.LoadAllAsync();
+
+        await registry.DisposeAsync();
+
+        Assert.Equal(1, throwing.DisposeCalls);
+        Assert.True(sibling.Disposed, "the other instance of the same model was left undisposed");
+        Assert.True(other.Disposed, "another model was left undisposed");
+        Assert.Equal(ModelState.Unloaded, registry.GetModel("b").State);
+        await provider.DisposeAsync();
+    }
+}
