@@ -8,6 +8,9 @@ internal sealed class ModelInstance : IDisposable
 {
     private const double LatencyDecaySeconds = 5.0;
 
+    /// <summary>The value of <see cref="_outstanding"/> once the instance is closed: no reservation can succeed again.</summary>
+    private const int Closed = int.MinValue / 2;
+
     private readonly TimeProvider _time;
     private readonly InstanceHealthOptions _health;
     private readonly double? _configuredWeight;
@@ -42,7 +45,10 @@ internal sealed class ModelInstance : IDisposable
 
     public int MaxConcurrency { get; }
 
-    public int Outstanding => Volatile.Read(ref _outstanding);
+    public int Outstanding => Math.Max(0, Volatile.Read(ref _outstanding));
+
+    /// <summary>True once <see cref="TryClose"/> succeeded: the instance takes no more work and may be disposed.</summary>
+    public bool IsClosed => Volatile.Read(ref _outstanding) < 0;
 
     public int OutstandingRows => Volatile.Read(ref _outstandingRows);
 
@@ -74,9 +80,9 @@ internal sealed class ModelInstance : IDisposable
         while (true)
         {
             int current = Volatile.Read(ref _outstanding);
-            if (current >= MaxConcurrency)
+            if (current >= MaxConcurrency || current < 0)
             {
-                return false;
+                return false; // full, or closed for disposal
             }
 
             if (Interlocked.CompareExchange(ref _outstanding, current + 1, current) == current)
@@ -85,6 +91,13 @@ internal sealed class ModelInstance : IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Closes the instance when nothing runs on it: from then on every <see cref="TryReserve"/> fails, so it can be
+    /// disposed safely (no batch, not even a retry of a batch that failed elsewhere, can start on it). False while a
+    /// batch holds a reservation.
+    /// </summary>
+    public bool TryClose() => Interlocked.CompareExchange(ref _outstanding, Closed, 0) == 0 || IsClosed;
 
     public void AddRows(int rows) => Interlocked.Add(ref _outstandingRows, rows);
 

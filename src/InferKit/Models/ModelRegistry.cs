@@ -700,12 +700,14 @@ internal sealed class ModelDeployment(string version, ModelSignature signature, 
         bool leaked = false;
         foreach (var instance in Pool.Instances)
         {
-            while (instance.Outstanding > 0 && Stopwatch.GetTimestamp() < deadline)
+            // Closed, not merely idle: an idle instance can still be reserved (by a batch that failed on another
+            // instance and is retried, or by a caller admitted just before the scheduler was disposed).
+            while (!instance.TryClose() && Stopwatch.GetTimestamp() < deadline)
             {
                 await Task.Delay(5).ConfigureAwait(false);
             }
 
-            if (instance.Outstanding > 0)
+            if (!instance.IsClosed)
             {
                 leaked = true;
                 continue;

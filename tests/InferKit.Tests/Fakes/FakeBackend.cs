@@ -46,6 +46,9 @@ internal sealed class FakeBackend : IModelBackend
 
     public bool Disposed { get; private set; }
 
+    /// <summary>Runs that started after <see cref="Dispose"/> (with ONNX Runtime, a use-after-free that crashes the process).</summary>
+    public int RunsAfterDispose;
+
     /// <summary>When set, runs throw this exception.</summary>
     public Func<Exception?>? Failure { get; set; }
 
@@ -69,6 +72,11 @@ internal sealed class FakeBackend : IModelBackend
 
     public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
     {
+        if (Disposed)
+        {
+            Interlocked.Increment(ref RunsAfterDispose);
+        }
+
         var x = inputs[0];
         var data = x.GetSpan<float>();
         int rows = (int)x.Shape[0];

@@ -101,4 +101,37 @@ public sealed class LifecycleTests
         Assert.Equal(ModelState.Unloaded, registry.GetModel("b").State);
         await provider.DisposeAsync();
     }
+
+    [Fact]
+    public async Task A_batch_retried_after_a_failure_never_runs_on_an_instance_the_unload_already_disposed()
+    {
+        await using var h = await Harness.CreateAsync(o => o.LoadBalancing = "RoundRobin", instances: 2);
+
+        // Round robin: the first request runs on instance 0, the second on instance 1, where it is held.
+        using (var first = await h.Client.InferAsync("m", FakeBackend.Request(1)))
+        {
+            Assert.Equal("m/1/0", first.Instance);
+        }
+
+        h.Backends[1].Hold();
+        h.Backends[1].Failure = () => new InvalidOperationException("instance 1 failed");
+        var running = Task.Run(async () => await h.Client.InferAsync("m", FakeBackend.Request(2)));
+        await h.Backends[1].Entered.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // Unload while it runs: instance 0 is idle and is disposed; instance 1 is waited for.
+        var unloading = h.InternalRegistry.DisposeAsync().AsTask();
+        while (!h.Backends[0].Disposed)
+        {
+            Assert.False(unloading.IsCompleted);
+            await Task.Yield();
+        }
+
+        // Instance 1 fails; the batch must not be retried on the disposed instance 0 (with ONNX Runtime: a crash).
+        h.Backends[1].Release();
+        var outcome = await Record.ExceptionAsync(async () => (await running.WaitAsync(TimeSpan.FromSeconds(30))).Dispose());
+        await unloading.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, h.Backends[0].RunsAfterDispose);
+        Assert.IsType<InferenceFailedException>(outcome);
+        Assert.True(h.Backends[1].Disposed);
+    }
 }
