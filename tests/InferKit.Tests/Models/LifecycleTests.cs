@@ -1,8 +1,10 @@
 using InferKit.Backends;
+using InferKit.LoadBalancing;
 using InferKit.Models;
 using InferKit.Tensors;
 using InferKit.Tests.Fakes;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 
 namespace InferKit.Tests.Models;
@@ -133,5 +135,49 @@ public sealed class LifecycleTests
         Assert.Equal(0, h.Backends[0].RunsAfterDispose);
         Assert.IsType<InferenceFailedException>(outcome);
         Assert.True(h.Backends[1].Disposed);
+    }
+
+    /// <summary>Picks the first instance with room; runs a hook once, inside the pick (to interleave a race deterministically).</summary>
+    private sealed class HookStrategy : ILoadBalancingStrategy
+    {
+        public Action? OnPick;
+
+        public string Name => "Hook";
+
+        public IInstanceSelector CreateSelector(LoadBalancingContext context) => new Selector(this);
+
+        private sealed class Selector(HookStrategy owner) : IInstanceSelector
+        {
+            public int Pick(ReadOnlySpan<InstanceLoad> candidates)
+            {
+                Interlocked.Exchange(ref owner.OnPick, null)?.Invoke();
+                for (int i = 0; i < candidates.Length; i++)
+                {
+                    if (candidates[i].HasRoom)
+                    {
+                        return i;
+                    }
+                }
+
+                return 0;
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_request_admitted_while_the_model_is_unloaded_is_refused_not_run_on_a_disposed_instance_or_lost()
+    {
+        var hook = new HookStrategy();
+        await using var h = await Harness.CreateAsync(o => o.LoadBalancing = "Hook", instances: 2,
+            services: sc => sc.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingStrategy>(hook)));
+
+        // The request passes admission; while it looks for an instance, the unload runs to the end on this thread.
+        hook.OnPick = () => h.InternalRegistry.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        var answer = h.Client.InferAsync("m", FakeBackend.Request(1)).AsTask();
+        Assert.True(h.Backends[0].Disposed && h.Backends[1].Disposed);
+
+        using var r = await answer.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(0, h.Backends[0].RunsAfterDispose + h.Backends[1].RunsAfterDispose);
+        Assert.Equal(RefusalReason.ShuttingDown, r.RefusalReason);
     }
 }
