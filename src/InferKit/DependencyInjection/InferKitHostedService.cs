@@ -30,7 +30,16 @@ internal sealed class InferKitHostedService(ModelRegistry registry, IOptions<Inf
 
         if (_loading is not null)
         {
-            await _loading.ConfigureAwait(false);
+            // A load can hang (a warm-up that never returns): once the host's shutdown timeout cancels the stop, stop
+            // waiting. The load goes on in the background; disposing the registry unloads whatever it produces.
+            try
+            {
+                await _loading.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                InferKit.Telemetry.Log.StopDidNotWaitForLoading(logger);
+            }
         }
     }
 

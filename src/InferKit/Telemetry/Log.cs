@@ -41,6 +41,9 @@ internal static partial class Log
     [LoggerMessage(1007, LogLevel.Warning, "Model '{Model}': disposing {What} threw; disposal went on with the rest")]
     public static partial void DisposeFailed(ILogger logger, string model, string what, Exception exception);
 
+    [LoggerMessage(1008, LogLevel.Warning, "InferKit: the host's stop was cancelled while models were still loading; stopped without waiting for them")]
+    public static partial void StopDidNotWaitForLoading(ILogger logger);
+
     [LoggerMessage(3001, LogLevel.Warning, "Model '{Model}' instance {Instance} taken out of rotation until {Until:O} after {Failures} consecutive failure(s)")]
     public static partial void InstanceTakenOut(ILogger logger, string model, string instance, DateTimeOffset until, int failures);
 

@@ -180,4 +180,26 @@ public sealed class LifecycleTests
         Assert.Equal(0, h.Backends[0].RunsAfterDispose + h.Backends[1].RunsAfterDispose);
         Assert.Equal(RefusalReason.ShuttingDown, r.RefusalReason);
     }
+
+    [Fact]
+    public async Task Stopping_the_host_while_a_warm_up_hangs_returns_once_the_stop_is_cancelled()
+    {
+        using var gate = new SemaphoreSlim(0);
+        var backend = new ProbeBackend(new FakeBackend()) { WarmupGate = gate };
+        var services = new ServiceCollection();
+        services.AddLogging();
+        services.AddInferKit().AddModel("m", _ => backend);
+        await using var provider = services.BuildServiceProvider();
+        var hosted = provider.GetServices<IHostedService>().Single();
+        await hosted.StartAsync(CancellationToken.None);
+        await backend.WarmupEntered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The host's shutdown timeout has passed: its token is cancelled. Stop must give up waiting for the load.
+        using var expired = new CancellationTokenSource();
+        expired.Cancel();
+        var stopping = hosted.StopAsync(expired.Token);
+        var outcome = await Record.ExceptionAsync(() => stopping.WaitAsync(TimeSpan.FromSeconds(20)));
+        gate.Release(100);
+        Assert.Null(outcome);
+    }
 }
