@@ -280,17 +280,25 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             {
                 try
                 {
-                    await loading.ConfigureAwait(false);
+                    // A load can hang (a warm-up that never returns): wait at most the drain timeout. A load that ends
+                    // later sees _disposed and unloads what it built instead of publishing it.
+                    await loading.WaitAsync(_options.DrainTimeout, _time).ConfigureAwait(false);
                 }
                 catch (Exception ex) when (ex is not OutOfMemoryException)
                 {
-                    // A failed load left nothing to dispose.
+                    // A failed load left nothing to dispose; one still running disposes its own work.
                 }
             }
 
-            if (entry.Current is { } dep)
+            ModelDeployment? current;
+            lock (entry)
             {
+                current = entry.Current;
                 entry.Current = null;
+            }
+
+            if (current is { } dep)
+            {
                 await dep.DisposeAsync(_options.DrainTimeout, _logger).ConfigureAwait(false);
                 Log.ModelUnloaded(_logger, entry.Name, dep.Version);
             }
@@ -443,15 +451,27 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
                 _metrics.ModelLoadDuration.Record(elapsed, InferKitMetrics.ModelTags(entry.Name, options.Version));
             }
 
-            if (_disposed != 0)
+            // Published under the entry's lock, which the registry's disposal takes to read Current after setting
+            // _disposed: either the disposal sees this deployment, or this load sees the disposal and unloads it.
+            bool published;
+            lock (entry)
             {
+                published = _disposed == 0;
+                if (published)
+                {
+                    entry.Current = deployment;
+                    entry.State = ModelState.Ready;
+                    entry.Error = null;
+                }
+            }
+
+            if (!published)
+            {
+                instances = []; // disposed with the deployment, not again below
+                source = null;
                 await deployment.DisposeAsync(TimeSpan.Zero, _logger).ConfigureAwait(false);
                 throw new ObjectDisposedException(nameof(ModelRegistry));
             }
-
-            entry.Current = deployment;
-            entry.State = ModelState.Ready;
-            entry.Error = null;
             Log.ModelLoaded(_logger, entry.Name, options.Version, instances.Length,
                 string.Join("+", instances.Select(static i => i.Backend.Provider.Name).Distinct()), elapsed * 1000);
         }

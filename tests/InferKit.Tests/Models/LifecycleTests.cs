@@ -202,4 +202,28 @@ public sealed class LifecycleTests
         gate.Release(100);
         Assert.Null(outcome);
     }
+
+    [Fact]
+    public async Task Unloading_while_a_warm_up_hangs_gives_up_after_the_drain_timeout_and_the_late_load_unloads_itself()
+    {
+        using var gate = new SemaphoreSlim(0);
+        var backend = new ProbeBackend(new FakeBackend()) { WarmupGate = gate };
+        var services = new ServiceCollection();
+        services.AddInferKit(o => o.DrainTimeout = TimeSpan.FromMilliseconds(100)).AddModel("m", _ => backend);
+        var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<ModelRegistry>();
+        var loading = registry.LoadAsync("m");
+        await backend.WarmupEntered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var disposing = registry.DisposeAsync().AsTask();
+        var outcome = await Record.ExceptionAsync(() => disposing.WaitAsync(TimeSpan.FromSeconds(20)));
+        gate.Release(100);
+        Assert.IsNotType<TimeoutException>(outcome);
+
+        // The load finishes after the unload: it must not publish a serving model; its instances are disposed.
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => loading.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, backend.DisposeCalls);
+        Assert.NotEqual(ModelState.Ready, registry.GetModel("m").State);
+        await provider.DisposeAsync();
+    }
 }
