@@ -237,6 +237,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
             first.AnsweredBy = _stages[0].Model;
             first.Stage = 1;
             first.RowStages = Enumerable.Repeat(1, rows).ToArray();
+            first.Note = note; // why rows that asked for the next stage were answered by this one
             for (int i = 1; i < responses.Count; i++)
             {
                 responses[i].Dispose();

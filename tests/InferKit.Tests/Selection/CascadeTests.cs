@@ -127,6 +127,28 @@ public sealed class CascadeTests
     }
 
     [Fact]
+    public async Task When_the_next_stage_refuses_the_first_stages_answer_says_so()
+    {
+        var small = new Classifier(large: false);
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => small)
+            .AddModel("large", _ => throw new InvalidOperationException("weights missing"), o => o.Required = false)
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
+        await using var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        // Row 1 is unsure and escalates; the large model refuses (it failed to load), so the small model's answer stands.
+        using var r = await client.InferAsync("cascade", Rows(1, 2));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal([1, 1], r.RowStages);
+        Assert.Equal([0.95f, 0.05f, 0.55f, 0.45f], r["probabilities"].GetSpan<float>().ToArray());
+        Assert.NotNull(r.Note);
+        Assert.Contains("Stage 2 ('large') could not answer", r.Note, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_custom_rule_decides_per_row()
     {
         // Accept only rows whose second probability is tiny: the same as "sure" here, decided by user code.
