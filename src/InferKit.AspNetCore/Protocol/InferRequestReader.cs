@@ -100,7 +100,7 @@ internal static class InferRequestReader
                 reader.Read();
                 payload.Id = reader.TokenType switch
                 {
-                    JsonTokenType.String => reader.GetString(),
+                    JsonTokenType.String => Text(ref reader, "The request 'id'"),
                     JsonTokenType.Null => null,
                     _ => throw new ProtocolException($"The request 'id' must be a string, not a {reader.TokenType}."),
                 };
@@ -209,7 +209,14 @@ internal static class InferRequestReader
                     throw new ProtocolException($"inputs[{index}].name must be a string, not a {reader.TokenType}.");
                 }
 
-                d.Name = reader.GetString();
+                try
+                {
+                    d.Name = reader.GetString();
+                }
+                catch (InvalidOperationException ex)
+                {
+                    throw InvalidText($"inputs[{index}].name", ex);
+                }
                 if (string.IsNullOrEmpty(d.Name))
                 {
                     throw new ProtocolException($"inputs[{index}].name is empty.");
@@ -300,7 +307,7 @@ internal static class InferRequestReader
             }
         }
 
-        throw new ProtocolException($"{label}: datatype '{reader.GetString()}' is not an Open Inference Protocol datatype; expected one of {ProtocolNames.KnownDatatypes}.");
+        throw new ProtocolException($"{label}: datatype '{Text(ref reader, $"{label}: 'datatype'")}' is not an Open Inference Protocol datatype; expected one of {ProtocolNames.KnownDatatypes}.");
     }
 
     private static long[] ReadShape(ref Utf8JsonReader reader, string label)
@@ -403,7 +410,14 @@ internal static class InferRequestReader
                         throw new ProtocolException($"outputs[{count}].name must be a string, not a {reader.TokenType}.");
                     }
 
-                    name = reader.GetString();
+                    try
+                    {
+                        name = reader.GetString();
+                    }
+                    catch (InvalidOperationException ex)
+                    {
+                        throw InvalidText($"outputs[{count}].name", ex);
+                    }
                 }
                 else if (reader.ValueTextEquals(ProtocolNames.Parameters))
                 {
@@ -511,7 +525,7 @@ internal static class InferRequestReader
                 bool ok = reader.TokenType switch
                 {
                     JsonTokenType.Number => TryPriorityNumber(ref reader, out priority),
-                    JsonTokenType.String => PriorityParser.TryParse(reader.GetString(), out priority),
+                    JsonTokenType.String => PriorityParser.TryParse(Text(ref reader, "The priority parameter"), out priority),
                     _ => false,
                 };
                 if (!ok)
@@ -653,7 +667,14 @@ internal static class InferRequestReader
                 case JsonTokenType.String:
                     if (n < destination.Length)
                     {
-                        destination[(int)n] = reader.GetString()!;
+                        try
+                        {
+                            destination[(int)n] = reader.GetString()!;
+                        }
+                        catch (InvalidOperationException ex)
+                        {
+                            throw InvalidText($"Input '{name}': element {n} of 'data'", ex);
+                        }
                     }
 
                     n++;
@@ -808,25 +829,30 @@ internal static class InferRequestReader
     /// <summary>JSON has no NaN or infinity; they travel as the strings "NaN", "Infinity" and "-Infinity".</summary>
     private static double NonFinite(ref Utf8JsonReader reader, string name, TensorElementType type, long index)
     {
-        if (reader.TokenType == JsonTokenType.String)
+        if (reader.TokenType == JsonTokenType.String && TryNonFinite(ref reader, out double value))
         {
-            if (reader.ValueTextEquals("NaN"u8))
-            {
-                return double.NaN;
-            }
-
-            if (reader.ValueTextEquals("Infinity"u8) || reader.ValueTextEquals("inf"u8))
-            {
-                return double.PositiveInfinity;
-            }
-
-            if (reader.ValueTextEquals("-Infinity"u8) || reader.ValueTextEquals("-inf"u8))
-            {
-                return double.NegativeInfinity;
-            }
+            return value;
         }
 
         throw BadElement(ref reader, name, type, index);
+    }
+
+    private static bool TryNonFinite(ref Utf8JsonReader reader, out double value)
+    {
+        try
+        {
+            value = reader.ValueTextEquals("NaN"u8) ? double.NaN
+                : reader.ValueTextEquals("Infinity"u8) || reader.ValueTextEquals("inf"u8) ? double.PositiveInfinity
+                : reader.ValueTextEquals("-Infinity"u8) || reader.ValueTextEquals("-inf"u8) ? double.NegativeInfinity
+                : 0;
+            return value != 0;
+        }
+        catch (InvalidOperationException)
+        {
+            // An escaped unpaired surrogate: not one of the names, and reported as such by the caller.
+            value = 0;
+            return false;
+        }
     }
 
     private static ProtocolException BadElement(ref Utf8JsonReader reader, string name, TensorElementType type, long index)
@@ -844,12 +870,39 @@ internal static class InferRequestReader
     private static ProtocolException OutOfRange(ref Utf8JsonReader reader, string name, TensorElementType type, long index) =>
         new($"Input '{name}': element {index} of 'data' is {RawText(ref reader)}, outside the range of {type.ToProtocolName()}; non-finite values travel as \"NaN\", \"Infinity\" or \"-Infinity\".");
 
+    /// <summary>
+    /// The current string token's text. <see cref="Utf8JsonReader"/> checks a string's UTF-8 and escapes only when it is
+    /// read (throwing <see cref="InvalidOperationException"/>): such a string is the caller's mistake, named by <paramref name="what"/>.
+    /// </summary>
+    private static string Text(ref Utf8JsonReader reader, string what)
+    {
+        try
+        {
+            return reader.GetString()!;
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw InvalidText(what, ex);
+        }
+    }
+
+    private static ProtocolException InvalidText(string what, InvalidOperationException ex) =>
+        new($"{what} is not valid text: a JSON string must be UTF-8 and must not escape an unpaired surrogate (\\uD800 to \\uDFFF).", ex);
+
     private static string RawText(ref Utf8JsonReader reader)
     {
         switch (reader.TokenType)
         {
             case JsonTokenType.String:
-                return "\"" + reader.GetString() + "\"";
+                try
+                {
+                    return "\"" + reader.GetString() + "\"";
+                }
+                catch (InvalidOperationException)
+                {
+                    return "a string that is not valid text";
+                }
+
             case JsonTokenType.Number:
                 return Encoding.UTF8.GetString(reader.ValueSpan);
             case JsonTokenType.True:

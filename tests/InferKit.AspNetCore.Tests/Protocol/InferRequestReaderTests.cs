@@ -231,6 +231,33 @@ public sealed class InferRequestReaderTests
         Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("{\"id\":\"\\ud800\",\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "The request 'id' is not valid text")]
+    [InlineData("{\"inputs\":[{\"name\":\"\\udc00x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "inputs[0].name is not valid text")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"\\ud800\",\"data\":[1]}]}", "Input 'x': 'datatype' is not valid text")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"BYTES\",\"data\":[\"a\",\"\\ud800\"]}]}", "Input 'x': element 1 of 'data' is not valid text")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[\"\\ud800\"]}]}", "element 0 of 'data' is a string that is not valid text")]
+    [InlineData("{\"outputs\":[{\"name\":\"\\ud800\"}],\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "outputs[0].name is not valid text")]
+    [InlineData("{\"parameters\":{\"priority\":\"\\ud800\"},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "The priority parameter is not valid text")]
+    public void Strings_escaping_an_unpaired_surrogate_are_rejected_naming_where(string json, string expected)
+    {
+        var ex = Rejects(json);
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("{\"id\":\"a", "\",\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "The request 'id' is not valid text")]
+    [InlineData("{\"inputs\":[{\"name\":\"x", "\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "inputs[0].name is not valid text")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP", "\",\"data\":[1]}]}", "Input 'x': 'datatype' is not valid text")]
+    [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"a", "\"]}]}", "Input 'x': element 0 of 'data' is not valid text")]
+    public void Strings_that_are_not_utf8_are_rejected_naming_where(string before, string after, string expected)
+    {
+        // 0xFF never occurs in UTF-8; Utf8JsonReader lets it through until the string is read.
+        var body = Concat(Encoding.UTF8.GetBytes(before), [0xFF], Encoding.UTF8.GetBytes(after));
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(body, body.Length).Dispose());
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Binary_data_of_the_wrong_size_is_rejected()
     {
