@@ -933,11 +933,12 @@ internal static class InferRequestReader
             return ReadBinaryStrings(data.Span, payload, name, shape, count);
         }
 
+        // Compared by division: count * size can overflow (a shape of 2^61 + 3 FP64 elements "needs" 24 bytes).
         int size = type.SizeOf();
-        if (data.Length != count * size)
+        if (data.Length % size != 0 || data.Length / size != count)
         {
             throw new ProtocolException(
-                $"Input '{name}': binary_data_size is {data.Length} bytes, but shape {Tensor.FormatShape(shape)} of {type.ToProtocolName()} needs {count * size} ({count} elements of {size} bytes).");
+                $"Input '{name}': binary_data_size is {data.Length} bytes, but shape {Tensor.FormatShape(shape)} of {type.ToProtocolName()} needs {(Int128)count * size} ({count} elements of {size} bytes).");
         }
 
         // View the body without copying when the data is aligned for its element type; copy it into a pooled buffer otherwise.

@@ -267,6 +267,18 @@ public sealed class InferRequestReaderTests
         Assert.Contains("binary_data_size is 12 bytes, but shape [2] of FP32 needs 8", ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(2305843009213693955L, "FP64")] // (2^61 + 3) * 8 is 24 modulo 2^64
+    [InlineData(4611686018427387907L, "FP64")]
+    [InlineData(4611686018427387910L, "INT32")] // (2^62 + 6) * 4 is 24 modulo 2^64
+    public void A_binary_shape_whose_byte_size_overflows_is_rejected(long elements, string datatype)
+    {
+        string json = $$$"""{"inputs":[{"name":"x","shape":[{{{elements}}}],"datatype":"{{{datatype}}}","parameters":{"binary_data_size":24}}]}""";
+        var body = Concat(Encoding.UTF8.GetBytes(json), new byte[24]);
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(body, json.Length).Dispose());
+        Assert.Contains($"binary_data_size is 24 bytes, but shape [{elements}] of {datatype} needs", ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Binary_data_left_over_after_every_input_is_rejected()
     {
