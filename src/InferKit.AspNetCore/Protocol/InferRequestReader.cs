@@ -307,7 +307,14 @@ internal static class InferRequestReader
             }
         }
 
-        throw new ProtocolException($"{label}: datatype '{Text(ref reader, $"{label}: 'datatype'")}' is not an Open Inference Protocol datatype; expected one of {ProtocolNames.KnownDatatypes}.");
+        // An escaped name ("FP\u0033\u0032") is the same string once unescaped.
+        string text = Text(ref reader, $"{label}: 'datatype'");
+        if (reader.ValueIsEscaped && TensorElementTypes.TryParseProtocolName(text, out var unescaped))
+        {
+            return unescaped;
+        }
+
+        throw new ProtocolException($"{label}: datatype '{text}' is not an Open Inference Protocol datatype; expected one of {ProtocolNames.KnownDatatypes}.");
     }
 
     private static long[] ReadShape(ref Utf8JsonReader reader, string label)

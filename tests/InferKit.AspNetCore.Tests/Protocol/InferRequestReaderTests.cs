@@ -43,6 +43,17 @@ public sealed class InferRequestReaderTests
     }
 
     [Fact]
+    public void Escaped_strings_read_as_their_unescaped_text()
+    {
+        using var p = ReadJson("""{"\u0069nputs":[{"n\u0061me":"\u0078","shape":[2],"datatype":"FP\u0033\u0032","data":[1,"N\u0061N"]},{"name":"s","shape":[1],"datatype":"\u0042YTES","data":["\u00e9"]}]}""");
+        Assert.Equal("x", p.Inputs[0].Name);
+        Assert.Equal(TensorElementType.Float32, p.Inputs[0].ElementType);
+        Assert.Equal([1f, float.NaN], p.Inputs[0].ToArray<float>());
+        Assert.Equal(TensorElementType.String, p.Inputs[1].ElementType);
+        Assert.Equal(["é"], p.Inputs[1].GetStrings().ToArray());
+    }
+
+    [Fact]
     public void Every_integer_datatype_reads_its_extremes()
     {
         using var p = ReadJson("""
