@@ -117,6 +117,13 @@ internal static class InferRequestReader
             }
         }
 
+        // The object must be the whole JSON part: "{...}}" or "{...}{...}" is malformed, not a request and some noise.
+        // (With the reader's default options, Read throws at anything but whitespace after the root value.)
+        if (reader.Read())
+        {
+            throw new ProtocolException($"The request JSON continues after the request object's closing brace (a {reader.TokenType}); expected one JSON object.");
+        }
+
         if (!sawInputs || draftCount == 0)
         {
             throw new ProtocolException("The request has no 'inputs'; expected an array of tensors, each with 'name', 'shape', 'datatype' and 'data'.");

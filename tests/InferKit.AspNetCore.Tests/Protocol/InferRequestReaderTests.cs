@@ -269,6 +269,23 @@ public sealed class InferRequestReaderTests
         Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("}")]
+    [InlineData("]")]
+    [InlineData(",")]
+    [InlineData("x")]
+    [InlineData("{\"inputs\":[]}")]
+    public void Anything_but_whitespace_after_the_request_object_is_rejected(string trailing)
+    {
+        const string Valid = """{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}""";
+        using (ReadJson(Valid + " \r\n\t"))
+        {
+        }
+
+        var ex = Rejects(Valid + trailing);
+        Assert.Contains("malformed", ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Binary_data_of_the_wrong_size_is_rejected()
     {
