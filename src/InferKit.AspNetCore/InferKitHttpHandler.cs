@@ -127,7 +127,21 @@ internal sealed partial class InferKitHttpHandler
             return;
         }
 
-        var (body, length, tooLarge) = await ReadBodyAsync(context).ConfigureAwait(false);
+        byte[]? body;
+        int length;
+        bool tooLarge;
+        try
+        {
+            (body, length, tooLarge) = await ReadBodyAsync(context).ConfigureAwait(false);
+        }
+        catch (BadHttpRequestException ex)
+        {
+            // The body itself is malformed (a bad chunk, a body that ends before its Content-Length): the client's mistake.
+            Log.BadRequest(_logger, model, ex.Message);
+            await WriteErrorAsync(context, ex.StatusCode, $"The request body could not be read: {ex.Message}").ConfigureAwait(false);
+            return;
+        }
+
         if (tooLarge)
         {
             await WriteErrorAsync(context, StatusCodes.Status413RequestEntityTooLarge,

@@ -387,6 +387,30 @@ public sealed class EndpointTests
     }
 
     [Fact]
+    public async Task A_body_with_a_malformed_chunk_is_400_with_a_json_error_and_the_server_keeps_serving()
+    {
+        await using var host = await StartAffineAsync();
+        using (var client = new System.Net.Sockets.TcpClient())
+        {
+            await client.ConnectAsync(host.Client.BaseAddress!.Host, host.Client.BaseAddress.Port);
+            var stream = client.GetStream();
+            await stream.WriteAsync(Encoding.ASCII.GetBytes(
+                "POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"));
+
+            // Kestrel closes the connection after the answer to a malformed body: read to the end.
+            var answer = new MemoryStream();
+            await stream.CopyToAsync(answer);
+            string text = Encoding.UTF8.GetString(answer.ToArray());
+            Assert.StartsWith("HTTP/1.1 400", text, StringComparison.Ordinal);
+            Assert.Contains("Content-Type: application/json", text, StringComparison.OrdinalIgnoreCase);
+            Assert.Contains("{\"error\":\"The request body could not be read: ", text, StringComparison.Ordinal);
+        }
+
+        using var ok = await host.PostJsonAsync("/v2/models/affine/infer", AffineRequest);
+        Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+    }
+
+    [Fact]
     public async Task Map_fails_clearly_without_AddInferKit()
     {
         var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
