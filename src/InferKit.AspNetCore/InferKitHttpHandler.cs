@@ -149,6 +149,9 @@ internal sealed partial class InferKitHttpHandler
             return;
         }
 
+        // True when a model may still read the inputs after this handler is done: then neither the body (binary inputs
+        // view it) nor the payload's buffers go back to the pool, where another request would rent and overwrite them.
+        bool inputsMayBeInUse = false;
         try
         {
             InferRequestPayload payload;
@@ -163,18 +166,29 @@ internal sealed partial class InferKitHttpHandler
                 return;
             }
 
-            using (payload)
+            try
             {
-                await RunAsync(context, model, version, payload, headerTimeout, headerPriority).ConfigureAwait(false);
+                inputsMayBeInUse = await RunAsync(context, model, version, payload, headerTimeout, headerPriority).ConfigureAwait(false);
+            }
+            finally
+            {
+                if (!inputsMayBeInUse)
+                {
+                    payload.Dispose();
+                }
             }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(body!);
+            if (!inputsMayBeInUse)
+            {
+                ArrayPool<byte>.Shared.Return(body!);
+            }
         }
     }
 
-    private async Task RunAsync(HttpContext context, string model, string? version, InferRequestPayload payload, TimeSpan? headerTimeout, InferencePriority? headerPriority)
+    /// <summary>Runs the request and answers it; true when it was abandoned (the caller went away) and a batch may still be reading its inputs.</summary>
+    private async Task<bool> RunAsync(HttpContext context, string model, string? version, InferRequestPayload payload, TimeSpan? headerTimeout, InferencePriority? headerPriority)
     {
         InferenceResponse response;
         try
@@ -195,7 +209,7 @@ internal sealed partial class InferKitHttpHandler
         catch (ModelNotFoundException ex)
         {
             await WriteErrorAsync(context, StatusCodes.Status404NotFound, ex.Message).ConfigureAwait(false);
-            return;
+            return false;
         }
         catch (ArgumentException ex)
         {
@@ -204,17 +218,18 @@ internal sealed partial class InferKitHttpHandler
             message = message.Contains($"'{model}'", StringComparison.Ordinal) ? message : $"Model '{model}': {message}";
             Log.BadRequest(_logger, model, message);
             await WriteErrorAsync(context, StatusCodes.Status400BadRequest, message).ConfigureAwait(false);
-            return;
+            return false;
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
-            // The caller went away; there is no one to answer.
-            return;
+            // The caller went away; there is no one to answer. The scheduler answers a cancelled request at once, even
+            // while its batch runs (or copies its inputs): the inputs' buffers are left to the garbage collector.
+            return true;
         }
         catch (ModelLoadException ex)
         {
             await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, ex.Message, _options.DefaultRetryAfter).ConfigureAwait(false);
-            return;
+            return false;
         }
 #pragma warning disable CA1031 // Anything else is a server fault: log it and answer 500 so the server keeps serving.
         catch (Exception ex)
@@ -222,7 +237,7 @@ internal sealed partial class InferKitHttpHandler
         {
             Log.InferFailed(_logger, model, ex);
             await WriteErrorAsync(context, StatusCodes.Status500InternalServerError, $"Model '{model}' failed: {ex.Message}").ConfigureAwait(false);
-            return;
+            return false;
         }
 
         using (response)
@@ -246,6 +261,8 @@ internal sealed partial class InferKitHttpHandler
                     break;
             }
         }
+
+        return false;
     }
 
     private static void WriteSuccess(HttpContext context, InferenceResponse response, InferRequestPayload payload)

@@ -1,6 +1,8 @@
 using System.Net;
+using System.Text;
 using System.Text.Json;
 using InferKit.Models;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -187,5 +189,51 @@ public sealed class RefusalTests
         Assert.Equal(HttpStatusCode.BadRequest, ready.StatusCode);
         using var serverReady = await host.Client.GetAsync("/v2/health/ready");
         Assert.Equal(HttpStatusCode.BadRequest, serverReady.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_request_abandoned_while_its_model_runs_keeps_its_inputs_until_the_model_is_done()
+    {
+        var backend = new GatedStringBackend();
+        var handled = new SemaphoreSlim(0);
+        await using var host = await KestrelHost.StartAsync(
+            ik => ik.AddModel("gated", _ => backend, o =>
+            {
+                o.WarmupRuns = 0;
+                o.Batching.MaxBatchSize = 1;
+
+                // As under concurrent traffic: the request queues and a batch runs it, not the caller's own thread.
+                o.Batching.AllowInlineExecution = false;
+            }),
+            middleware: app => app.Use(async (context, next) =>
+            {
+                try
+                {
+                    await next(context);
+                }
+                finally
+                {
+                    handled.Release();
+                }
+            }));
+
+        // The model starts on the request's strings, then the caller goes away while it runs.
+        using var cts = new CancellationTokenSource();
+        var call = host.Client.SendAsync(
+            new HttpRequestMessage(HttpMethod.Post, "/v2/models/gated/infer")
+            {
+                Content = new StringContent("""{"inputs":[{"name":"x","shape":[2],"datatype":"BYTES","data":["third","fourth"]}]}""", Encoding.UTF8, "application/json"),
+            },
+            cts.Token);
+        Assert.True(await backend.Entered.WaitAsync(TimeSpan.FromSeconds(30)));
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
+
+        // The endpoint has given up on the request (the scheduler answers a cancelled request at once) before the model
+        // reads its inputs: they must still be the request's, not pooled arrays returned (and cleared, or reused) meanwhile.
+        Assert.True(await handled.WaitAsync(TimeSpan.FromSeconds(30)));
+        backend.Release();
+        Assert.True(await backend.Exited.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal("third|fourth", string.Join("|", backend.Seen.Select(s => s ?? "(null)")));
     }
 }

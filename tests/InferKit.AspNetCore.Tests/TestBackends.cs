@@ -98,3 +98,38 @@ internal sealed class BlockingBackend : IModelBackend
 
     public void Dispose() => _gate.Set();
 }
+
+/// <summary>BYTES [-1] echoed; each run waits for <see cref="Release"/>, then records the strings it reads.</summary>
+internal sealed class GatedStringBackend : IModelBackend
+{
+    private readonly ManualResetEventSlim _gate = new(false);
+
+    public ModelSignature Signature { get; } = new([new TensorSpec("x", TensorElementType.String, [-1])], [new TensorSpec("y", TensorElementType.String, [-1])], isBatchable: false);
+
+    public ExecutionProviderInfo Provider => ExecutionProviderInfo.Cpu;
+
+    public SemaphoreSlim Entered { get; } = new(0);
+
+    public SemaphoreSlim Exited { get; } = new(0);
+
+    public string?[] Seen { get; private set; } = [];
+
+    public void Release() => _gate.Set();
+
+    public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
+    {
+        try
+        {
+            Entered.Release();
+            _gate.Wait(cancellationToken);
+            Seen = inputs[0].GetStrings().ToArray();
+            sink.OnStringOutput(0, inputs[0].Shape, inputs[0].GetStrings());
+        }
+        finally
+        {
+            Exited.Release();
+        }
+    }
+
+    public void Dispose() => _gate.Set();
+}
