@@ -428,6 +428,27 @@ public sealed class BatchingTests
         Assert.Equal(pooled + 1, scheduler.PooledRequests);
     }
 
+    /// <summary>
+    /// Cancels request <paramref name="id"/>'s token the first time a batch is about to start from it, from another thread
+    /// as a client's cancellation comes, and waits until the cancellation has ended the request (the canceller then waits
+    /// for the scheduler's lock, which this thread holds). Returns how many times that happened.
+    /// </summary>
+    private static Func<int> CancelWhenABatchStartsFrom(ModelScheduler scheduler, string id, CancellationTokenSource cts)
+    {
+        int hooked = 0;
+        scheduler.BeforeFirstTake = head =>
+        {
+            if (head.Request.Id != id || Interlocked.Exchange(ref hooked, 1) != 0)
+            {
+                return;
+            }
+
+            _ = Task.Run(cts.Cancel);
+            Assert.True(SpinWait.SpinUntil(() => head.State == PendingRequest.Done, TimeSpan.FromSeconds(30)));
+        };
+        return () => Volatile.Read(ref hooked);
+    }
+
     [Fact]
     public async Task A_head_cancelled_on_another_thread_while_a_batch_forms_is_skipped_and_the_batch_starts_from_the_next()
     {
@@ -441,18 +462,7 @@ public sealed class BatchingTests
         var cancelled = h.Client.InferAsync("m", FakeBackend.Request(1), cts.Token).AsTask();
         var second = h.Client.InferAsync("m", FakeBackend.Request(2)).AsTask();
         var third = h.Client.InferAsync("m", FakeBackend.Request(3)).AsTask();
-        int hooked = 0;
-        scheduler.BeforeFirstTake = head =>
-        {
-            if (head.Request.Id != "1" || Interlocked.Exchange(ref hooked, 1) != 0)
-            {
-                return;
-            }
-
-            // The canceller runs on its own thread; it ends the request at once and then waits for the lock this thread holds.
-            _ = Task.Run(cts.Cancel);
-            Assert.True(SpinWait.SpinUntil(() => head.State == PendingRequest.Done, TimeSpan.FromSeconds(30)));
-        };
+        var hooked = CancelWhenABatchStartsFrom(scheduler, "1", cts);
 
         h.Backend.Release();
         (await first).Dispose();
@@ -467,7 +477,7 @@ public sealed class BatchingTests
             AssertAnswer(r3, 3);
         }
 
-        Assert.Equal(1, hooked);
+        Assert.Equal(1, hooked());
         Assert.Equal([[100f], [2f, 3f]], h.BatchIds());
 
         // The scheduler goes on serving.
@@ -498,17 +508,7 @@ public sealed class BatchingTests
         var cancelled = h.Client.InferAsync("m", FakeBackend.Request(1), cts.Token).AsTask();
         var second = h.Client.InferAsync("m", FakeBackend.Request(2)).AsTask();
         var third = h.Client.InferAsync("m", FakeBackend.Request(3)).AsTask();
-        int hooked = 0;
-        scheduler.BeforeFirstTake = head =>
-        {
-            if (head.Request.Id != "1" || Interlocked.Exchange(ref hooked, 1) != 0)
-            {
-                return;
-            }
-
-            _ = Task.Run(cts.Cancel);
-            Assert.True(SpinWait.SpinUntil(() => head.State == PendingRequest.Done, TimeSpan.FromSeconds(30)));
-        };
+        var hooked = CancelWhenABatchStartsFrom(scheduler, "1", cts);
 
         h.Backend.Release();
         (await occupying).Dispose();
@@ -523,7 +523,7 @@ public sealed class BatchingTests
             AssertAnswer(r3, 3);
         }
 
-        Assert.Equal(1, hooked);
+        Assert.Equal(1, hooked());
         Assert.Equal([[100f], [2f, 3f]], h.BatchIds());
         Assert.Equal(0, scheduler.QueueLength);
         Assert.Equal(0, scheduler.Active);
@@ -542,22 +542,12 @@ public sealed class BatchingTests
         });
         var scheduler = h.InternalRegistry.GetScheduler("m");
         using var cts = new CancellationTokenSource();
-        int hooked = 0;
-        scheduler.BeforeFirstTake = head =>
-        {
-            if (head.Request.Id != "1" || Interlocked.Exchange(ref hooked, 1) != 0)
-            {
-                return;
-            }
-
-            _ = Task.Run(cts.Cancel);
-            Assert.True(SpinWait.SpinUntil(() => head.State == PendingRequest.Done, TimeSpan.FromSeconds(30)));
-        };
+        var hooked = CancelWhenABatchStartsFrom(scheduler, "1", cts);
 
         // A lone caller forms its own batch on its own thread.
         var cancelled = h.Client.InferAsync("m", FakeBackend.Request(1), cts.Token).AsTask();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
-        Assert.Equal(1, hooked);
+        Assert.Equal(1, hooked());
 
         scheduler.BeforeFirstTake = null;
         using var r = await h.Client.InferAsync("m", FakeBackend.Request(2)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
