@@ -127,7 +127,7 @@ public static class InferKitBuilderExtensions
         }
 
         var registrations = (ModelRegistrations)builder.Services.First(static d => d.ServiceType == typeof(ModelRegistrations)).ImplementationInstance!;
-        if (registrations.Names.Contains(name, StringComparer.Ordinal))
+        if (registrations.Names.Contains(name, StringComparer.Ordinal) || registrations.Virtuals.Any(v => v.Name == name))
         {
             throw new InvalidOperationException($"A model named '{name}' is already registered.");
         }

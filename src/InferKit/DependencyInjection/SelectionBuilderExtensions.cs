@@ -70,7 +70,7 @@ public static class SelectionBuilderExtensions
             errors.Add($"adaptive model '{name}': DefaultBudget must be positive (was {options.DefaultBudget}).");
         }
 
-        if (options.Headroom is < 0.05 or > 1.0)
+        if (!(options.Headroom >= 0.05 && options.Headroom <= 1.0))
         {
             errors.Add($"adaptive model '{name}': Headroom must be between 0.05 and 1 (was {options.Headroom}).");
         }
