@@ -36,6 +36,8 @@ public static class InferKitServiceCollectionExtensions
         }
 
         optionsBuilder.Validate(static o => o.DrainTimeout >= TimeSpan.Zero, "InferKitOptions.DrainTimeout must be zero or positive.")
+            .Validate(static o => o.DrainTimeout <= ModelOptionsValidator.MaxDuration,
+                $"InferKitOptions.DrainTimeout must be at most {ModelOptionsValidator.MaxDuration} (the longest a timer waits).")
             .Validate(static o => o.OnnxThreadPool is null || ((o.OnnxThreadPool.IntraOpThreads ?? 1) >= 1 && (o.OnnxThreadPool.InterOpThreads ?? 1) >= 1),
                 "InferKitOptions.OnnxThreadPool thread counts must be at least 1.")
             .ValidateOnStart();

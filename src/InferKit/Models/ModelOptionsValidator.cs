@@ -7,6 +7,9 @@ namespace InferKit.Models;
 /// <summary>Validates every part of a model's options and reports all errors at once, each naming the model and the setting.</summary>
 internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> strategies) : IValidateOptions<ModelOptions>
 {
+    /// <summary>The longest duration a setting may take: what a timer accepts (about 49.7 days).</summary>
+    internal static readonly TimeSpan MaxDuration = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
     private readonly string[] _strategyNames = strategies.Select(static s => s.Name).Distinct(StringComparer.OrdinalIgnoreCase).ToArray();
 
     public ValidateOptionsResult Validate(string? name, ModelOptions options)
@@ -61,7 +64,11 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
         var b = options.Batching;
         Check(b.MaxQueueDelay >= TimeSpan.Zero, $"Batching.MaxQueueDelay must be zero or positive (was {b.MaxQueueDelay}).");
         Check(b.DeliveryMargin >= TimeSpan.Zero, $"Batching.DeliveryMargin must be zero or positive (was {b.DeliveryMargin}).");
+        Check(b.MaxQueueDelay <= MaxDuration, $"Batching.MaxQueueDelay must be at most {MaxDuration} (was {b.MaxQueueDelay}).");
+        Check(b.DeliveryMargin <= MaxDuration, $"Batching.DeliveryMargin must be at most {MaxDuration} (was {b.DeliveryMargin}).");
         Check(b.DefaultTimeout is null || b.DefaultTimeout > TimeSpan.Zero, $"Batching.DefaultTimeout must be positive when set (was {b.DefaultTimeout}).");
+        Check(b.DefaultTimeout is not { } dt || dt <= TimeSpan.Zero || dt > b.DeliveryMargin,
+            $"Batching.DefaultTimeout ({b.DefaultTimeout}) must be longer than Batching.DeliveryMargin ({b.DeliveryMargin}); otherwise every request that relies on it is discarded as too late.");
         foreach (var p in b.PreferredBatchSizes)
         {
             Check(p >= 1 && p <= b.MaxBatchSize, $"Batching.PreferredBatchSizes contains {p}; each must be between 1 and MaxBatchSize ({b.MaxBatchSize}).");
@@ -69,6 +76,7 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
 
         Check(!b.Adaptive.Enabled || b.Adaptive.LatencyTarget > TimeSpan.Zero, $"Batching.Adaptive.LatencyTarget must be positive (was {b.Adaptive.LatencyTarget}).");
         Check(options.Health.BackOff > TimeSpan.Zero, $"Health.BackOff must be positive (was {options.Health.BackOff}).");
+        Check(options.Health.MaxBackOff <= MaxDuration, $"Health.MaxBackOff must be at most {MaxDuration} (was {options.Health.MaxBackOff}).");
         Check(options.Health.MaxBackOff >= options.Health.BackOff, $"Health.MaxBackOff ({options.Health.MaxBackOff}) must be at least Health.BackOff ({options.Health.BackOff}).");
         Check(options.Health.RunTimeout is null || options.Health.RunTimeout > TimeSpan.Zero, $"Health.RunTimeout must be positive when set (was {options.Health.RunTimeout}).");
         if (!string.IsNullOrEmpty(options.LoadBalancing))

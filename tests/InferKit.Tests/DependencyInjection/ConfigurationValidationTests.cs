@@ -35,4 +35,72 @@ public sealed class ConfigurationValidationTests
         var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
         Assert.Contains("adaptive model 'x': Headroom must be between 0.05 and 1 (was NaN)", string.Join("\n", ex.Failures), StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task A_drain_timeout_beyond_what_a_timer_accepts_is_refused_at_start()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddInferKit(o => o.DrainTimeout = TimeSpan.MaxValue).AddModel("m", _ => new FakeBackend());
+        using var host = builder.Build();
+        var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+        Assert.Contains("DrainTimeout", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_health_back_off_too_long_for_a_clock_is_refused()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ => new FakeBackend(), o =>
+        {
+            o.Health.BackOff = TimeSpan.MaxValue;
+            o.Health.MaxBackOff = TimeSpan.MaxValue;
+        });
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        Assert.Contains("Model 'm': Health.MaxBackOff must be at most", string.Join("\n", ex.Failures), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_delivery_margin_not_shorter_than_the_default_timeout_is_refused()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ => new FakeBackend(), o =>
+        {
+            o.Batching.DefaultTimeout = TimeSpan.FromMilliseconds(100);
+            o.Batching.DeliveryMargin = TimeSpan.FromSeconds(1);
+        });
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        Assert.Contains("Model 'm': Batching.DefaultTimeout (00:00:00.1000000) must be longer than Batching.DeliveryMargin (00:00:01)", string.Join("\n", ex.Failures), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Queue_delay_and_delivery_margin_longer_than_a_timer_accepts_are_refused()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ => new FakeBackend(), o =>
+        {
+            o.Batching.MaxQueueDelay = TimeSpan.MaxValue;
+            o.Batching.DeliveryMargin = TimeSpan.MaxValue;
+        });
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        var message = string.Join("\n", ex.Failures);
+        Assert.Contains("Model 'm': Batching.MaxQueueDelay must be at most", message, StringComparison.Ordinal);
+        Assert.Contains("Model 'm': Batching.DeliveryMargin must be at most", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Long_but_representable_settings_still_work()
+    {
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.DefaultTimeout = TimeSpan.FromDays(30);
+            o.Batching.DeliveryMargin = TimeSpan.FromSeconds(1);
+            o.Health.BackOff = TimeSpan.FromDays(1);
+            o.Health.MaxBackOff = TimeSpan.FromDays(40);
+        });
+        using var r = await h.Client.InferAsync("m", FakeBackend.Request(1));
+        Assert.True(r.IsSuccess, r.Message);
+    }
 }
