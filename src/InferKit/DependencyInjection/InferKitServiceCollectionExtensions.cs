@@ -139,7 +139,7 @@ public static class InferKitBuilderExtensions
         return builder;
     }
 
-    private static bool IsValidName(string name)
+    internal static bool IsValidName(string name)
     {
         if (name.Length > 128)
         {

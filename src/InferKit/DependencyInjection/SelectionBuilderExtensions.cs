@@ -83,6 +83,11 @@ public static class SelectionBuilderExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         ArgumentException.ThrowIfNullOrEmpty(name);
+        if (!InferKitBuilderExtensions.IsValidName(name))
+        {
+            throw new ArgumentException($"Model name '{name}' is not valid: use 1-128 letters, digits, '.', '_' or '-'.", nameof(name));
+        }
+
         var registrations = (ModelRegistrations)builder.Services.First(static d => d.ServiceType == typeof(ModelRegistrations)).ImplementationInstance!;
         if (registrations.Names.Contains(name, StringComparer.Ordinal) || registrations.Virtuals.Any(v => v.Name == name))
         {

@@ -103,4 +103,15 @@ public sealed class ConfigurationValidationTests
         using var r = await h.Client.InferAsync("m", FakeBackend.Request(1));
         Assert.True(r.IsSuccess, r.Message);
     }
+
+    [Fact]
+    public void A_virtual_model_name_that_a_real_model_could_not_take_is_refused()
+    {
+        var builder = new ServiceCollection().AddInferKit()
+            .AddModel("a", _ => new FakeBackend())
+            .AddModel("b", _ => new FakeBackend());
+        var ex = Assert.Throws<ArgumentException>(() => builder.AddCascade("my cascade/v2", c => c.Then("a", AcceptanceRule.TopProbability(0.9)).Then("b")));
+        Assert.Contains("Model name 'my cascade/v2' is not valid", ex.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => builder.AddAdaptiveModel("x?", o => o.Variants.Add("a")));
+    }
 }
