@@ -38,8 +38,8 @@ public static class InferKitServiceCollectionExtensions
         optionsBuilder.Validate(static o => o.DrainTimeout >= TimeSpan.Zero, "InferKitOptions.DrainTimeout must be zero or positive.")
             .Validate(static o => o.DrainTimeout <= ModelOptionsValidator.MaxDuration,
                 $"InferKitOptions.DrainTimeout must be at most {ModelOptionsValidator.MaxDuration} (the longest a timer waits).")
-            .Validate(static o => o.OnnxThreadPool is null || ((o.OnnxThreadPool.IntraOpThreads ?? 1) >= 1 && (o.OnnxThreadPool.InterOpThreads ?? 1) >= 1),
-                "InferKitOptions.OnnxThreadPool thread counts must be at least 1.")
+            .Validate(static o => o.OnnxThreadPool is null || ((o.OnnxThreadPool.IntraOpThreads ?? 1) is >= 1 and <= 1024 && (o.OnnxThreadPool.InterOpThreads ?? 1) is >= 1 and <= 1024),
+                "InferKitOptions.OnnxThreadPool.IntraOpThreads and InterOpThreads must be between 1 and 1024 when set.")
             .ValidateOnStart();
 
         var existing = services.FirstOrDefault(static d => d.ServiceType == typeof(ModelRegistrations))?.ImplementationInstance as ModelRegistrations;

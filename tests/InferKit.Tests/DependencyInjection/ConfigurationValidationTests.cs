@@ -114,4 +114,15 @@ public sealed class ConfigurationValidationTests
         Assert.Contains("Model name 'my cascade/v2' is not valid", ex.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => builder.AddAdaptiveModel("x?", o => o.Variants.Add("a")));
     }
+
+    [Fact]
+    public async Task A_shared_thread_pool_larger_than_its_declared_range_is_refused_at_start()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddInferKit(o => o.OnnxThreadPool = new InferKit.Backends.Onnx.OnnxThreadPoolOptions { IntraOpThreads = 100_000 })
+            .AddModel("m", _ => new FakeBackend());
+        using var host = builder.Build();
+        var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+        Assert.Contains("OnnxThreadPool.IntraOpThreads and InterOpThreads must be between 1 and 1024", ex.Message, StringComparison.Ordinal);
+    }
 }
