@@ -59,6 +59,10 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
         {
             Check(onnx.SpinDuration is null || onnx.SpinDuration > TimeSpan.Zero,
                 $"{prefix}SpinDuration must be positive when set (was {onnx.SpinDuration}); set {prefix}AllowSpinning = false to stop spinning.");
+            foreach (var kv in onnx.FreeDimensionOverrides)
+            {
+                Check(kv.Value >= 1, $"{prefix}FreeDimensionOverrides['{kv.Key}'] must be at least 1 (was {kv.Value}).");
+            }
         }
 
         var b = options.Batching;

@@ -125,4 +125,21 @@ public sealed class ConfigurationValidationTests
         var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
         Assert.Contains("OnnxThreadPool.IntraOpThreads and InterOpThreads must be between 1 and 1024", ex.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Free_dimension_overrides_below_one_are_refused()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit().AddOnnxModel("m", ModelSource.FromBytes(new InferKit.TestModels.MlpModel().ToOnnx()), o =>
+        {
+            o.Onnx.FreeDimensionOverrides["batch"] = 0;
+            o.InstanceGroups.Add(new InstanceGroupOptions());
+            o.InstanceGroups[0].Onnx.FreeDimensionOverrides["batch"] = -5;
+        });
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        var message = string.Join("\n", ex.Failures);
+        Assert.Contains("Model 'm': Onnx.FreeDimensionOverrides['batch'] must be at least 1 (was 0).", message, StringComparison.Ordinal);
+        Assert.Contains("Model 'm': InstanceGroups[0].Onnx.FreeDimensionOverrides['batch'] must be at least 1 (was -5).", message, StringComparison.Ordinal);
+    }
 }
