@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using InferKit.Backends.Onnx;
 using InferKit.LoadBalancing;
 using Microsoft.Extensions.Options;
 
@@ -59,6 +60,9 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
         {
             Check(onnx.SpinDuration is null || onnx.SpinDuration > TimeSpan.Zero,
                 $"{prefix}SpinDuration must be positive when set (was {onnx.SpinDuration}); set {prefix}AllowSpinning = false to stop spinning.");
+            Check(Enum.IsDefined(onnx.Provider), $"{prefix}Provider {onnx.Provider} is not one of {string.Join(", ", Enum.GetNames<ExecutionProvider>())}.");
+            Check(Enum.IsDefined(onnx.GraphOptimization), $"{prefix}GraphOptimization {onnx.GraphOptimization} is not one of {string.Join(", ", Enum.GetNames<GraphOptimization>())}.");
+            Check(Enum.IsDefined(onnx.ExecutionMode), $"{prefix}ExecutionMode {onnx.ExecutionMode} is not one of {string.Join(", ", Enum.GetNames<GraphExecutionMode>())}.");
             foreach (var kv in onnx.FreeDimensionOverrides)
             {
                 Check(kv.Value >= 1, $"{prefix}FreeDimensionOverrides['{kv.Key}'] must be at least 1 (was {kv.Value}).");

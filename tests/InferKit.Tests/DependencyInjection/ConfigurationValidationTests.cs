@@ -1,6 +1,7 @@
 using InferKit.Models;
 using InferKit.Selection;
 using InferKit.Tests.Fakes;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -141,5 +142,27 @@ public sealed class ConfigurationValidationTests
         var message = string.Join("\n", ex.Failures);
         Assert.Contains("Model 'm': Onnx.FreeDimensionOverrides['batch'] must be at least 1 (was 0).", message, StringComparison.Ordinal);
         Assert.Contains("Model 'm': InstanceGroups[0].Onnx.FreeDimensionOverrides['batch'] must be at least 1 (was -5).", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Undefined_onnx_enum_values_are_refused()
+    {
+        // A number in configuration ("Provider": "7") binds to an enum even when no member has that value.
+        var config = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["Onnx:Provider"] = "7",
+                ["Onnx:GraphOptimization"] = "9",
+                ["Onnx:ExecutionMode"] = "5",
+            })
+            .Build();
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ => new FakeBackend(), o => config.Bind(o));
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        var message = string.Join("\n", ex.Failures);
+        Assert.Contains("Model 'm': Onnx.Provider 7 is not one of Cpu, Cuda, TensorRT.", message, StringComparison.Ordinal);
+        Assert.Contains("Model 'm': Onnx.GraphOptimization 9 is not one of", message, StringComparison.Ordinal);
+        Assert.Contains("Model 'm': Onnx.ExecutionMode 5 is not one of Sequential, Parallel.", message, StringComparison.Ordinal);
     }
 }
