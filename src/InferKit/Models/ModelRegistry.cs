@@ -448,7 +448,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             double elapsed = _time.GetElapsedTime(started).TotalSeconds;
             if (_metrics.ModelLoadDuration.Enabled)
             {
-                _metrics.ModelLoadDuration.Record(elapsed, InferKitMetrics.ModelTags(entry.Name, options.Version));
+                _metrics.ModelLoadDuration.SafeRecord(elapsed, InferKitMetrics.ModelTags(entry.Name, options.Version));
             }
 
             // Published under the entry's lock, which the registry's disposal takes to read Current after setting

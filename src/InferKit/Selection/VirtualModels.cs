@@ -323,7 +323,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
     {
         if (value > 0 && counter.Enabled)
         {
-            counter.Add(value, new TagList { { InferKitTelemetry.ModelTag, Name }, { "inferkit.cascade.stage", stage + 1 } });
+            counter.SafeAdd(value, new TagList { { InferKitTelemetry.ModelTag, Name }, { "inferkit.cascade.stage", stage + 1 } });
         }
     }
 }
@@ -417,12 +417,12 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
         var tags = new TagList { { InferKitTelemetry.ModelTag, Name }, { "inferkit.adaptive.variant", _variants[variant] } };
         if (metrics.VariantChosen.Enabled)
         {
-            metrics.VariantChosen.Add(1, tags);
+            metrics.VariantChosen.SafeAdd(1, tags);
         }
 
         if (variant > 0 && metrics.StepDowns.Enabled)
         {
-            metrics.StepDowns.Add(1, tags);
+            metrics.StepDowns.SafeAdd(1, tags);
         }
     }
 }

@@ -206,7 +206,7 @@ internal sealed class InferKitMetrics : IDisposable, IAsyncDisposable
             {
                 if (AuditDropped.Enabled)
                 {
-                    AuditDropped.Add(1, tags);
+                    AuditDropped.SafeAdd(1, tags);
                 }
 
                 RequestSummary();

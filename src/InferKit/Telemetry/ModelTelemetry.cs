@@ -76,7 +76,7 @@ internal sealed class ModelTelemetry
         }
 
         var previous = Activity.Current;
-        var activity = source.StartActivity(InferKitTelemetry.Spans.Request, ActivityKind.Internal);
+        var activity = source.SafeStartActivity(InferKitTelemetry.Spans.Request, ActivityKind.Internal);
         if (activity is null)
         {
             return null;
@@ -105,7 +105,7 @@ internal sealed class ModelTelemetry
         {
             var tags = _tags;
             tags.Add(InferKitTelemetry.ReasonTag, TelemetryNames.Reason(reason));
-            rejected.Add(1, tags);
+            rejected.SafeAdd(1, tags);
         }
 
         _hub.RequestSummary();
@@ -117,7 +117,7 @@ internal sealed class ModelTelemetry
         var counter = _hub.DiscardedLate;
         if (counter.Enabled)
         {
-            counter.Add(1, _tags);
+            counter.SafeAdd(1, _tags);
         }
     }
 
@@ -143,7 +143,7 @@ internal sealed class ModelTelemetry
         {
             var tags = _tags;
             tags.Add(InferKitTelemetry.OutcomeTag, TelemetryNames.Outcome(outcome));
-            hub.RequestDuration.Record(seconds, tags);
+            hub.RequestDuration.SafeRecord(seconds, tags);
         }
 
         window?.Record(outcome, seconds);
@@ -196,7 +196,7 @@ internal sealed class ModelTelemetry
             double seconds = time.GetElapsedTime(request.Enqueued, started).TotalSeconds;
             if (queue)
             {
-                hub.QueueDuration.Record(seconds, _tags);
+                hub.QueueDuration.SafeRecord(seconds, _tags);
             }
 
             if (request.Activity is { } span)
@@ -230,7 +230,7 @@ internal sealed class ModelTelemetry
             Activity.Current = null;
         }
 
-        var activity = source.StartActivity(InferKitTelemetry.Spans.Batch, ActivityKind.Internal, parent, tags: null, links: links);
+        var activity = source.SafeStartActivity(InferKitTelemetry.Spans.Batch, ActivityKind.Internal, parent, links);
         if (activity is null)
         {
             if (saved is not null)
@@ -281,12 +281,12 @@ internal sealed class ModelTelemetry
         {
             var tags = _tags;
             tags.Add(InferKitTelemetry.InstanceTag, instance.Id);
-            hub.ComputeDuration.Record(seconds, tags);
+            hub.ComputeDuration.SafeRecord(seconds, tags);
         }
 
         if (hub.BatchSize.Enabled)
         {
-            hub.BatchSize.Record(rows, _tags);
+            hub.BatchSize.SafeRecord(rows, _tags);
         }
     }
 
@@ -304,11 +304,11 @@ internal sealed class ModelTelemetry
             if (error is not null)
             {
                 activity.SetStatus(ActivityStatusCode.Error, error.Message);
-                activity.AddException(error);
+                activity.SafeAddException(error);
             }
         }
 
-        activity.Stop();
+        activity.SafeStop();
         if (!ReferenceEquals(Activity.Current, saved))
         {
             Activity.Current = saved;
@@ -364,14 +364,14 @@ internal sealed class ModelTelemetry
             if (error is not null && outcome == InferenceOutcome.Error)
             {
                 activity.SetStatus(ActivityStatusCode.Error, error.Message);
-                activity.AddException(error);
+                activity.SafeAddException(error);
             }
         }
 
         // Stop sets Activity.Current to the span's parent on this thread (a worker, a canceller, or the caller when run
         // inline): give the thread back what it had, which is the batch span or the caller's own activity.
         var current = Activity.Current;
-        activity.Stop();
+        activity.SafeStop();
         if (!ReferenceEquals(Activity.Current, current))
         {
             Activity.Current = current;
