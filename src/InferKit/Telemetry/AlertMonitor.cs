@@ -11,6 +11,8 @@ namespace InferKit.Telemetry;
 /// </summary>
 internal sealed class AlertMonitor : IInferKitAlerts, IDisposable
 {
+    private const int MaxPendingEvents = 1024;
+
     private readonly InferKitMetrics _hub;
     private readonly AlertRule[] _rules;
     private readonly TimeProvider _time;
@@ -21,6 +23,8 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable
     private readonly Dictionary<(string Rule, string Model, string Version), RuleState> _states = new();
     private volatile AlertEvent[] _firing = [];
     private volatile IObserver<AlertEvent>[] _observers = [];
+    private readonly Queue<AlertEvent> _pending = new();
+    private bool _delivering;
     private bool _disposed;
 
     public AlertMonitor(InferKitMetrics hub, AlertingOptions options, TimeProvider time, ILogger logger)
@@ -78,111 +82,157 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable
             return; // the previous evaluation is still running
         }
 
+        bool deliver;
         try
         {
-            if (_disposed)
-            {
-                return;
-            }
-
-            List<AlertEvent>? raised = null;
-            var now = _time.GetUtcNow();
-            foreach (var model in _hub.Models)
-            {
-                var window = model.Window;
-                if (window is null)
-                {
-                    continue;
-                }
-
-                var snapshot = window.Snapshot();
-                int queued = model.QueueLength;
-                foreach (var rule in _rules)
-                {
-                    if (rule.Model is not null && !string.Equals(rule.Model, model.Model, StringComparison.Ordinal))
-                    {
-                        continue;
-                    }
-
-                    var key = (rule.Name, model.Model, model.Version);
-                    if (!_states.TryGetValue(key, out var state))
-                    {
-                        state = new RuleState(rule, model);
-                        _states[key] = state;
-                    }
-
-                    var (judged, value) = Measure(rule, snapshot, queued);
-                    state.LastValue = value;
-                    if (state.Firing is null)
-                    {
-                        state.Above = judged && value > rule.Threshold ? state.Above + 1 : 0;
-                        if (state.Above >= rule.FireAfter)
-                        {
-                            state.Above = 0;
-                            state.Below = 0;
-                            state.Firing = new AlertEvent(rule, model.Model, model.Version, AlertState.Firing, value, now);
-                            (raised ??= []).Add(state.Firing);
-                        }
-                    }
-                    else
-                    {
-                        state.Below = !judged || value < rule.EffectiveClearThreshold ? state.Below + 1 : 0;
-                        if (state.Below >= rule.ClearAfter)
-                        {
-                            state.Above = 0;
-                            state.Below = 0;
-                            state.Firing = null;
-                            (raised ??= []).Add(new AlertEvent(rule, model.Model, model.Version, AlertState.Resolved, value, now));
-                        }
-                    }
-                }
-
-                window.Advance();
-            }
-
-            if (raised is null)
-            {
-                return;
-            }
-
-            var firing = new List<AlertEvent>();
-            foreach (var s in _states.Values)
-            {
-                if (s.Firing is not null)
-                {
-                    firing.Add(s.Firing);
-                }
-            }
-
-            _firing = [.. firing];
-            foreach (var e in raised)
-            {
-                if (e.State == AlertState.Firing)
-                {
-                    Log.AlertFiring(_logger, e.Rule, e.Model, e.Version, e.Metric, e.Value, e.Threshold);
-                }
-                else
-                {
-                    Log.AlertResolved(_logger, e.Rule, e.Model, e.Version, e.Metric, e.Value, e.Threshold);
-                }
-
-                foreach (var observer in _observers)
-                {
-                    try
-                    {
-                        observer.OnNext(e);
-                    }
-                    catch (Exception ex) when (ex is not OutOfMemoryException)
-                    {
-                        Log.AlertObserverFailed(_logger, e.Rule, ex);
-                    }
-                }
-            }
+            deliver = EvaluateCore();
         }
         finally
         {
             _gate.Exit();
         }
+
+        if (deliver)
+        {
+            Deliver();
+        }
+    }
+
+    /// <summary>
+    /// Raises the queued events, in order, outside <see cref="_gate"/>: an observer that blocks holds up only this thread
+    /// (later evaluations queue their events behind it), never <see cref="Dispose"/> or <see cref="Observe"/>.
+    /// </summary>
+    private void Deliver()
+    {
+        while (true)
+        {
+            AlertEvent e;
+            lock (_gate)
+            {
+                if (!_pending.TryDequeue(out e!))
+                {
+                    _delivering = false;
+                    return;
+                }
+            }
+
+            if (e.State == AlertState.Firing)
+            {
+                Log.AlertFiring(_logger, e.Rule, e.Model, e.Version, e.Metric, e.Value, e.Threshold);
+            }
+            else
+            {
+                Log.AlertResolved(_logger, e.Rule, e.Model, e.Version, e.Metric, e.Value, e.Threshold);
+            }
+
+            foreach (var observer in _observers)
+            {
+                try
+                {
+                    observer.OnNext(e);
+                }
+                catch (Exception ex) when (ex is not OutOfMemoryException)
+                {
+                    Log.AlertObserverFailed(_logger, e.Rule, ex);
+                }
+            }
+        }
+    }
+
+    /// <summary>One evaluation under <see cref="_gate"/>; true when this thread is to deliver the events it queued.</summary>
+    private bool EvaluateCore()
+    {
+        if (_disposed)
+        {
+            return false;
+        }
+
+        List<AlertEvent>? raised = null;
+        var now = _time.GetUtcNow();
+        foreach (var model in _hub.Models)
+        {
+            var window = model.Window;
+            if (window is null)
+            {
+                continue;
+            }
+
+            var snapshot = window.Snapshot();
+            int queued = model.QueueLength;
+            foreach (var rule in _rules)
+            {
+                if (rule.Model is not null && !string.Equals(rule.Model, model.Model, StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                var key = (rule.Name, model.Model, model.Version);
+                if (!_states.TryGetValue(key, out var state))
+                {
+                    state = new RuleState(rule, model);
+                    _states[key] = state;
+                }
+
+                var (judged, value) = Measure(rule, snapshot, queued);
+                state.LastValue = value;
+                if (state.Firing is null)
+                {
+                    state.Above = judged && value > rule.Threshold ? state.Above + 1 : 0;
+                    if (state.Above >= rule.FireAfter)
+                    {
+                        state.Above = 0;
+                        state.Below = 0;
+                        state.Firing = new AlertEvent(rule, model.Model, model.Version, AlertState.Firing, value, now);
+                        (raised ??= []).Add(state.Firing);
+                    }
+                }
+                else
+                {
+                    state.Below = !judged || value < rule.EffectiveClearThreshold ? state.Below + 1 : 0;
+                    if (state.Below >= rule.ClearAfter)
+                    {
+                        state.Above = 0;
+                        state.Below = 0;
+                        state.Firing = null;
+                        (raised ??= []).Add(new AlertEvent(rule, model.Model, model.Version, AlertState.Resolved, value, now));
+                    }
+                }
+            }
+
+            window.Advance();
+        }
+
+        if (raised is null)
+        {
+            return false;
+        }
+
+        var firing = new List<AlertEvent>();
+        foreach (var s in _states.Values)
+        {
+            if (s.Firing is not null)
+            {
+                firing.Add(s.Firing);
+            }
+        }
+
+        _firing = [.. firing];
+        foreach (var e in raised)
+        {
+            // Bounded: behind an observer that never returns, the oldest undelivered events are kept, later ones dropped.
+            if (_pending.Count < MaxPendingEvents)
+            {
+                _pending.Enqueue(e);
+            }
+        }
+
+        if (_delivering)
+        {
+            return false; // the thread delivering now takes these too, after the ones before them
+        }
+
+        _delivering = true;
+        return true;
     }
 
     /// <summary>The <c>inferkit.alerts.active</c> series: one per rule and model evaluated so far.</summary>
