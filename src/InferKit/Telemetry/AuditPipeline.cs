@@ -71,7 +71,16 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
         }
 
         _channel.Writer.TryComplete();
-        _stop.Cancel();
+        try
+        {
+            _stop.Cancel();
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A callback the sink registered on its cancellation token threw: the sink's failure, not the disposal's.
+            Log.AuditSinkFailed(_logger, SinkName, 1, ex);
+        }
+
         _stop.Dispose();
     }
 
@@ -92,7 +101,16 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
             // The sink did not take the rest in time: stop it; what is left in the buffer is lost.
         }
 
-        await _stop.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _stop.CancelAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // A callback the sink registered on its cancellation token threw: the sink's failure, not the disposal's.
+            Log.AuditSinkFailed(_logger, SinkName, 1, ex);
+        }
+
         _stop.Dispose();
     }
 

@@ -1,0 +1,45 @@
+using InferKit.Telemetry;
+using Microsoft.Extensions.Time.Testing;
+
+namespace InferKit.Tests.Telemetry;
+
+/// <summary>An audit sink is user code: what it hangs on the shutdown token must not make disposal throw.</summary>
+public sealed class AuditDisposalTests
+{
+    private static InferenceAuditRecord Record() => new("r1", "m", "1", InferenceOutcome.Success, RefusalReason.None, null,
+        TimeSpan.Zero, DateTimeOffset.UnixEpoch, null, 0, null, [], []);
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Disposal_does_not_throw_when_a_sinks_cancellation_callback_throws(bool async)
+    {
+        var options = new InferKitTelemetryOptions();
+        options.Audit.FlushTimeout = TimeSpan.Zero;
+        var sink = new ThrowOnCancelSink();
+        var metrics = new InferKitMetrics(null, new FakeTimeProvider(), null, options, [sink]);
+        metrics.Audit(Record(), InferKitMetrics.ModelTags("m", "1"));
+        await sink.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        if (async)
+        {
+            await metrics.DisposeAsync();
+        }
+        else
+        {
+            metrics.Dispose();
+        }
+    }
+
+    private sealed class ThrowOnCancelSink : IInferenceAuditSink
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async ValueTask WriteAsync(InferenceAuditRecord record, CancellationToken cancellationToken)
+        {
+            cancellationToken.Register(static () => throw new InvalidOperationException("abort failed"));
+            Entered.TrySetResult();
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+        }
+    }
+}
