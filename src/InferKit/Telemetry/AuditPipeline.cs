@@ -32,7 +32,7 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
         _logger = logger;
         _time = time;
         _logInterval = logInterval;
-        _flushTimeout = options.FlushTimeout;
+        _flushTimeout = InferKitMetrics.ClampToTimer(options.FlushTimeout);
         _channel = Channel.CreateBounded<InferenceAuditRecord>(new BoundedChannelOptions(options.BufferCapacity)
         {
             FullMode = BoundedChannelFullMode.Wait, // TryWrite fails instead of waiting: the caller drops and counts

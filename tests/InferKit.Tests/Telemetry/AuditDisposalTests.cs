@@ -31,6 +31,17 @@ public sealed class AuditDisposalTests
         }
     }
 
+    [Fact]
+    public async Task DisposeAsync_does_not_throw_with_a_flush_timeout_longer_than_a_timer_can_wait()
+    {
+        var options = new InferKitTelemetryOptions();
+        options.Audit.FlushTimeout = TimeSpan.MaxValue; // passes validation (zero or positive): "wait as long as it takes"
+        var sink = new ThrowOnCancelSink();
+        var metrics = new InferKitMetrics(null, new FakeTimeProvider(), null, options, [sink]);
+
+        await metrics.DisposeAsync();
+    }
+
     private sealed class ThrowOnCancelSink : IInferenceAuditSink
     {
         public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
