@@ -145,11 +145,11 @@ internal sealed class InferKitMetrics : IDisposable, IAsyncDisposable
     /// <summary>Every model version seen so far.</summary>
     public ICollection<ModelTelemetry> Models => _models.Values;
 
-    /// <summary>The longest wait a timer (and Task.WaitAsync) accepts: uint.MaxValue - 1 ms, about 49.7 days.</summary>
-    internal static readonly TimeSpan MaxTimerWait = TimeSpan.FromMilliseconds(uint.MaxValue - 1.0);
-
-    /// <summary>A configured wait longer than a timer accepts (validation lets it through) means "as long as it takes": the longest one.</summary>
-    internal static TimeSpan ClampToTimer(TimeSpan wait) => wait > MaxTimerWait ? MaxTimerWait : wait;
+    /// <summary>
+    /// A configured wait longer than a timer (and Task.WaitAsync) accepts, <see cref="ModelOptionsValidator.MaxDuration"/>
+    /// (validation lets it through), means "as long as it takes": the longest one.
+    /// </summary>
+    internal static TimeSpan ClampToTimer(TimeSpan wait) => wait > ModelOptionsValidator.MaxDuration ? ModelOptionsValidator.MaxDuration : wait;
 
     /// <summary>Creates the hub from a service provider (used by AddInferKit).</summary>
     public static InferKitMetrics Create(IServiceProvider services) => new(
