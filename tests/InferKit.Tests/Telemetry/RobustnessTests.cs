@@ -8,12 +8,10 @@ namespace InferKit.Tests.Telemetry;
 /// <summary>User code plugged into telemetry (listeners, observers, sinks) that throws or blocks.</summary>
 public sealed class RobustnessTests
 {
-    [Fact]
-    public async Task A_meter_listener_that_throws_on_every_measurement_does_not_fail_or_lose_requests()
+    /// <summary>A listener on every instrument of <paramref name="factory"/>'s meters whose callback throws on each measurement.</summary>
+    private static MeterListener ThrowingListener(IMeterFactory factory)
     {
-        await using var h = TelemetryHarness.Create(o => o.Batching.MaxBatchSize = 4, model: "throwing-listener");
-        var factory = h.MeterFactory;
-        using var listener = new MeterListener
+        var listener = new MeterListener
         {
             InstrumentPublished = (instrument, l) =>
             {
@@ -27,6 +25,14 @@ public sealed class RobustnessTests
         listener.SetMeasurementEventCallback<long>((_, _, _, _) => throw new InvalidOperationException("listener boom"));
         listener.SetMeasurementEventCallback<int>((_, _, _, _) => throw new InvalidOperationException("listener boom"));
         listener.Start();
+        return listener;
+    }
+
+    [Fact]
+    public async Task A_meter_listener_that_throws_on_every_measurement_does_not_fail_or_lose_requests()
+    {
+        await using var h = TelemetryHarness.Create(o => o.Batching.MaxBatchSize = 4, model: "throwing-listener");
+        using var listener = ThrowingListener(h.MeterFactory);
 
         await h.LoadAsync();
 
@@ -56,21 +62,7 @@ public sealed class RobustnessTests
     {
         await using var h = TelemetryHarness.Create(model: "throwing-listener-late");
         await h.LoadAsync();
-        var factory = h.MeterFactory;
-        using var listener = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (ReferenceEquals(instrument.Meter.Scope, factory))
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        listener.SetMeasurementEventCallback<double>((_, _, _, _) => throw new InvalidOperationException("listener boom"));
-        listener.SetMeasurementEventCallback<long>((_, _, _, _) => throw new InvalidOperationException("listener boom"));
-        listener.SetMeasurementEventCallback<int>((_, _, _, _) => throw new InvalidOperationException("listener boom"));
-        listener.Start();
+        using var listener = ThrowingListener(h.MeterFactory);
 
         using var r = await h.Send(1).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.True(r.IsSuccess, r.Message);
