@@ -8,6 +8,24 @@ namespace InferKit.Tests.Telemetry;
 /// <summary>User code plugged into telemetry (listeners, observers, sinks) that throws or blocks.</summary>
 public sealed class RobustnessTests
 {
+    /// <summary>Request 2 holds the instance while 3..5 queue behind it (then run as a batch): every one must succeed.</summary>
+    internal static async Task HeldAndQueuedRequestsSucceedAsync(TelemetryHarness h)
+    {
+        var first = await h.OccupyAsync(2);
+        var queued = Enumerable.Range(3, 3).Select(i => h.Send(i).AsTask()).ToArray();
+        h.Backend.Release();
+        using (var r = await first.WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            Assert.True(r.IsSuccess, r.Message);
+        }
+
+        foreach (var t in queued)
+        {
+            using var r = await t.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(r.IsSuccess, r.Message);
+        }
+    }
+
     /// <summary>A listener on every instrument of <paramref name="factory"/>'s meters whose callback throws on each measurement.</summary>
     private static MeterListener ThrowingListener(IMeterFactory factory)
     {
@@ -42,19 +60,7 @@ public sealed class RobustnessTests
             Assert.True(r.IsSuccess, r.Message);
         }
 
-        var first = await h.OccupyAsync(2);
-        var queued = Enumerable.Range(3, 3).Select(i => h.Send(i).AsTask()).ToArray();
-        h.Backend.Release();
-        using (var r = await first.WaitAsync(TimeSpan.FromSeconds(30)))
-        {
-            Assert.True(r.IsSuccess, r.Message);
-        }
-
-        foreach (var t in queued)
-        {
-            using var r = await t.WaitAsync(TimeSpan.FromSeconds(30));
-            Assert.True(r.IsSuccess, r.Message);
-        }
+        await RobustnessTests.HeldAndQueuedRequestsSucceedAsync(h);
     }
 
     [Fact]
@@ -121,19 +127,7 @@ public sealed class ThrowingActivityListenerTests
         }
 
         Assert.Same(caller, Activity.Current);
-        var first = await h.OccupyAsync(2);
-        var queued = Enumerable.Range(3, 3).Select(i => h.Send(i).AsTask()).ToArray();
-        h.Backend.Release();
-        using (var r = await first.WaitAsync(TimeSpan.FromSeconds(30)))
-        {
-            Assert.True(r.IsSuccess, r.Message);
-        }
-
-        foreach (var t in queued)
-        {
-            using var r = await t.WaitAsync(TimeSpan.FromSeconds(30));
-            Assert.True(r.IsSuccess, r.Message);
-        }
+        await RobustnessTests.HeldAndQueuedRequestsSucceedAsync(h);
 
         h.Backend.Failure = () => new InvalidOperationException("backend boom");
         await Assert.ThrowsAsync<InferenceFailedException>(async () => await h.Send(10).AsTask().WaitAsync(TimeSpan.FromSeconds(30)));
