@@ -121,6 +121,18 @@ public static class InferKitBuilderExtensions
 
     private static IInferKitBuilder AddModelCore(IInferKitBuilder builder, string name, Action<ModelOptions> configure)
     {
+        var registrations = CheckNewName(builder, name);
+        registrations.Names.Add(name);
+        builder.Services.AddOptions<ModelOptions>(name).Configure(configure).ValidateOnStart();
+        return builder;
+    }
+
+    /// <summary>
+    /// The checks every model name (real or virtual) passes when it is registered: valid, and not taken by a real or a
+    /// virtual model. Returns the registrations to add it to.
+    /// </summary>
+    internal static ModelRegistrations CheckNewName(IInferKitBuilder builder, string name)
+    {
         ArgumentNullException.ThrowIfNull(builder);
         ArgumentException.ThrowIfNullOrEmpty(name);
         if (!IsValidName(name))
@@ -134,12 +146,10 @@ public static class InferKitBuilderExtensions
             throw new InvalidOperationException($"A model named '{name}' is already registered.");
         }
 
-        registrations.Names.Add(name);
-        builder.Services.AddOptions<ModelOptions>(name).Configure(configure).ValidateOnStart();
-        return builder;
+        return registrations;
     }
 
-    internal static bool IsValidName(string name)
+    private static bool IsValidName(string name)
     {
         if (name.Length > 128)
         {

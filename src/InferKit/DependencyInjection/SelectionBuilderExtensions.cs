@@ -81,19 +81,7 @@ public static class SelectionBuilderExtensions
     private static IInferKitBuilder AddVirtual(IInferKitBuilder builder, string name, string kind, Func<IReadOnlyList<string>> members, Func<IReadOnlyList<string>> validate,
         Func<ModelRegistry, TimeProvider, SelectionMetrics, IVirtualModel> create)
     {
-        ArgumentNullException.ThrowIfNull(builder);
-        ArgumentException.ThrowIfNullOrEmpty(name);
-        if (!InferKitBuilderExtensions.IsValidName(name))
-        {
-            throw new ArgumentException($"Model name '{name}' is not valid: use 1-128 letters, digits, '.', '_' or '-'.", nameof(name));
-        }
-
-        var registrations = (ModelRegistrations)builder.Services.First(static d => d.ServiceType == typeof(ModelRegistrations)).ImplementationInstance!;
-        if (registrations.Names.Contains(name, StringComparer.Ordinal) || registrations.Virtuals.Any(v => v.Name == name))
-        {
-            throw new InvalidOperationException($"A model named '{name}' is already registered.");
-        }
-
+        var registrations = InferKitBuilderExtensions.CheckNewName(builder, name);
         registrations.Virtuals.Add(new VirtualRegistration(name, kind, members, validate, create));
         return builder;
     }
