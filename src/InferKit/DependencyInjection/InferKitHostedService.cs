@@ -8,6 +8,7 @@ namespace InferKit.DependencyInjection;
 /// <summary>Loads the models when the host starts (in the background: readiness shows progress) and drains them when it stops.</summary>
 internal sealed class InferKitHostedService(ModelRegistry registry, IOptions<InferKitOptions> options, ILogger<InferKitHostedService> logger) : IHostedService
 {
+    private readonly ILogger _logger = InferKit.Telemetry.SafeLogger.Wrap(logger);
     private Task? _loading;
 
     public Task StartAsync(CancellationToken cancellationToken)
@@ -25,7 +26,7 @@ internal sealed class InferKitHostedService(ModelRegistry registry, IOptions<Inf
         bool drained = await registry.DrainAsync(options.Value.DrainTimeout, cancellationToken).ConfigureAwait(false);
         if (!drained)
         {
-            InferKit.Telemetry.Log.DrainTimedOut(logger, options.Value.DrainTimeout);
+            InferKit.Telemetry.Log.DrainTimedOut(_logger, options.Value.DrainTimeout);
         }
 
         if (_loading is not null)
@@ -38,7 +39,7 @@ internal sealed class InferKitHostedService(ModelRegistry registry, IOptions<Inf
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
-                InferKit.Telemetry.Log.StopDidNotWaitForLoading(logger);
+                InferKit.Telemetry.Log.StopDidNotWaitForLoading(_logger);
             }
         }
     }
@@ -52,7 +53,7 @@ internal sealed class InferKitHostedService(ModelRegistry registry, IOptions<Inf
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             // Each failure was logged by the registry and shows in readiness and health.
-            InferKit.Telemetry.Log.LoadFinishedWithFailures(logger, ex);
+            InferKit.Telemetry.Log.LoadFinishedWithFailures(_logger, ex);
         }
     }
 }

@@ -71,7 +71,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         _services = services;
         _time = time;
         _loggerFactory = loggerFactory;
-        _logger = loggerFactory.CreateLogger("InferKit");
+        _logger = SafeLogger.Create(loggerFactory, "InferKit");
         _metrics = metrics;
         _random = new DefaultRandomSource(_options.RandomSeed);
         _strategies = new Dictionary<string, ILoadBalancingStrategy>(StringComparer.OrdinalIgnoreCase);
@@ -367,7 +367,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         ModelInstance[] instances = [];
         try
         {
-            var logger = _loggerFactory.CreateLogger("InferKit.Models");
+            var logger = SafeLogger.Create(_loggerFactory, "InferKit.Models");
             source = options.BackendFactory is not null
                 ? new DelegateBackendSource(options.BackendFactory)
                 : await OnnxBackendSource.CreateAsync(entry.Name, options.Source!, _options.OnnxThreadPool, options.Onnx.SharePrepackedWeights,
@@ -435,7 +435,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             var strategy = _strategies[options.LoadBalancing];
             var selector = strategy.CreateSelector(new LoadBalancingContext(entry.Name, instances.Length, _random));
             var pool = new InstancePool(instances, selector, _time);
-            var scheduler = new ModelScheduler(entry.Name, options.Version, signature, pool, options, _time, _loggerFactory.CreateLogger("InferKit.Scheduling"), _metrics);
+            var scheduler = new ModelScheduler(entry.Name, options.Version, signature, pool, options, _time, SafeLogger.Create(_loggerFactory, "InferKit.Scheduling"), _metrics);
             for (int rows = 1; rows < warmup.Length; rows++)
             {
                 if (warmup[rows] > 0)

@@ -89,7 +89,7 @@ internal sealed class ModelScheduler : IDisposable
         Time = time;
         _options = options.Batching;
         Health = options.Health;
-        _logger = logger;
+        _logger = SafeLogger.Wrap(logger);
         _batchable = signature.IsBatchable && _options.Enabled;
         _deliveryMargin = (long)(_options.DeliveryMargin.TotalSeconds * time.TimestampFrequency);
         ReadMargin = (long)(Math.Min(_options.DeliveryMargin.TotalSeconds, ReadMarginSeconds) * time.TimestampFrequency);

@@ -31,7 +31,7 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable
     {
         _hub = hub;
         _time = time;
-        _logger = logger;
+        _logger = SafeLogger.Wrap(logger);
         _rules = [.. options.Rules];
         long interval = Math.Max(1, options.EvaluationInterval.Ticks);
         Slots = (int)Math.Clamp((options.Window.Ticks + interval - 1) / interval, 1, 1000);

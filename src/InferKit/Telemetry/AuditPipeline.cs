@@ -29,7 +29,7 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
     {
         _sink = sink;
         SinkName = sink.GetType().Name;
-        _logger = logger;
+        _logger = SafeLogger.Wrap(logger);
         _time = time;
         _logInterval = logInterval;
         _flushTimeout = InferKitMetrics.ClampToTimer(options.FlushTimeout);

@@ -58,7 +58,7 @@ internal sealed class InferKitMetrics : IDisposable, IAsyncDisposable
         options ??= new InferKitTelemetryOptions();
         Time = time ?? TimeProvider.System;
         loggerFactory ??= NullLoggerFactory.Instance;
-        _logger = loggerFactory.CreateLogger("InferKit.Telemetry");
+        _logger = SafeLogger.Create(loggerFactory, "InferKit.Telemetry");
         _summaryInterval = ClampToTimer(options.LogSummaryInterval);
         if (meterFactory is not null)
         {

@@ -97,4 +97,23 @@ public sealed class ProviderFallbackTests
 
         Assert.Contains(provider.GetFakeLogCollector().GetSnapshot(), r => r.Level == LogLevel.Warning && r.Message.Contains("CUDA", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public async Task A_GPU_provider_falls_back_to_CPU_and_serves_when_logging_the_warning_throws()
+    {
+        var throwing = new InferKit.Tests.Fakes.ThrowingLoggerProvider();
+        var services = new ServiceCollection();
+        services.AddLogging(b => b.AddFakeLogging().AddProvider(throwing));
+        services.AddInferKit().AddOnnxModel("gpu", ModelSource.FromBytes(MlpBytes), o => o.Onnx.Provider = ExecutionProvider.Cuda);
+        await using var provider = services.BuildServiceProvider();
+        using var quiet = throwing.QuietAtEnd();
+
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+
+        Assert.Equal(ModelState.Ready, provider.GetRequiredService<IModelRegistry>().GetModel("gpu").State);
+        Assert.Contains(provider.GetFakeLogCollector().GetSnapshot(), r => r.Level == LogLevel.Warning && r.Message.Contains("CUDA", StringComparison.Ordinal));
+        var input = Mlp.CreateInputs(1, seed: 5);
+        using var response = await provider.GetRequiredService<IInferenceClient>().InferAsync("gpu", new InferenceRequest(Tensor.Create(MlpModel.InputName, input, 1, 16)));
+        Assert.True(response.IsSuccess, response.Message);
+    }
 }

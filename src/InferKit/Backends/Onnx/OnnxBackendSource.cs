@@ -1,4 +1,5 @@
 using InferKit.Models;
+using InferKit.Telemetry;
 using Microsoft.Extensions.Logging;
 using Microsoft.ML.OnnxRuntime;
 
@@ -29,7 +30,7 @@ internal sealed class OnnxBackendSource : IBackendSource
         _model = model;
         _data = data;
         _batching = batching;
-        _logger = logger;
+        _logger = SafeLogger.Wrap(logger);
         _weights = shareWeights ? new PrePackedWeightsContainer() : null;
     }
 
