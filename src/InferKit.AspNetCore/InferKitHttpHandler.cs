@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Reflection;
 using InferKit.AspNetCore.Protocol;
 using InferKit.Models;
+using InferKit.Telemetry;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Hosting;
@@ -29,7 +30,7 @@ internal sealed partial class InferKitHttpHandler
         _registry = registry;
         _options = options;
         _lifetime = lifetime;
-        _logger = logger;
+        _logger = SafeLogger.Wrap(logger); // a provider that throws must not turn a 400 or a refusal into a 500
         var assembly = typeof(IInferenceClient).Assembly;
         var informational = assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion;
         _serverVersion = informational is null ? assembly.GetName().Version?.ToString(3) ?? "0.0.0" : informational.Split('+')[0];
