@@ -1,4 +1,5 @@
 using System.Globalization;
+using InferKit.Models;
 using Microsoft.Extensions.Options;
 
 namespace InferKit.Telemetry;
@@ -50,7 +51,10 @@ public sealed class AuditOptions
 /// <summary>Alert rules over a sliding window per model, evaluated on a timer.</summary>
 public sealed class AlertingOptions
 {
-    /// <summary>How often rules are evaluated (on <see cref="TimeProvider"/>'s timer). Default 10 seconds.</summary>
+    /// <summary>
+    /// How often rules are evaluated (on <see cref="TimeProvider"/>'s timer). Default 10 seconds; at most about 49.7 days,
+    /// the longest period a timer accepts.
+    /// </summary>
     public TimeSpan EvaluationInterval { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
@@ -210,6 +214,11 @@ internal sealed class InferKitTelemetryOptionsValidator : IValidateOptions<Infer
         if (alerts.EvaluationInterval <= TimeSpan.Zero)
         {
             errors.Add($"AlertingOptions.EvaluationInterval must be positive (it is {alerts.EvaluationInterval}).");
+        }
+        else if (alerts.EvaluationInterval > ModelOptionsValidator.MaxDuration)
+        {
+            // The period of the evaluation timer (LogSummaryInterval and FlushTimeout are clamped instead: they are waits).
+            errors.Add($"AlertingOptions.EvaluationInterval must be at most {ModelOptionsValidator.MaxDuration}, the longest a timer waits (it is {alerts.EvaluationInterval}).");
         }
 
         if (alerts.Window < alerts.EvaluationInterval)

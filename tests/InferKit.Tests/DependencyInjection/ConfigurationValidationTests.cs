@@ -1,5 +1,6 @@
 using InferKit.Models;
 using InferKit.Selection;
+using InferKit.Telemetry;
 using InferKit.Tests.Fakes;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -45,6 +46,22 @@ public sealed class ConfigurationValidationTests
         using var host = builder.Build();
         var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
         Assert.Contains("DrainTimeout", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_alert_evaluation_interval_beyond_what_a_timer_accepts_is_refused_at_start()
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddInferKit().AddModel("m", _ => new FakeBackend()).AddAlertRules(o =>
+        {
+            o.EvaluationInterval = TimeSpan.FromDays(60);
+            o.Window = TimeSpan.FromDays(60);
+            o.Rules.Add(AlertRule.QueueLengthAbove("queue", 10));
+        });
+        using var host = builder.Build();
+        var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+        Assert.Contains($"AlertingOptions.EvaluationInterval must be at most {ModelOptionsValidator.MaxDuration}, the longest a timer waits (it is 60.00:00:00).",
+            ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]
