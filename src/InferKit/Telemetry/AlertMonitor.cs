@@ -9,7 +9,7 @@ namespace InferKit.Telemetry;
 /// applies each rule's hysteresis (N evaluations above the threshold to fire, M below the clear threshold to clear),
 /// raises events to subscribers and logs them, then advances the windows. Without rules it does nothing.
 /// </summary>
-internal sealed class AlertMonitor : IInferKitAlerts, IDisposable
+internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposable
 {
     private const int MaxPendingEvents = 1024;
 
@@ -253,14 +253,26 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable
         return list;
     }
 
-    public void Dispose()
+    /// <summary>How long disposal waits for the observers' <see cref="IObserver{T}.OnCompleted"/> calls before it goes on without them.</summary>
+    internal static readonly TimeSpan CompletionTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Stops evaluating and completes every observer. Observers are user code: each <see cref="IObserver{T}.OnCompleted"/>
+    /// runs on the thread pool, and disposal waits for them at most <see cref="CompletionTimeout"/> (on the injected clock);
+    /// one still running then is left running and logged.
+    /// </summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="Dispose"/>
+    public async ValueTask DisposeAsync()
     {
         lock (_gate)
         {
             _disposed = true;
         }
 
-        _timer?.Dispose();
+        _timer?.Dispose(); // not DisposeAsync: that waits for a running evaluation, which may be blocked in an observer's OnNext
+
         IObserver<AlertEvent>[] observers;
         lock (_observersGate)
         {
@@ -268,16 +280,46 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable
             _observers = [];
         }
 
-        foreach (var o in observers)
+        if (observers.Length == 0)
         {
-            try
+            return;
+        }
+
+        // The bound's timer exists before any OnCompleted starts, so an observer seen running is already timed.
+        using var stop = new CancellationTokenSource();
+        var timeout = Task.Delay(CompletionTimeout, _time, stop.Token);
+        var completions = new Task[observers.Length];
+        for (int i = 0; i < observers.Length; i++)
+        {
+            var observer = observers[i];
+            completions[i] = Task.Run(() => Complete(observer), CancellationToken.None);
+        }
+
+        var all = Task.WhenAll(completions);
+        if (await Task.WhenAny(all, timeout).ConfigureAwait(false) != all)
+        {
+            int running = 0;
+            foreach (var c in completions)
             {
-                o.OnCompleted();
+                running += c.IsCompleted ? 0 : 1;
             }
-            catch (Exception ex) when (ex is not OutOfMemoryException)
-            {
-                Log.AlertObserverFailed(_logger, "(completion)", ex);
-            }
+
+            Log.AlertObserversDidNotComplete(_logger, running, CompletionTimeout);
+        }
+
+        stop.Cancel();
+    }
+
+    /// <summary>Tells one observer there are no more events; what it throws is logged.</summary>
+    private void Complete(IObserver<AlertEvent> observer)
+    {
+        try
+        {
+            observer.OnCompleted();
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            Log.AlertObserverFailed(_logger, "(completion)", ex);
         }
     }
 

@@ -265,7 +265,7 @@ internal sealed class InferKitMetrics : IDisposable, IAsyncDisposable
         }
 
         await _summaryTimer.DisposeAsync().ConfigureAwait(false);
-        Alerts.Dispose();
+        await Alerts.DisposeAsync().ConfigureAwait(false);
         foreach (var p in _audit)
         {
             await p.DisposeAsync().ConfigureAwait(false);

@@ -59,6 +59,9 @@ internal static partial class Log
     [LoggerMessage(4003, LogLevel.Warning, "An alert subscriber threw while handling alert '{Rule}'")]
     public static partial void AlertObserverFailed(ILogger logger, string rule, Exception exception);
 
+    [LoggerMessage(4004, LogLevel.Warning, "{Count} alert subscriber(s) did not return from OnCompleted within {Timeout}; disposal went on without them")]
+    public static partial void AlertObserversDidNotComplete(ILogger logger, int count, TimeSpan timeout);
+
     [LoggerMessage(5001, LogLevel.Warning, "Audit sink {Sink}: {Count} record(s) dropped in the last interval because its buffer was full")]
     public static partial void AuditRecordsDropped(ILogger logger, string sink, long count);
 

@@ -1,4 +1,6 @@
 using InferKit.Telemetry;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace InferKit.Tests.Telemetry;
@@ -35,6 +37,74 @@ public sealed class AlertMonitorRobustnessTests
             release.Set();
             await evaluation;
             metrics.Dispose();
+        }
+    }
+
+    [Fact]
+    public async Task Disposing_the_alert_monitor_waits_a_bounded_time_for_an_observer_whose_OnCompleted_blocks_then_goes_on()
+    {
+        var time = new FakeTimeProvider();
+        var options = new InferKitTelemetryOptions();
+        options.Alerts.Rules.Add(AlertRule.QueueLengthAbove("queue", 10));
+        var logs = new FakeLoggerProvider();
+        using var factory = LoggerFactory.Create(b => b.AddProvider(logs));
+        var metrics = new InferKitMetrics(null, time, factory, options, null);
+
+        using var entered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var quick = new CompletionObserver();
+        metrics.Alerts.Subscribe(new BlockingCompletionObserver(entered, release));
+        metrics.Alerts.Subscribe(quick);
+        var dispose = Task.Run(metrics.Alerts.Dispose);
+        try
+        {
+            Assert.True(entered.Wait(TimeSpan.FromSeconds(30)));
+            await quick.Completed.Task.WaitAsync(TimeSpan.FromSeconds(30)); // the other observers are completed meanwhile
+
+            // The wait is bounded on the injected clock: once it passes, disposal goes on (and says so in the log).
+            time.Advance(AlertMonitor.CompletionTimeout);
+            Assert.Same(dispose, await Task.WhenAny(dispose, Task.Delay(TimeSpan.FromSeconds(30))));
+            var warning = Assert.Single(logs.Collector.GetSnapshot(), r => r.Id.Id == 4004);
+            Assert.Equal(LogLevel.Warning, warning.Level);
+            Assert.Contains("1 alert subscriber(s)", warning.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            release.Set();
+            await dispose;
+            metrics.Dispose();
+        }
+    }
+
+    private sealed class BlockingCompletionObserver(ManualResetEventSlim entered, ManualResetEventSlim release) : IObserver<AlertEvent>
+    {
+        public void OnCompleted()
+        {
+            entered.Set();
+            release.Wait();
+        }
+
+        public void OnError(Exception error)
+        {
+        }
+
+        public void OnNext(AlertEvent value)
+        {
+        }
+    }
+
+    private sealed class CompletionObserver : IObserver<AlertEvent>
+    {
+        public TaskCompletionSource Completed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void OnCompleted() => Completed.TrySetResult();
+
+        public void OnError(Exception error)
+        {
+        }
+
+        public void OnNext(AlertEvent value)
+        {
         }
     }
 
