@@ -23,7 +23,8 @@ public interface IInstanceSelector
     /// <summary>
     /// Returns the position in <paramref name="candidates"/> of the chosen instance. At least one candidate has room
     /// (<see cref="InstanceLoad.HasRoom"/>). Choosing a busy instance means "wait for it": the batch is formed when
-    /// that instance frees up, which lets latency-aware strategies keep work off a slow instance.
+    /// that instance frees up, which lets latency-aware strategies keep work off a slow instance. When it throws or
+    /// returns a position out of range, the least-loaded candidate with room is used instead and the failure is logged.
     /// </summary>
     int Pick(ReadOnlySpan<InstanceLoad> candidates);
 }

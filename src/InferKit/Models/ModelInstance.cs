@@ -1,5 +1,7 @@
 using InferKit.Backends;
 using InferKit.LoadBalancing;
+using InferKit.Telemetry;
+using Microsoft.Extensions.Logging;
 
 namespace InferKit.Models;
 
@@ -207,12 +209,19 @@ internal sealed class InstancePool : IDisposable
 {
     private readonly IInstanceSelector _selector;
     private readonly TimeProvider _time;
+    private readonly string _model;
+    private readonly string _strategy;
+    private readonly ILogger _logger;
+    private long _selectorFailures;
 
-    public InstancePool(ModelInstance[] instances, IInstanceSelector selector, TimeProvider time)
+    public InstancePool(ModelInstance[] instances, IInstanceSelector selector, TimeProvider time, string model, string strategy, ILogger logger)
     {
         Instances = instances;
         _selector = selector;
         _time = time;
+        _model = model;
+        _strategy = strategy;
+        _logger = SafeLogger.Wrap(logger);
         foreach (var i in instances)
         {
             TotalConcurrency += i.MaxConcurrency;
@@ -255,12 +264,7 @@ internal sealed class InstancePool : IDisposable
                 break;
             }
 
-            int pick = n == 1 ? 0 : _selector.Pick(candidates[..n]);
-            if ((uint)pick >= (uint)n)
-            {
-                throw new InvalidOperationException($"Load-balancing strategy returned {pick} for {n} candidates.");
-            }
-
+            int pick = n == 1 ? 0 : Pick(candidates[..n]);
             if (!candidates[pick].HasRoom)
             {
                 break; // the strategy waits for a busy instance
@@ -276,6 +280,50 @@ internal sealed class InstancePool : IDisposable
 
         instance = null!;
         return false;
+    }
+
+    /// <summary>
+    /// The strategy's choice among <paramref name="candidates"/> (at least one has room). The strategy is user code that
+    /// runs wherever a batch forms, a timer callback or a pool work item included: when it throws or answers a position
+    /// out of range, the least-loaded candidate with room is chosen instead, and the failure is logged (the 1st, 2nd,
+    /// 4th, 8th... time, so a strategy that always fails cannot flood the log).
+    /// </summary>
+    private int Pick(ReadOnlySpan<InstanceLoad> candidates)
+    {
+        Exception? error = null;
+        int pick;
+        try
+        {
+            pick = _selector.Pick(candidates);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            error = ex;
+            pick = -1;
+        }
+
+        if (error is null && (uint)pick < (uint)candidates.Length)
+        {
+            return pick;
+        }
+
+        error ??= new InvalidOperationException($"Load-balancing strategy '{_strategy}' returned {pick} for {candidates.Length} candidates; expected 0 to {candidates.Length - 1}.");
+        long failures = Interlocked.Increment(ref _selectorFailures);
+        if ((failures & (failures - 1)) == 0)
+        {
+            Log.StrategyFailed(_logger, _model, _strategy, failures, error);
+        }
+
+        int best = -1;
+        for (int i = 0; i < candidates.Length; i++)
+        {
+            if (candidates[i].HasRoom && (best < 0 || candidates[i].Outstanding < candidates[best].Outstanding))
+            {
+                best = i;
+            }
+        }
+
+        return best;
     }
 
     /// <summary>Reserves room on any instance in rotation other than <paramref name="exclude"/>, least loaded first (used to retry a failed batch).</summary>

@@ -434,8 +434,9 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
             var strategy = _strategies[options.LoadBalancing];
             var selector = strategy.CreateSelector(new LoadBalancingContext(entry.Name, instances.Length, _random));
-            var pool = new InstancePool(instances, selector, _time);
-            var scheduler = new ModelScheduler(entry.Name, options.Version, signature, pool, options, _time, SafeLogger.Create(_loggerFactory, "InferKit.Scheduling"), _metrics);
+            var schedulingLogger = SafeLogger.Create(_loggerFactory, "InferKit.Scheduling");
+            var pool = new InstancePool(instances, selector, _time, entry.Name, strategy.Name, schedulingLogger);
+            var scheduler = new ModelScheduler(entry.Name, options.Version, signature, pool, options, _time, schedulingLogger, _metrics);
             for (int rows = 1; rows < warmup.Length; rows++)
             {
                 if (warmup[rows] > 0)

@@ -50,6 +50,9 @@ internal static partial class Log
     [LoggerMessage(3002, LogLevel.Information, "Model '{Model}' instance {Instance} is back in rotation")]
     public static partial void InstanceRestored(ILogger logger, string model, string instance);
 
+    [LoggerMessage(3003, LogLevel.Error, "Model '{Model}': load-balancing strategy '{Strategy}' failed to choose an instance ({Failures} failure(s) so far); the least-loaded instance with room was used instead")]
+    public static partial void StrategyFailed(ILogger logger, string model, string strategy, long failures, Exception exception);
+
     [LoggerMessage(4001, LogLevel.Warning, "Alert '{Rule}' is firing for model '{Model}' version '{Version}': {Metric} = {Value:G4}, above {Threshold:G4}")]
     public static partial void AlertFiring(ILogger logger, string rule, string model, string version, AlertMetric metric, double value, double threshold);
 
