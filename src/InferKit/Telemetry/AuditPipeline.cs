@@ -63,6 +63,10 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
         return false;
     }
 
+    /// <summary>How long disposal waits for the callbacks the sink registered on its cancellation token (user code).</summary>
+    internal static readonly TimeSpan CancelTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>Closes the buffer and stops the sink at once (what is buffered is lost); see <see cref="CancelSinkAsync"/>.</summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -71,19 +75,10 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
         }
 
         _channel.Writer.TryComplete();
-        try
-        {
-            _stop.Cancel();
-        }
-        catch (Exception ex) when (ex is not OutOfMemoryException)
-        {
-            // A callback the sink registered on its cancellation token threw: the sink's failure, not the disposal's.
-            Log.AuditSinkFailed(_logger, SinkName, 1, ex);
-        }
-
-        _stop.Dispose();
+        CancelSinkAsync().GetAwaiter().GetResult();
     }
 
+    /// <summary>Closes the buffer, lets the sink take what is buffered for at most the flush timeout, then stops it.</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -101,14 +96,38 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
             // The sink did not take the rest in time: stop it; what is left in the buffer is lost.
         }
 
-        try
+        await CancelSinkAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Cancels the sink's token. The callbacks it registered there are user code: they run on the thread pool, and this
+    /// waits for them at most <see cref="CancelTimeout"/> (on the injected clock). One that throws is logged; when they
+    /// do not return in time, that is logged and the token source is disposed once they do.
+    /// </summary>
+    private async Task CancelSinkAsync()
+    {
+        // The bound's timer exists before any callback starts, so a callback seen running is already timed.
+        using var stopWaiting = new CancellationTokenSource();
+        var timeout = Task.Delay(CancelTimeout, _time, stopWaiting.Token);
+        var callbacks = _stop.CancelAsync();
+        if (await Task.WhenAny(callbacks, timeout).ConfigureAwait(false) != callbacks)
         {
-            await _stop.CancelAsync().ConfigureAwait(false);
+            Log.AuditSinkStopTimedOut(_logger, SinkName, CancelTimeout);
+            _ = callbacks.ContinueWith(static (t, s) => ((AuditPipeline)s!).AfterCallbacks(t), this, CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            return;
         }
-        catch (Exception ex) when (ex is not OutOfMemoryException)
+
+        stopWaiting.Cancel();
+        AfterCallbacks(callbacks);
+    }
+
+    private void AfterCallbacks(Task callbacks)
+    {
+        if (callbacks.Exception is { } ex)
         {
             // A callback the sink registered on its cancellation token threw: the sink's failure, not the disposal's.
-            Log.AuditSinkFailed(_logger, SinkName, 1, ex);
+            Log.AuditSinkFailed(_logger, SinkName, 1, ex.InnerExceptions.Count == 1 ? ex.InnerExceptions[0] : ex);
         }
 
         _stop.Dispose();

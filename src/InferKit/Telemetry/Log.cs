@@ -70,4 +70,7 @@ internal static partial class Log
 
     [LoggerMessage(5002, LogLevel.Warning, "Audit sink {Sink} failed to write {Count} record(s) since the last report")]
     public static partial void AuditSinkFailed(ILogger logger, string sink, long count, Exception exception);
+
+    [LoggerMessage(5003, LogLevel.Warning, "Audit sink {Sink}: the callbacks it registered on its cancellation token did not return within {Timeout}; disposal went on without them")]
+    public static partial void AuditSinkStopTimedOut(ILogger logger, string sink, TimeSpan timeout);
 }

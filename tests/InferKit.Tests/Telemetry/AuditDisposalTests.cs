@@ -42,6 +42,64 @@ public sealed class AuditDisposalTests
         await metrics.DisposeAsync();
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Disposal_waits_a_bounded_time_for_a_sinks_cancellation_callback_that_blocks(bool async)
+    {
+        var time = new FakeTimeProvider();
+        var options = new InferKitTelemetryOptions();
+        options.Audit.FlushTimeout = TimeSpan.Zero;
+        using var release = new ManualResetEventSlim();
+        var sink = new BlockOnCancelSink(release);
+        var metrics = new InferKitMetrics(null, time, null, options, [sink]);
+        metrics.Audit(Record(), InferKitMetrics.ModelTags("m", "1"));
+        await sink.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var dispose = Task.Run(async () =>
+        {
+            if (async)
+            {
+                await metrics.DisposeAsync();
+            }
+            else
+            {
+                metrics.Dispose();
+            }
+        });
+        try
+        {
+            await sink.CallbackEntered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            // The wait is bounded on the injected clock: once it passes, disposal goes on without the callback.
+            time.Advance(AuditPipeline.CancelTimeout);
+            Assert.Same(dispose, await Task.WhenAny(dispose, Task.Delay(TimeSpan.FromSeconds(30))));
+            await dispose;
+        }
+        finally
+        {
+            release.Set();
+        }
+    }
+
+    private sealed class BlockOnCancelSink(ManualResetEventSlim release) : IInferenceAuditSink
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource CallbackEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async ValueTask WriteAsync(InferenceAuditRecord record, CancellationToken cancellationToken)
+        {
+            cancellationToken.Register(() =>
+            {
+                CallbackEntered.TrySetResult();
+                release.Wait(); // an abort that waits for something that never comes
+            });
+            Entered.TrySetResult();
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+        }
+    }
+
     private sealed class ThrowOnCancelSink : IInferenceAuditSink
     {
         public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
