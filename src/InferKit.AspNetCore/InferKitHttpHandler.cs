@@ -87,7 +87,10 @@ internal sealed partial class InferKitHttpHandler
         return WriteJsonAsync(context, StatusCodes.Status200OK, buffer);
     }
 
-    /// <summary>GET /v2/models/{model}[/versions/{version}]/ready: 200 when ready, 400 when not (as Triton answers), 404 when unknown.</summary>
+    /// <summary>
+    /// GET /v2/models/{model}[/versions/{version}]/ready: 200 when ready, 400 when not (as Triton answers), 404 when unknown.
+    /// A model is not ready once the host is stopping, since inference is then refused.
+    /// </summary>
     public Task ModelReadyAsync(HttpContext context)
     {
         if (!TryGetModel(context, out var model, out var error))
@@ -95,18 +98,19 @@ internal sealed partial class InferKitHttpHandler
             return WriteErrorAsync(context, StatusCodes.Status404NotFound, error);
         }
 
+        bool ready = !IsStopping && model.IsReady;
         using var buffer = new PooledBufferWriter(256);
         var writer = JsonWriterCache.Rent(buffer);
         try
         {
-            MetadataWriter.WriteModelReady(writer, model);
+            MetadataWriter.WriteModelReady(writer, model, ready);
         }
         finally
         {
             JsonWriterCache.Return(writer);
         }
 
-        return WriteJsonAsync(context, model.IsReady ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest, buffer);
+        return WriteJsonAsync(context, ready ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest, buffer);
     }
 
     /// <summary>POST /v2/models/{model}[/versions/{version}]/infer.</summary>

@@ -166,6 +166,15 @@ public sealed class RefusalTests
 
         using var ready = await host.Client.GetAsync("/v2/health/ready");
         Assert.Equal(HttpStatusCode.BadRequest, ready.StatusCode);
+
+        // The model takes no new requests either, so it is not ready (though it is still loaded and not yet drained).
+        using (var modelReady = await host.Client.GetAsync("/v2/models/affine/ready"))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, modelReady.StatusCode);
+            using var doc = await KestrelHost.JsonAsync(modelReady);
+            Assert.False(doc.RootElement.GetProperty("ready").GetBoolean());
+        }
+
         using var live = await host.Client.GetAsync("/v2/health/live");
         Assert.Equal(HttpStatusCode.OK, live.StatusCode);
     }

@@ -43,12 +43,12 @@ internal static class MetadataWriter
     }
 
     /// <summary><c>{"name": ..., "version": ..., "ready": ...}</c></summary>
-    public static void WriteModelReady(Utf8JsonWriter writer, ModelInfo model)
+    public static void WriteModelReady(Utf8JsonWriter writer, ModelInfo model, bool ready)
     {
         writer.WriteStartObject();
         writer.WriteString("name"u8, model.Name);
         writer.WriteString("version"u8, model.Version);
-        writer.WriteBoolean("ready"u8, model.IsReady);
+        writer.WriteBoolean("ready"u8, ready);
         writer.WriteEndObject();
         writer.Flush();
     }
