@@ -23,7 +23,8 @@ public static class InferKitEndpointRouteBuilderExtensions
     /// <item><c>POST /v2/models/{model}[/versions/{version}]/infer</c>: inference, with JSON tensors and the binary tensor data extension.</item>
     /// </list>
     /// Errors come back as <c>{"error": "..."}</c>: 400 for invalid requests, 404 for unknown models or versions,
-    /// 413 over <see cref="InferKitEndpointOptions.MaxRequestBytes"/>, 429 (queue full) or 503 with <c>Retry-After</c> when
+    /// 413 over <see cref="InferKitEndpointOptions.MaxRequestBytes"/>, 415 for a body with a <c>Content-Encoding</c> (such as gzip;
+    /// <c>UseRequestDecompression()</c> before the endpoints accepts those) or a <c>charset</c> other than UTF-8, 429 (queue full) or 503 with <c>Retry-After</c> when
     /// the scheduler refuses or the host is stopping, and 504 when the request's deadline passes.
     /// </summary>
     /// <param name="endpoints">The application or another route builder.</param>

@@ -126,6 +126,18 @@ internal sealed partial class InferKitHttpHandler
             return;
         }
 
+        if (UnsupportedBodyEncoding(context.Request, out bool isContentCoding) is { } unsupported)
+        {
+            if (isContentCoding)
+            {
+                context.Response.Headers.AcceptEncoding = "identity";
+            }
+
+            Log.BadRequest(_logger, model, unsupported);
+            await WriteErrorAsync(context, StatusCodes.Status415UnsupportedMediaType, unsupported).ConfigureAwait(false);
+            return;
+        }
+
         if (!TryReadHeaders(context, out var headerTimeout, out var headerPriority, out int? headerLength, out string? headerError))
         {
             await WriteErrorAsync(context, StatusCodes.Status400BadRequest, headerError).ConfigureAwait(false);
@@ -415,6 +427,44 @@ internal sealed partial class InferKitHttpHandler
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// Null when the body is bytes this endpoint can read: no content coding (or <c>identity</c>), and JSON in UTF-8, the
+    /// only encoding JSON may use between systems (RFC 8259). Otherwise the reason, naming the header and what it said, so
+    /// that a gzip body is not answered as "malformed JSON" and an unknown coding is not read as if it were plain.
+    /// The Content-Type itself is not checked: Triton's clients and curl send several.
+    /// </summary>
+    private static string? UnsupportedBodyEncoding(HttpRequest request, out bool isContentCoding)
+    {
+        isContentCoding = false;
+        var coding = request.Headers.ContentEncoding;
+        if (coding.Count > 0)
+        {
+            string value = coding.ToString().Trim();
+            if (value.Length > 0 && !string.Equals(value, "identity", StringComparison.OrdinalIgnoreCase))
+            {
+                isContentCoding = true;
+                return $"Content-Encoding '{value}' is not supported: send the body uncompressed (identity), or add ASP.NET Core's request decompression middleware (UseRequestDecompression) before the endpoints.";
+            }
+        }
+
+        string? contentType = request.ContentType;
+        if (contentType is not null
+            && contentType.Contains("charset", StringComparison.OrdinalIgnoreCase)
+            && Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var mediaType))
+        {
+            var charset = Microsoft.Net.Http.Headers.HeaderUtilities.RemoveQuotes(mediaType.Charset);
+            if (charset.HasValue
+                && !charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase)
+                && !charset.Equals("utf8", StringComparison.OrdinalIgnoreCase)
+                && !charset.Equals("us-ascii", StringComparison.OrdinalIgnoreCase))
+            {
+                return $"Content-Type charset '{charset}' is not supported: send the JSON as UTF-8.";
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Reads the whole body into a pooled buffer, enforcing <see cref="InferKitEndpointOptions.MaxRequestBytes"/>.</summary>

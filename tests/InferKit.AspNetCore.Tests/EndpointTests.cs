@@ -347,6 +347,90 @@ public sealed class EndpointTests
         Assert.Contains("'nope'", await KestrelHost.ErrorAsync(response), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("gzip", null)]
+    [InlineData("br", null)]
+    [InlineData(null, "utf-16")]
+    public async Task A_compressed_or_non_utf8_body_is_415_naming_what_was_sent_and_the_server_keeps_serving(string? coding, string? charset)
+    {
+        await using var host = await StartAffineAsync();
+        byte[] body = charset is null ? Encoding.UTF8.GetBytes(AffineRequest) : Encoding.Unicode.GetBytes(AffineRequest);
+        if (coding == "gzip")
+        {
+            var compressed = new MemoryStream();
+            using (var gzip = new System.IO.Compression.GZipStream(compressed, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+            {
+                gzip.Write(body);
+            }
+
+            body = compressed.ToArray();
+        }
+
+        var content = new ByteArrayContent(body);
+        content.Headers.TryAddWithoutValidation("Content-Type", charset is null ? "application/json" : $"application/json; charset={charset}");
+        if (coding is not null)
+        {
+            content.Headers.ContentEncoding.Add(coding);
+        }
+
+        using (var response = await host.Client.PostAsync("/v2/models/affine/infer", content))
+        {
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+            string error = await KestrelHost.ErrorAsync(response);
+            Assert.Contains(coding is null ? "charset" : "Content-Encoding", error, StringComparison.Ordinal);
+            Assert.Contains($"'{coding ?? charset}'", error, StringComparison.Ordinal);
+            if (coding is not null)
+            {
+                Assert.Equal("identity", response.Headers.GetValues("Accept-Encoding").Single());
+            }
+        }
+
+        // What the server reads is still served: identity coding, and UTF-8 named in any spelling.
+        using var identity = await host.PostJsonAsync("/v2/models/affine/infer", AffineRequest, r => r.Content!.Headers.ContentEncoding.Add("identity"));
+        Assert.Equal(HttpStatusCode.OK, identity.StatusCode);
+        var quoted = new StringContent(AffineRequest);
+        quoted.Headers.Remove("Content-Type");
+        quoted.Headers.TryAddWithoutValidation("Content-Type", "application/json; charset=\"UTF-8\"");
+        using var utf8 = await host.Client.PostAsync("/v2/models/affine/infer", quoted);
+        Assert.Equal(HttpStatusCode.OK, utf8.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_gzip_body_is_served_behind_the_request_decompression_middleware_that_the_415_names_within_the_size_limit()
+    {
+        await using var host = await KestrelHost.StartAsync(
+            ik => ik.AddModel("affine", _ => new AffineBackend()),
+            configure: b =>
+            {
+                b.Services.AddRequestDecompression();
+                b.Services.Configure<InferKitEndpointOptions>(o => o.MaxRequestBytes = 1024);
+            },
+            middleware: app => app.UseRequestDecompression());
+
+        static ByteArrayContent Gzip(string json)
+        {
+            var compressed = new MemoryStream();
+            using (var gzip = new System.IO.Compression.GZipStream(compressed, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+            {
+                gzip.Write(Encoding.UTF8.GetBytes(json));
+            }
+
+            var content = new ByteArrayContent(compressed.ToArray());
+            content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            content.Headers.ContentEncoding.Add("gzip");
+            return content;
+        }
+
+        using (var ok = await host.Client.PostAsync("/v2/models/affine/infer", Gzip(AffineRequest)))
+        {
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        }
+
+        // The limit counts the bytes after decompression: 5 KB of 'a' compresses far below 1 KB.
+        using var big = await host.Client.PostAsync("/v2/models/affine/infer", Gzip(AffineRequest.TrimEnd()[..^1] + ",\"pad\":\"" + new string('a', 5000) + "\"}"));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, big.StatusCode);
+    }
+
     [Fact]
     public async Task A_bad_inference_header_length_is_400()
     {
