@@ -65,7 +65,11 @@ internal sealed partial class InferKitHttpHandler
         return WriteFlagAsync(context, ready ? StatusCodes.Status200OK : StatusCodes.Status400BadRequest, "ready"u8, ready);
     }
 
-    /// <summary>GET /v2/models/{model}[/versions/{version}]: model metadata.</summary>
+    /// <summary>
+    /// GET /v2/models/{model}[/versions/{version}]: model metadata. Its inputs and outputs are known once the model has
+    /// loaded; before that (or when loading failed) the answer is 503 with <c>Retry-After</c> and the reason, not a
+    /// signature with no inputs.
+    /// </summary>
     public Task ModelMetadataAsync(HttpContext context)
     {
         if (!TryGetModel(context, out var model, out var error))
@@ -73,11 +77,19 @@ internal sealed partial class InferKitHttpHandler
             return WriteErrorAsync(context, StatusCodes.Status404NotFound, error);
         }
 
+        if (model.Signature is not { } signature)
+        {
+            string reason = model.Error is { } loadError
+                ? $"Model '{model.Name}' is {model.State}, so its inputs and outputs are unknown: {loadError}"
+                : $"Model '{model.Name}' is {model.State}: its inputs and outputs are known once it has loaded (when the host starts, or on its first inference).";
+            return WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, reason, _options.DefaultRetryAfter);
+        }
+
         using var buffer = new PooledBufferWriter(1024);
         var writer = JsonWriterCache.Rent(buffer);
         try
         {
-            MetadataWriter.WriteModelMetadata(writer, model);
+            MetadataWriter.WriteModelMetadata(writer, model, signature);
         }
         finally
         {

@@ -99,6 +99,24 @@ public sealed class EndpointTests
         }
     }
 
+    [Fact]
+    public async Task Model_metadata_before_the_model_has_loaded_is_503_with_retry_after_not_an_empty_signature()
+    {
+        await using var host = await StartAffineAsync(load: false);
+        using (var early = await host.Client.GetAsync("/v2/models/affine"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, early.StatusCode);
+            Assert.True(early.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1));
+            string error = await KestrelHost.ErrorAsync(early);
+            Assert.Contains("'affine'", error, StringComparison.Ordinal);
+            Assert.Contains("NotLoaded", error, StringComparison.Ordinal);
+        }
+
+        await host.LoadAsync();
+        using var loaded = await host.Client.GetAsync("/v2/models/affine");
+        Assert.Equal(HttpStatusCode.OK, loaded.StatusCode);
+    }
+
     [Theory]
     [InlineData("/v2/models/nope")]
     [InlineData("/v2/models/nope/ready")]

@@ -196,6 +196,15 @@ public sealed class RefusalTests
 
         using var ready = await host.Client.GetAsync("/v2/models/broken/ready");
         Assert.Equal(HttpStatusCode.BadRequest, ready.StatusCode);
+
+        // Its inputs and outputs are unknown: the metadata says why rather than listing none.
+        using (var metadata = await host.Client.GetAsync("/v2/models/broken"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, metadata.StatusCode);
+            Assert.NotNull(metadata.Headers.RetryAfter);
+            Assert.Contains("weights missing", await KestrelHost.ErrorAsync(metadata), StringComparison.Ordinal);
+        }
+
         using var serverReady = await host.Client.GetAsync("/v2/health/ready");
         Assert.Equal(HttpStatusCode.BadRequest, serverReady.StatusCode);
     }

@@ -22,7 +22,7 @@ internal static class MetadataWriter
     }
 
     /// <summary><c>{"name": ..., "versions": [...], "platform": ..., "inputs": [...], "outputs": [...]}</c></summary>
-    public static void WriteModelMetadata(Utf8JsonWriter writer, ModelInfo model)
+    public static void WriteModelMetadata(Utf8JsonWriter writer, ModelInfo model, ModelSignature signature)
     {
         writer.WriteStartObject();
         writer.WriteString("name"u8, model.Name);
@@ -35,9 +35,9 @@ internal static class MetadataWriter
         writer.WriteEndArray();
         writer.WriteString("platform"u8, model.Platform);
         writer.WritePropertyName("inputs"u8);
-        WriteSpecs(writer, model.Signature?.Inputs);
+        WriteSpecs(writer, signature.Inputs);
         writer.WritePropertyName("outputs"u8);
-        WriteSpecs(writer, model.Signature?.Outputs);
+        WriteSpecs(writer, signature.Outputs);
         writer.WriteEndObject();
         writer.Flush();
     }
@@ -71,25 +71,22 @@ internal static class MetadataWriter
         writer.Flush();
     }
 
-    private static void WriteSpecs(Utf8JsonWriter writer, IReadOnlyList<TensorSpec>? specs)
+    private static void WriteSpecs(Utf8JsonWriter writer, IReadOnlyList<TensorSpec> specs)
     {
         writer.WriteStartArray();
-        if (specs is not null)
+        foreach (var spec in specs)
         {
-            foreach (var spec in specs)
+            writer.WriteStartObject();
+            writer.WriteString("name"u8, spec.Name);
+            writer.WriteString("datatype"u8, spec.ElementType.ToProtocolName());
+            writer.WriteStartArray("shape"u8);
+            foreach (var d in spec.Shape)
             {
-                writer.WriteStartObject();
-                writer.WriteString("name"u8, spec.Name);
-                writer.WriteString("datatype"u8, spec.ElementType.ToProtocolName());
-                writer.WriteStartArray("shape"u8);
-                foreach (var d in spec.Shape)
-                {
-                    writer.WriteNumberValue(d < 0 ? -1 : d);
-                }
-
-                writer.WriteEndArray();
-                writer.WriteEndObject();
+                writer.WriteNumberValue(d < 0 ? -1 : d);
             }
+
+            writer.WriteEndArray();
+            writer.WriteEndObject();
         }
 
         writer.WriteEndArray();
