@@ -100,6 +100,17 @@ public sealed class EndpointTests
     }
 
     [Fact]
+    public async Task An_onnx_models_metadata_names_its_platform_as_the_protocol_does()
+    {
+        var mlp = new MlpModel(inputSize: 4, hiddenSize: 8, classes: 2, seed: 3);
+        await using var host = await KestrelHost.StartAsync(ik => ik.AddOnnxModel("mlp", ModelSource.FromBytes(mlp.ToOnnx())));
+        using var response = await host.Client.GetAsync("/v2/models/mlp");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        using var doc = await KestrelHost.JsonAsync(response);
+        Assert.Equal("onnx_onnxv1", doc.RootElement.GetProperty("platform").GetString());
+    }
+
+    [Fact]
     public async Task Model_metadata_before_the_model_has_loaded_is_503_with_retry_after_not_an_empty_signature()
     {
         await using var host = await StartAffineAsync(load: false);

@@ -33,7 +33,9 @@ internal static class MetadataWriter
         }
 
         writer.WriteEndArray();
-        writer.WriteString("platform"u8, model.Platform);
+        // The protocol allows a fixed list of platform names; InferKit's "onnxruntime" is its "onnx_onnxv1". Other
+        // platforms (a custom backend's) have no name in that list and go out as they are.
+        writer.WriteString("platform"u8, model.Platform == "onnxruntime" ? ProtocolNames.OnnxPlatform : model.Platform);
         writer.WritePropertyName("inputs"u8);
         WriteSpecs(writer, signature.Inputs);
         writer.WritePropertyName("outputs"u8);

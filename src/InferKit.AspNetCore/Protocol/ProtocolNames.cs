@@ -19,6 +19,9 @@ internal static class ProtocolNames
     public const string Classification = "classification";
     public const string BinaryTensorDataExtension = "binary_tensor_data";
 
+    /// <summary>The protocol's platform name for an ONNX model run by ONNX Runtime ("&lt;project&gt;_&lt;format&gt;").</summary>
+    public const string OnnxPlatform = "onnx_onnxv1";
+
     /// <summary>The datatype names, for error messages.</summary>
     public const string KnownDatatypes = "BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, BF16, FP32, FP64, BYTES";
 }
