@@ -49,6 +49,17 @@ public static class SampleServer
         int permits = builder.Configuration.GetValue("Sample:RateLimit:Permits", 1000);
         var period = builder.Configuration.GetValue("Sample:RateLimit:Period", TimeSpan.FromSeconds(1));
 
+        // Checked here: a token bucket refuses a period of zero only when its first request arrives, which would then be a 500.
+        if (permits < 0)
+        {
+            throw new InvalidOperationException($"Sample:RateLimit:Permits must be 0 (no rate limit) or more; it is {permits}.");
+        }
+
+        if (permits > 0 && period <= TimeSpan.Zero)
+        {
+            throw new InvalidOperationException($"Sample:RateLimit:Period must be positive; it is {period}.");
+        }
+
         var inferKit = builder.Services.AddInferKit(o => o.DrainTimeout = TimeSpan.FromSeconds(20));
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(25));
         foreach (var model in models)

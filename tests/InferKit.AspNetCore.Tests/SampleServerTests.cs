@@ -125,6 +125,18 @@ public sealed class SampleServerTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData("--Sample:RateLimit:Period=00:00:00", "Sample:RateLimit:Period")]
+    [InlineData("--Sample:RateLimit:Period=-00:00:01", "Sample:RateLimit:Period")]
+    [InlineData("--Sample:RateLimit:Permits=-1", "Sample:RateLimit:Permits")]
+    public void Rate_limit_settings_out_of_range_fail_at_build_naming_the_setting(string setting, string name)
+    {
+        var ex = Assert.Throws<InvalidOperationException>(() => SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--Sample:ModelsPath={_models}", "--Sample:Models=fraud", setting],
+            b => b.Logging.ClearProviders()));
+        Assert.Contains(name, ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task The_sample_serves_all_three_models()
     {
