@@ -16,7 +16,7 @@ namespace InferKit.Samples.Server;
 /// <list type="bullet">
 /// <item><c>Sample:Models</c>: which of fraud, resnet18, minilm to serve (comma-separated; all three by default).</item>
 /// <item><c>Sample:ModelsPath</c>: where fraud.onnx is generated on first start (default: <c>models</c> under the content root).</item>
-/// <item><c>Sample:ApiKeys:&lt;client&gt;=&lt;key&gt;</c>: when any is set, the inference endpoints require an <c>X-Api-Key</c> header.</item>
+/// <item><c>Sample:ApiKeys:&lt;client&gt;=&lt;key&gt;</c>: when any is set, the <c>/v2</c> endpoints other than the health probes require an <c>X-Api-Key</c> header (<c>/healthz</c>, <c>/metrics</c> and <c>/</c> stay open).</item>
 /// <item><c>Sample:RateLimit:Permits</c> per <c>Sample:RateLimit:Period</c>: requests per client (API key, else IP address); 1000 a second by default, 0 switches it off.</item>
 /// </list>
 /// </summary>
