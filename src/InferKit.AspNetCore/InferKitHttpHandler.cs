@@ -190,8 +190,9 @@ internal sealed partial class InferKitHttpHandler
             }
             catch (ProtocolException ex)
             {
-                Log.BadRequest(_logger, model, ex.Message);
-                await WriteErrorAsync(context, StatusCodes.Status400BadRequest, ex.Message).ConfigureAwait(false);
+                string message = headerLength is null ? WithHeaderLengthHint(ex.Message, body.AsSpan(0, length)) : ex.Message;
+                Log.BadRequest(_logger, model, message);
+                await WriteErrorAsync(context, StatusCodes.Status400BadRequest, message).ConfigureAwait(false);
                 return;
             }
 
@@ -477,6 +478,34 @@ internal sealed partial class InferKitHttpHandler
         }
 
         return null;
+    }
+
+    /// <summary>
+    /// For a body sent without <c>Inference-Header-Content-Length</c> that failed to parse: when it holds one whole JSON
+    /// value followed by more bytes (binary tensor data, most likely, sent without its header), says so and names the
+    /// header; the JSON reader alone only says that something follows the JSON. Runs on the error path only.
+    /// </summary>
+    private static string WithHeaderLengthHint(string message, ReadOnlySpan<byte> body)
+    {
+        var reader = new System.Text.Json.Utf8JsonReader(body);
+        try
+        {
+            if (!reader.Read() || reader.TokenType != System.Text.Json.JsonTokenType.StartObject)
+            {
+                return message;
+            }
+
+            reader.Skip();
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return message;
+        }
+
+        var rest = body[(int)reader.BytesConsumed..].TrimStart(" \t\r\n"u8);
+        return rest.IsEmpty
+            ? message
+            : $"{message} The JSON ends after {reader.BytesConsumed} bytes and {rest.Length} more follow: to send binary tensor data after the JSON, give the JSON's length in the {InferKitHeaders.InferenceHeaderContentLength} header.";
     }
 
     /// <summary>Reads the whole body into a pooled buffer, enforcing <see cref="InferKitEndpointOptions.MaxRequestBytes"/>.</summary>

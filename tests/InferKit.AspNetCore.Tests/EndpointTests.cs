@@ -473,6 +473,20 @@ public sealed class EndpointTests
     }
 
     [Fact]
+    public async Task Binary_data_sent_without_its_inference_header_content_length_is_400_naming_the_header()
+    {
+        await using var host = await StartAffineAsync();
+        string header = """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}""";
+        var content = new ByteArrayContent([.. Encoding.UTF8.GetBytes(header), .. new byte[16]]);
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/octet-stream");
+        using var response = await host.Client.PostAsync("/v2/models/affine/infer", content);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        string error = await KestrelHost.ErrorAsync(response);
+        Assert.Contains(InferKitHeaders.InferenceHeaderContentLength, error, StringComparison.Ordinal);
+        Assert.Contains("16 more", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Bodies_over_the_size_limit_are_413_whether_their_length_is_declared_or_streamed()
     {
         await using var host = await KestrelHost.StartAsync(
