@@ -132,7 +132,13 @@ internal sealed partial class InferKitHttpHandler
         string? version = context.Request.RouteValues["version"] as string;
         if (IsStopping)
         {
-            context.Response.Headers.Connection = "close";
+            // HTTP/1.x only: HTTP/2 and HTTP/3 have no Connection header (Kestrel would strip it and log a warning per
+            // request) and close the connection with GOAWAY as the server stops.
+            if (HttpProtocol.IsHttp11(context.Request.Protocol) || HttpProtocol.IsHttp10(context.Request.Protocol))
+            {
+                context.Response.Headers.Connection = "close";
+            }
+
             await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable,
                 $"Model '{model}': the server is shutting down and takes no new requests.", _options.DefaultRetryAfter).ConfigureAwait(false);
             return;

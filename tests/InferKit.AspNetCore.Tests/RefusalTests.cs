@@ -3,8 +3,11 @@ using System.Text;
 using System.Text.Json;
 using InferKit.Models;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 
 namespace InferKit.AspNetCore.Tests;
 
@@ -180,6 +183,33 @@ public sealed class RefusalTests
     }
 
     [Fact]
+    public async Task Once_the_application_is_stopping_an_http2_request_is_503_without_a_header_kestrel_must_strip_and_warn_about()
+    {
+        var log = new WarningLog();
+        await using var host = await KestrelHost.StartAsync(
+            ik => ik.AddModel("affine", _ => new AffineBackend()),
+            configure: b =>
+            {
+                // HTTP/2 without TLS (prior knowledge), as a gateway or a gRPC-era client may speak it.
+                b.WebHost.ConfigureKestrel(k => k.ConfigureEndpointDefaults(l => l.Protocols = HttpProtocols.Http2));
+                b.Logging.AddProvider(log);
+            });
+        host.App.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v2/models/affine/infer")
+        {
+            Content = new StringContent("""{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}""", Encoding.UTF8, "application/json"),
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+        using var refused = await host.Client.SendAsync(request);
+        Assert.Equal(HttpVersion.Version20, refused.Version);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+        Assert.NotNull(refused.Headers.RetryAfter);
+        Assert.Empty(log.Entries);
+    }
+
+    [Fact]
     public async Task A_model_that_fails_to_load_is_503_with_the_reason_and_not_ready()
     {
         await using var host = await KestrelHost.StartAsync(
@@ -253,5 +283,33 @@ public sealed class RefusalTests
         backend.Release();
         Assert.True(await backend.Exited.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal("third|fourth", string.Join("|", backend.Seen.Select(s => s ?? "(null)")));
+    }
+
+    /// <summary>Records every line logged at Warning or above.</summary>
+    private sealed class WarningLog : ILoggerProvider
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<string> Entries { get; } = new();
+
+        public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class Logger(WarningLog owner, string category) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                if (IsEnabled(logLevel))
+                {
+                    owner.Entries.Enqueue($"{logLevel} {category}: {formatter(state, exception)}");
+                }
+            }
+        }
     }
 }
