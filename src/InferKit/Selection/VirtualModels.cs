@@ -88,8 +88,18 @@ internal static class RowOps
 /// <summary>
 /// A cascade: every request runs on stage 1; its rows that the stage's acceptance rule accepts are final, the rest
 /// go on to the next stage as one smaller request (which the next model's scheduler batches with other traffic).
-/// A later stage that refuses or misses the deadline leaves the earlier stage's answer for those rows.
 /// </summary>
+/// <remarks>
+/// <para>
+/// A later stage that cannot answer the rows sent to it (it refuses, misses its deadline, or fails: its backend throws)
+/// leaves the earlier stage's answer for those rows: the response succeeds, <see cref="InferenceResponse.RowStages"/>
+/// and <see cref="InferenceResponse.Stage"/> say which stage answered each row, <see cref="InferenceResponse.Note"/>
+/// says which stage could not answer and why. That earlier
+/// answer is returned only while the caller still wants it: a request whose token was cancelled ends cancelled, and one
+/// whose own deadline (its timeout or deadline) has passed ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real
+/// model never answers after the deadline. Stage 1's refusals, deadline misses and errors are the request's own.
+/// </para>
+/// </remarks>
 internal sealed class CascadeModel(string name, CascadeOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
 {
     private readonly CascadeStage[] _stages = options.Stages.ToArray();
@@ -110,12 +120,27 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         var answerRow = new int[rows];
         int[] current = Enumerable.Range(0, rows).ToArray();
         var stageRequest = RowOps.WithInputs(request, request.InputArray, deadline);
-        string? note = null;
+
+        // Set when a later stage could not answer the rows sent to it: that stage (0-based), and why.
+        int missedStage = -1;
+        string? missedWhy = null;
         try
         {
             for (int s = 0; s < _stages.Length; s++)
             {
-                var response = await registry.InferRealAsync(_stages[s].Model, null, stageRequest, cancellationToken).ConfigureAwait(false);
+                InferenceResponse response;
+                try
+                {
+                    response = await registry.InferRealAsync(_stages[s].Model, null, stageRequest, cancellationToken).ConfigureAwait(false);
+                }
+                catch (InferenceFailedException ex) when (s > 0)
+                {
+                    // The stage's backend failed; the rows keep the previous stage's answer (unless the caller is gone, below).
+                    missedStage = s;
+                    missedWhy = $"failed: {ex.Message}";
+                    break;
+                }
+
                 if (!response.IsSuccess)
                 {
                     if (s == 0)
@@ -125,7 +150,8 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                     }
 
                     // Keep the previous stage's answers for the rows that could not escalate.
-                    note = $"Stage {s + 1} ('{_stages[s].Model}') could not answer ({response.Status} {response.RefusalReason}): {response.Message} Stage {s} answered those rows.";
+                    missedStage = s;
+                    missedWhy = $"could not answer ({response.Status} {response.RefusalReason}): {response.Message}";
                     response.Dispose();
                     break;
                 }
@@ -166,27 +192,45 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 current = rejected;
             }
 
-            if (stageResponses.Count == _stages.Length || current.Length > 0)
+            string? note = null;
+            if (missedStage > 0)
             {
-                // Rows answered by the last stage that ran.
-                int last = stageResponses.Count - 1;
-                if (last == _stages.Length - 1)
+                // The earlier answer stands only for a caller that still waits for it, within its deadline.
+                cancellationToken.ThrowIfCancellationRequested();
+                string stage = $"Stage {missedStage + 1} ('{_stages[missedStage].Model}')";
+                if (deadline is DateTimeOffset d && time.GetUtcNow() >= d)
                 {
-                    Record(metrics.CascadeRows, current.Length, last);
+                    DisposeAll(stageResponses);
+                    return InferenceResponse.Expired(Name, request.Id,
+                        $"Cascade '{Name}': the request's deadline passed before the rows it sent on were answered; stage {missedStage}'s answer for them was discarded rather than answered late. {stage} {missedWhy}");
                 }
+
+                note = $"{stage} {missedWhy} Stage {missedStage} answered those rows.";
+            }
+
+            if (missedStage < 0 && stageResponses.Count == _stages.Length)
+            {
+                // Rows answered by the last stage.
+                Record(metrics.CascadeRows, current.Length, _stages.Length - 1);
             }
 
             return Assemble(request, stageResponses, answerStage, answerRow, rows, note);
         }
         catch
         {
-            foreach (var r in stageResponses)
-            {
-                r.Dispose();
-            }
-
+            DisposeAll(stageResponses);
             throw;
         }
+    }
+
+    private static void DisposeAll(List<InferenceResponse> responses)
+    {
+        foreach (var r in responses)
+        {
+            r.Dispose();
+        }
+
+        responses.Clear();
     }
 
     private static int[] Judge(CascadeStage stage, InferenceResponse response, int[] current)

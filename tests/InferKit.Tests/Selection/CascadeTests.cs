@@ -15,10 +15,23 @@ public sealed class CascadeTests
     /// <summary>
     /// A two-class classifier over rows (id, r). The small model is sure (0.95) of rows with even r and unsure (0.55)
     /// of odd ones; the large model answers (0.1, 0.9) for every row, so the answer shows which stage gave it.
+    /// A run (warm-up runs aside) can wait at a gate, advance a fake clock and fail.
     /// </summary>
-    private sealed class Classifier(bool large) : IModelBackend
+    private sealed class Classifier(bool large, FakeTimeProvider? time = null) : IModelBackend
     {
         public ConcurrentQueue<int> BatchRows { get; } = new();
+
+        /// <summary>Fake time each run (warm-up aside) takes.</summary>
+        public TimeSpan Compute { get; set; }
+
+        /// <summary>When set, runs (warm-up aside) throw this exception after their compute time.</summary>
+        public Func<Exception?>? Failure { get; set; }
+
+        /// <summary>When set, runs (warm-up aside) wait for this task first.</summary>
+        public Task? Gate { get; set; }
+
+        /// <summary>Completes when a run (warm-up aside) has started.</summary>
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public ModelSignature Signature { get; } = new(
             [new TensorSpec("x", TensorElementType.Float32, [-1, 2])],
@@ -33,6 +46,13 @@ public sealed class CascadeTests
             if (x.Length > 0 && x[0] != 0)
             {
                 BatchRows.Enqueue(rows);
+                Entered.TrySetResult();
+                Gate?.Wait(cancellationToken);
+                time?.Advance(Compute);
+                if (Failure?.Invoke() is { } error)
+                {
+                    throw error;
+                }
             }
 
             var p = new float[rows * 2];
@@ -63,11 +83,12 @@ public sealed class CascadeTests
         return new InferenceRequest(Tensor.Create("x", data, count, 2)) { Id = $"req{id}", Timeout = timeout };
     }
 
-    private static (ServiceProvider Provider, Classifier Small, Classifier Large, FakeTimeProvider Time) Build(AcceptanceRule rule, TimeSpan smallDelay)
+    private static (ServiceProvider Provider, Classifier Small, Classifier Large, FakeTimeProvider Time) Build(AcceptanceRule rule, TimeSpan smallDelay,
+        Action<ModelOptions>? configureLarge = null)
     {
         var time = new FakeTimeProvider();
-        var small = new Classifier(large: false);
-        var large = new Classifier(large: true);
+        var small = new Classifier(large: false, time);
+        var large = new Classifier(large: true, time);
         var services = new ServiceCollection();
         services.AddSingleton<TimeProvider>(time);
         services.AddInferKit()
@@ -76,7 +97,7 @@ public sealed class CascadeTests
                 o.Batching.MaxBatchSize = 64;
                 o.Batching.MaxQueueDelay = smallDelay;
             })
-            .AddModel("large", _ => large)
+            .AddModel("large", _ => large, o => configureLarge?.Invoke(o))
             .AddCascade("cascade", c => c.Then("small", rule).Then("large"));
         return (services.BuildServiceProvider(), small, large, time);
     }
@@ -146,6 +167,98 @@ public sealed class CascadeTests
         Assert.Equal([0.95f, 0.05f, 0.55f, 0.45f], r["probabilities"].GetSpan<float>().ToArray());
         Assert.NotNull(r.Note);
         Assert.Contains("Stage 2 ('large') could not answer", r.Note, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task When_the_next_stage_fails_the_first_stages_answer_stands_and_says_so()
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        large.Failure = () => new InvalidOperationException("CUDA error: device lost");
+
+        // Row 1 is unsure and escalates; the large model's run throws, so the small model's answer stands for it.
+        using var r = await client.InferAsync("cascade", Rows(1, 2));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal("cascade", r.Model);
+        Assert.Equal("small", r.AnsweredBy);
+        Assert.Equal(1, r.Stage);
+        Assert.Equal([1, 1], r.RowStages);
+        Assert.Equal([0.95f, 0.05f, 0.55f, 0.45f], r["probabilities"].GetSpan<float>().ToArray());
+        Assert.NotNull(r.Note);
+        Assert.Contains("Stage 2 ('large') failed", r.Note, StringComparison.Ordinal);
+        Assert.Contains("CUDA error: device lost", r.Note, StringComparison.Ordinal);
+        Assert.Contains("stage 1 answered", r.Note, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task A_first_stage_failure_stays_an_error()
+    {
+        var (provider, small, _, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        small.Failure = () => new InvalidOperationException("CUDA error: device lost");
+
+        var ex = await Assert.ThrowsAsync<InferenceFailedException>(async () => await client.InferAsync("cascade", Rows(1, 2)));
+        Assert.Equal("small", ex.Model);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task When_the_deadline_passes_while_the_next_stage_runs_the_request_expires_rather_than_answer_late(bool stageFails)
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        // The large model takes 200 ms of a 100 ms budget, then answers (too late) or fails.
+        large.Compute = TimeSpan.FromMilliseconds(200);
+        if (stageFails)
+        {
+            large.Failure = () => new InvalidOperationException("CUDA error: device lost");
+        }
+
+        using var r = await client.InferAsync("cascade", Rows(1, 2, TimeSpan.FromMilliseconds(100)));
+        Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
+        Assert.Equal("cascade", r.Model);
+        Assert.Contains("Stage 2 ('large')", r.Message, StringComparison.Ordinal);
+        Assert.Contains("deadline", r.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task When_the_next_stage_expires_by_its_own_default_timeout_a_request_without_a_deadline_keeps_the_first_stages_answer()
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero, o => o.Batching.DefaultTimeout = TimeSpan.FromMilliseconds(100));
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        large.Compute = TimeSpan.FromMilliseconds(200);
+
+        // The caller set no deadline: only the large model's own default timeout passed, so stage 1's answer is still wanted.
+        using var r = await client.InferAsync("cascade", Rows(1, 2, Timeout.InfiniteTimeSpan));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal([1, 1], r.RowStages);
+        Assert.Contains("Stage 2 ('large') could not answer (DeadlineExceeded", r.Note, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_request_cancelled_while_the_next_stage_runs_is_cancelled_even_when_that_stage_then_fails()
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        large.Gate = gate.Task;
+        large.Failure = () => new InvalidOperationException("CUDA error: device lost");
+        using var cts = new CancellationTokenSource();
+
+        // The large model's run starts, the caller cancels, then the run fails: the caller asked for nothing more, so
+        // the request ends cancelled rather than answered by stage 1 (or failed).
+        var call = Task.Run(async () => await client.InferAsync("cascade", Rows(1, 2), cts.Token));
+        await large.Entered.Task;
+        await cts.CancelAsync();
+        gate.SetResult();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
     }
 
     [Fact]
