@@ -24,10 +24,15 @@ internal interface IVirtualModel
 /// <summary>Instruments of cascades and adaptive selection, on InferKit's meter.</summary>
 internal sealed class SelectionMetrics
 {
+    /// <summary>Tag of the cascade counters: the 1-based stage.</summary>
+    public const string StageTag = "inferkit.cascade.stage";
+
     public SelectionMetrics(Meter meter)
     {
-        CascadeRows = meter.CreateCounter<long>("inferkit.cascade.rows", "{row}", "Rows answered by each cascade stage.");
+        CascadeRows = meter.CreateCounter<long>("inferkit.cascade.rows", "{row}", "Rows of answered requests, by the cascade stage whose answer the caller got.");
         Escalations = meter.CreateCounter<long>("inferkit.cascade.escalations", "{row}", "Rows a cascade stage sent on to the next.");
+        Fallbacks = meter.CreateCounter<long>("inferkit.cascade.fallbacks", "{row}",
+            "Rows a later cascade stage could not answer (refused, missed its deadline, or failed) that kept the previous stage's answer, by that later stage and its outcome.");
         VariantChosen = meter.CreateCounter<long>("inferkit.adaptive.requests", "{request}", "Requests per chosen variant of an adaptive model.");
         StepDowns = meter.CreateCounter<long>("inferkit.adaptive.step_downs", "{request}", "Requests an adaptive model sent to a less accurate variant than its most accurate one.");
     }
@@ -35,6 +40,9 @@ internal sealed class SelectionMetrics
     public Counter<long> CascadeRows { get; }
 
     public Counter<long> Escalations { get; }
+
+    /// <summary>Rows that kept an earlier stage's answer because the stage they were sent to could not answer them.</summary>
+    public Counter<long> Fallbacks { get; }
 
     public Counter<long> VariantChosen { get; }
 
@@ -94,10 +102,14 @@ internal static class RowOps
 /// A later stage that cannot answer the rows sent to it (it refuses, misses its deadline, or fails: its backend throws)
 /// leaves the earlier stage's answer for those rows: the response succeeds, <see cref="InferenceResponse.RowStages"/>
 /// and <see cref="InferenceResponse.Stage"/> say which stage answered each row, <see cref="InferenceResponse.Note"/>
-/// says which stage could not answer and why. That earlier
+/// says which stage could not answer and why, and <c>inferkit.cascade.fallbacks</c> counts those rows. That earlier
 /// answer is returned only while the caller still wants it: a request whose token was cancelled ends cancelled, and one
 /// whose own deadline (its timeout or deadline) has passed ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real
 /// model never answers after the deadline. Stage 1's refusals, deadline misses and errors are the request's own.
+/// </para>
+/// <para>
+/// <c>inferkit.cascade.rows</c> counts each row of an answered request once, under the stage whose answer the caller
+/// got; <c>inferkit.cascade.escalations</c> counts the rows each stage sent on, whatever became of them.
 /// </para>
 /// </remarks>
 internal sealed class CascadeModel(string name, CascadeOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
@@ -121,8 +133,9 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         int[] current = Enumerable.Range(0, rows).ToArray();
         var stageRequest = RowOps.WithInputs(request, request.InputArray, deadline);
 
-        // Set when a later stage could not answer the rows sent to it: that stage (0-based), and why.
+        // Set when a later stage could not answer the rows sent to it: that stage (0-based), how it ended, and why.
         int missedStage = -1;
+        string? missedOutcome = null;
         string? missedWhy = null;
         try
         {
@@ -137,6 +150,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 {
                     // The stage's backend failed; the rows keep the previous stage's answer (unless the caller is gone, below).
                     missedStage = s;
+                    missedOutcome = TelemetryNames.Outcome(InferenceOutcome.Error);
                     missedWhy = $"failed: {ex.Message}";
                     break;
                 }
@@ -151,6 +165,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
 
                     // Keep the previous stage's answers for the rows that could not escalate.
                     missedStage = s;
+                    missedOutcome = TelemetryNames.Outcome(response.Status == InferenceStatus.DeadlineExceeded ? InferenceOutcome.DeadlineExceeded : InferenceOutcome.Refused);
                     missedWhy = $"could not answer ({response.Status} {response.RefusalReason}): {response.Message}";
                     response.Dispose();
                     break;
@@ -169,7 +184,6 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 }
 
                 var rejected = Judge(_stages[s], response, current);
-                Record(metrics.CascadeRows, current.Length - rejected.Length, s);
                 if (rejected.Length == 0)
                 {
                     break;
@@ -208,13 +222,9 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 note = $"{stage} {missedWhy} Stage {missedStage} answered those rows.";
             }
 
-            if (missedStage < 0 && stageResponses.Count == _stages.Length)
-            {
-                // Rows answered by the last stage.
-                Record(metrics.CascadeRows, current.Length, _stages.Length - 1);
-            }
-
-            return Assemble(request, stageResponses, answerStage, answerRow, rows, note);
+            var answer = Assemble(request, stageResponses, answerStage, answerRow, rows, note);
+            RecordAnswered(answerStage, missedStage, missedOutcome, current.Length);
+            return answer;
         }
         catch
         {
@@ -367,7 +377,38 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
     {
         if (value > 0 && counter.Enabled)
         {
-            counter.SafeAdd(value, new TagList { { InferKitTelemetry.ModelTag, Name }, { "inferkit.cascade.stage", stage + 1 } });
+            counter.SafeAdd(value, new TagList { { InferKitTelemetry.ModelTag, Name }, { SelectionMetrics.StageTag, stage + 1 } });
+        }
+    }
+
+    /// <summary>
+    /// Counts an answered request's rows under the stage whose answer the caller got, and the <paramref name="missedRows"/>
+    /// rows that stage <paramref name="missedStage"/> (0-based; -1 for none) could not answer.
+    /// </summary>
+    private void RecordAnswered(int[] answerStage, int missedStage, string? missedOutcome, int missedRows)
+    {
+        if (metrics.CascadeRows.Enabled)
+        {
+            for (int s = 0; s < _stages.Length; s++)
+            {
+                int count = 0;
+                foreach (int a in answerStage)
+                {
+                    count += a == s ? 1 : 0;
+                }
+
+                Record(metrics.CascadeRows, count, s);
+            }
+        }
+
+        if (missedStage > 0 && missedRows > 0 && metrics.Fallbacks.Enabled)
+        {
+            metrics.Fallbacks.SafeAdd(missedRows, new TagList
+            {
+                { InferKitTelemetry.ModelTag, Name },
+                { SelectionMetrics.StageTag, missedStage + 1 },
+                { InferKitTelemetry.OutcomeTag, missedOutcome },
+            });
         }
     }
 }

@@ -1,10 +1,13 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 using System.Runtime.InteropServices;
 using InferKit.Backends;
 using InferKit.Models;
 using InferKit.Selection;
+using InferKit.Telemetry;
 using InferKit.Tensors;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
 
@@ -259,6 +262,70 @@ public sealed class CascadeTests
         await cts.CancelAsync();
         gate.SetResult();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
+    }
+
+    [Fact]
+    public async Task Cascade_rows_count_each_answered_row_once_under_the_stage_that_answered_it_and_fallbacks_by_outcome()
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        await using var _ = provider;
+        var factory = provider.GetRequiredService<IMeterFactory>();
+        using var answered = new MetricCollector<long>(factory, InferKitTelemetry.Name, "inferkit.cascade.rows");
+        using var escalations = new MetricCollector<long>(factory, InferKitTelemetry.Name, "inferkit.cascade.escalations");
+        using var fallbacks = new MetricCollector<long>(factory, InferKitTelemetry.Name, "inferkit.cascade.fallbacks");
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        // Four rows: two sure, two sent on; the large model answers them.
+        (await client.InferAsync("cascade", Rows(1, 4))).Dispose();
+
+        // Two rows: one sure, one sent on; the large model fails, so stage 1 answers both.
+        large.Failure = () => new InvalidOperationException("CUDA error: device lost");
+        (await client.InferAsync("cascade", Rows(2, 2))).Dispose();
+
+        // Four rows: two sent on; the large model runs past the deadline: nothing is answered, not even the sure rows.
+        large.Failure = null;
+        large.Compute = TimeSpan.FromMilliseconds(200);
+        using (var expired = await client.InferAsync("cascade", Rows(3, 4, TimeSpan.FromMilliseconds(100))))
+        {
+            Assert.Equal(InferenceStatus.DeadlineExceeded, expired.Status);
+        }
+
+        static long Sum(MetricCollector<long> c, int stage, string? outcome = null) => c.GetMeasurementSnapshot()
+            .Where(m => Equals(m.Tags["inferkit.cascade.stage"], stage) && (outcome is null || Equals(m.Tags[InferKitTelemetry.OutcomeTag], outcome)))
+            .Sum(static m => m.Value);
+
+        Assert.Equal(2 + 2, Sum(answered, 1));
+        Assert.Equal(2, Sum(answered, 2));
+        Assert.Equal(2 + 1 + 2, Sum(escalations, 1));
+        Assert.Equal(1, Sum(fallbacks, 2, "error"));
+        Assert.Equal(1, fallbacks.GetMeasurementSnapshot().Sum(static m => m.Value));
+    }
+
+    [Fact]
+    public async Task Rows_kept_at_stage_1_because_stage_2_refused_are_counted_as_answered_by_stage_1()
+    {
+        var small = new Classifier(large: false);
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => small)
+            .AddModel("large", _ => throw new InvalidOperationException("weights missing"), o => o.Required = false)
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
+        await using var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var factory = provider.GetRequiredService<IMeterFactory>();
+        using var answered = new MetricCollector<long>(factory, InferKitTelemetry.Name, "inferkit.cascade.rows");
+        using var fallbacks = new MetricCollector<long>(factory, InferKitTelemetry.Name, "inferkit.cascade.fallbacks");
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        using var r = await client.InferAsync("cascade", Rows(1, 2));
+        Assert.Equal([1, 1], r.RowStages);
+        var rows = Assert.Single(answered.GetMeasurementSnapshot());
+        Assert.Equal(2, rows.Value);
+        Assert.Equal(1, rows.Tags["inferkit.cascade.stage"]);
+        var fallback = Assert.Single(fallbacks.GetMeasurementSnapshot());
+        Assert.Equal(1, fallback.Value);
+        Assert.Equal(2, fallback.Tags["inferkit.cascade.stage"]);
+        Assert.Equal("refused", fallback.Tags[InferKitTelemetry.OutcomeTag]);
     }
 
     [Fact]
