@@ -19,7 +19,7 @@ public static class InferKitEndpointRouteBuilderExtensions
     /// <list type="bullet">
     /// <item><c>GET /v2</c>: server metadata.</item>
     /// <item><c>GET /v2/health/live</c> and <c>GET /v2/health/ready</c>: liveness, and readiness (every required model loaded and warmed).</item>
-    /// <item><c>GET /v2/models/{model}[/versions/{version}]</c>: model metadata (503 until the model has loaded); <c>.../ready</c>: model readiness.</item>
+    /// <item><c>GET /v2/models/{model}[/versions/{version}]</c>: model metadata (503 until the model has loaded); <c>.../ready</c>: model readiness (a cascade or adaptive model is ready when every member is).</item>
     /// <item><c>POST /v2/models/{model}[/versions/{version}]/infer</c>: inference, with JSON tensors and the binary tensor data extension.</item>
     /// </list>
     /// Errors come back as <c>{"error": "..."}</c>: 400 for invalid requests, 404 for unknown models or versions,

@@ -102,6 +102,7 @@ internal sealed partial class InferKitHttpHandler
     /// <summary>
     /// GET /v2/models/{model}[/versions/{version}]/ready: 200 when ready, 400 when not (as Triton answers), 404 when unknown.
     /// A model is not ready once the host is stopping, since inference is then refused.
+    /// A cascade or adaptive model is ready only when every member is (<see cref="ModelInfo.State"/>).
     /// </summary>
     public Task ModelReadyAsync(HttpContext context)
     {

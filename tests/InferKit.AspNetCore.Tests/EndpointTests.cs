@@ -77,6 +77,49 @@ public sealed class EndpointTests
     }
 
     [Fact]
+    public async Task A_virtual_model_is_ready_only_when_every_member_is_and_the_endpoint_agrees_with_the_registry_and_the_readiness_check()
+    {
+        await using var host = await KestrelHost.StartAsync(
+            ik => ik.AddModel("small", _ => new AffineBackend()).AddModel("large", _ => new AffineBackend(), o => o.Required = false)
+                .AddCascade("cascade", c => c.Then("small", InferKit.Selection.AcceptanceRule.TopProbability(0.9, output: "y")).Then("large"))
+                .AddAdaptiveModel("auto", a =>
+                {
+                    a.Variants.Add("large");
+                    a.Variants.Add("small");
+                }),
+            configure: b => b.Services.AddHealthChecks().AddInferKitReadinessCheck(),
+            load: false);
+        var checks = host.App.Services.GetRequiredService<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckService>();
+
+        // Only the first stage of the cascade (and the second variant of "auto") is loaded.
+        await host.Registry.LoadAsync("small");
+        foreach (var model in new[] { "cascade", "auto" })
+        {
+            using var response = await host.Client.GetAsync($"/v2/models/{model}/ready");
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            using var doc = await KestrelHost.JsonAsync(response);
+            Assert.False(doc.RootElement.GetProperty("ready").GetBoolean());
+            Assert.False(host.Registry.GetModel(model).IsReady);
+            Assert.Equal("NotLoaded", (await checks.CheckHealthAsync()).Entries["inferkit"].Data[model]);
+        }
+
+        // The metadata of "auto" already lists the inputs, from its loaded variant.
+        using (var metadata = await host.Client.GetAsync("/v2/models/auto"))
+        {
+            using var doc = await KestrelHost.JsonAsync(metadata);
+            Assert.Equal("x", Assert.Single(doc.RootElement.GetProperty("inputs").EnumerateArray()).GetProperty("name").GetString());
+        }
+
+        await host.Registry.LoadAsync("large");
+        foreach (var model in new[] { "cascade", "auto" })
+        {
+            using var response = await host.Client.GetAsync($"/v2/models/{model}/ready");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal("Ready", (await checks.CheckHealthAsync()).Entries["inferkit"].Data[model]);
+        }
+    }
+
+    [Fact]
     public async Task Model_metadata_lists_inputs_and_outputs_with_dynamic_dimensions_as_minus_one()
     {
         await using var host = await StartAffineAsync();

@@ -8,7 +8,8 @@ namespace InferKit.Health;
 /// The health of every model: Healthy when loaded, warmed and every instance in rotation; Degraded when an alert fires,
 /// an instance is taken out, a fallback execution provider serves, or an optional model failed; Unhealthy when a
 /// required model has no ready instance (not loaded, loading, failed, draining, or every instance taken out).
-/// A virtual model (cascade, adaptive) is judged by its state; its members are listed and judged on their own.
+/// A virtual model (cascade, adaptive) is judged by its state, which is Ready only when every member is (see
+/// <see cref="ModelInfo.State"/>); its reasons name the members that are not ready. Its members are listed and judged on their own.
 /// The data holds one entry per model with the details.
 /// </summary>
 internal sealed class InferKitModelsHealthCheck : IHealthCheck
@@ -62,6 +63,11 @@ internal sealed class InferKitModelsHealthCheck : IHealthCheck
     internal static ModelHealth Assess(ModelInfo model, IReadOnlyList<AlertEvent> firing, DateTimeOffset now)
     {
         var health = new ModelHealth(model);
+        bool isVirtual = !string.Equals(model.Kind, "model", StringComparison.Ordinal);
+
+        // A cascade or adaptive model is not ready while a member is not (ModelInfo.State); the registry's description
+        // then names those members and why ("stage 2 ('large') failed to load: ..."), which is the reason given here.
+        string? members = isVirtual ? model.Error : null;
         switch (model.State)
         {
             case ModelState.Ready:
@@ -70,19 +76,19 @@ internal sealed class InferKitModelsHealthCheck : IHealthCheck
             case ModelState.Loading:
                 if (model.Required)
                 {
-                    health.Worsen(HealthStatus.Unhealthy, model.State == ModelState.Loading ? "loading, not ready yet" : "not loaded");
+                    health.Worsen(HealthStatus.Unhealthy, members ?? (model.State == ModelState.Loading ? "loading, not ready yet" : "not loaded"));
                 }
 
                 return health;
             case ModelState.Failed:
-                health.Worsen(model.Required ? HealthStatus.Unhealthy : HealthStatus.Degraded, $"failed to load: {model.Error ?? "unknown error"}");
+                health.Worsen(model.Required ? HealthStatus.Unhealthy : HealthStatus.Degraded, members ?? $"failed to load: {model.Error ?? "unknown error"}");
                 return health;
             default:
-                health.Worsen(model.Required ? HealthStatus.Unhealthy : HealthStatus.Degraded, $"{model.State.ToString().ToLowerInvariant()}, takes no new requests");
+                health.Worsen(model.Required ? HealthStatus.Unhealthy : HealthStatus.Degraded, members ?? $"{model.State.ToString().ToLowerInvariant()}, takes no new requests");
                 return health;
         }
 
-        if (!string.Equals(model.Kind, "model", StringComparison.Ordinal))
+        if (isVirtual)
         {
             return health; // a cascade or adaptive model: its members are assessed (and listed) on their own
         }

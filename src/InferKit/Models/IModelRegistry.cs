@@ -75,18 +75,28 @@ public sealed class ModelInfo
     public IReadOnlyList<string> Versions { get; }
 
     /// <summary>The lifecycle state.</summary>
+    /// <remarks>
+    /// A virtual model (cascade, adaptive) is <see cref="ModelState.Ready"/> only when every member is, as it then serves
+    /// as configured; otherwise it reports the state of the member furthest from serving (Failed, then Unloaded,
+    /// Draining, NotLoaded, Loading) and <see cref="Error"/> names the members that are not ready. It may still answer
+    /// requests meanwhile (a cascade with an earlier stage's answer, an adaptive model with another variant): a response's
+    /// <see cref="InferenceResponse.AnsweredBy"/>, <see cref="InferenceResponse.RowStages"/> and <see cref="InferenceResponse.Note"/> say what answered.
+    /// </remarks>
     public ModelState State { get; }
 
     /// <summary>True when the model is loaded, warmed and serving.</summary>
     public bool IsReady => State == ModelState.Ready;
 
-    /// <summary>The signature, once loaded (a virtual model reports its first stage's).</summary>
+    /// <summary>The signature, once loaded (a virtual model reports its first loaded member's).</summary>
     public ModelSignature? Signature { get; }
 
     /// <summary>The instances and their load.</summary>
     public IReadOnlyList<ModelInstanceInfo> Instances { get; }
 
-    /// <summary>Why loading failed, when <see cref="State"/> is <see cref="ModelState.Failed"/>.</summary>
+    /// <summary>
+    /// Why loading failed, when <see cref="State"/> is <see cref="ModelState.Failed"/>. For a virtual model, which members
+    /// keep it from being ready and why (for example "stage 2 ('large') failed to load: ..."), whenever it is not ready.
+    /// </summary>
     public string? Error { get; }
 
     /// <summary>Whether readiness waits for this model.</summary>

@@ -155,12 +155,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
                 throw new ModelNotFoundException(name, version, ["1"]);
             }
 
-            var members = virtualModel.Members.Select(m => GetModel(m)).ToArray();
-            var vstate = members.All(static m => m.State == ModelState.Ready) ? ModelState.Ready
-                : members.Any(static m => m.State == ModelState.Failed) ? ModelState.Failed
-                : members.Any(static m => m.State == ModelState.Loading) ? ModelState.Loading : members[0].State;
-            return new ModelInfo(name, "1", ["1"], vstate, members[0].Signature, [], members.FirstOrDefault(static m => m.Error is not null)?.Error,
-                false, members[0].Platform, virtualModel.Kind);
+            return DescribeVirtual(virtualModel);
         }
 
         var entry = Find(name);
@@ -174,6 +169,61 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         return new ModelInfo(name, entry.Options.Version, [entry.Options.Version], state, dep?.Signature,
             dep is null ? [] : dep.Pool.Instances.Select(static i => i.ToInfo()).ToArray(), entry.Error, entry.Options.Required,
             entry.Options.BackendFactory is null ? "onnxruntime" : "custom", "model", dep?.Scheduler.QueueLength ?? 0, dep?.Scheduler.Active ?? 0);
+    }
+
+    /// <summary>
+    /// Describes a virtual model from its members. It is <see cref="ModelState.Ready"/> only when every member is: a
+    /// cascade needs each stage to answer the rows the stage before it is unsure of, and an adaptive model needs each
+    /// variant to choose among them. Otherwise it still answers what it can (a cascade keeps an earlier stage's answer,
+    /// an adaptive model steps to another variant; a response's AnsweredBy, RowStages and Note say which), but it does not serve as configured: its
+    /// state is that of the member furthest from serving (Failed, then Unloaded, Draining, NotLoaded, Loading), and
+    /// <see cref="ModelInfo.Error"/> names each member that is not ready and why. Its signature is its first loaded member's.
+    /// </summary>
+    private ModelInfo DescribeVirtual(Selection.IVirtualModel virtualModel)
+    {
+        var state = ModelState.Ready;
+        ModelSignature? signature = null;
+        string? platform = null;
+        List<string>? problems = null;
+        for (int i = 0; i < virtualModel.Members.Count; i++)
+        {
+            var member = GetModel(virtualModel.Members[i]);
+            signature ??= member.Signature;
+            platform ??= member.Platform;
+            if (member.State == ModelState.Ready)
+            {
+                continue;
+            }
+
+            if (DistanceFromServing(member.State) > DistanceFromServing(state))
+            {
+                state = member.State;
+            }
+
+            string why = member.State switch
+            {
+                ModelState.Failed => $"failed to load: {member.Error ?? "unknown error"}",
+                ModelState.NotLoaded => "is not loaded",
+                ModelState.Loading => "is loading",
+                ModelState.Draining => "is draining and takes no new requests",
+                ModelState.Unloaded => "is unloaded",
+                _ => $"is {member.State}",
+            };
+            (problems ??= []).Add($"{virtualModel.DescribeMember(i)} {why}");
+        }
+
+        return new ModelInfo(virtualModel.Name, "1", ["1"], state, signature, [], problems is null ? null : string.Join("; ", problems),
+            false, platform ?? "custom", virtualModel.Kind);
+
+        static int DistanceFromServing(ModelState s) => s switch
+        {
+            ModelState.Ready => 0,
+            ModelState.Loading => 1,
+            ModelState.NotLoaded => 2,
+            ModelState.Draining => 3,
+            ModelState.Unloaded => 4,
+            _ => 5, // Failed
+        };
     }
 
     public Task LoadAsync(string name, CancellationToken cancellationToken = default) => EnsureLoadedAsync(Find(name), cancellationToken);

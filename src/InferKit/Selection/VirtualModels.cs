@@ -18,6 +18,9 @@ internal interface IVirtualModel
     /// <summary>The real models it routes to.</summary>
     IReadOnlyList<string> Members { get; }
 
+    /// <summary>How messages name member <paramref name="index"/>: "stage 2 ('large')", "variant 'large'".</summary>
+    string DescribeMember(int index);
+
     ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken);
 }
 
@@ -121,6 +124,8 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
     public string Kind => "cascade";
 
     public IReadOnlyList<string> Members { get; } = options.Stages.Select(static s => s.Model).ToArray();
+
+    public string DescribeMember(int index) => $"stage {index + 1} ('{_stages[index].Model}')";
 
     public async ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {
@@ -426,6 +431,8 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
     public string Kind => "adaptive";
 
     public IReadOnlyList<string> Members => _variants;
+
+    public string DescribeMember(int index) => $"variant '{_variants[index]}'";
 
     public async ValueTask<InferenceResponse> InferAsync(InferenceRequest request, CancellationToken cancellationToken)
     {

@@ -125,6 +125,23 @@ public sealed class ModelHealthCheckTests
         Assert.Equal("Healthy", ModelData(entry, "m2")["status"]);
     }
 
+    [Fact]
+    public async Task A_virtual_model_whose_member_failed_is_degraded_naming_that_member_and_agrees_with_the_registry()
+    {
+        await using var h = Create(inferKit: b => b
+            .AddModel("broken", _ => throw new InvalidOperationException("weights missing"), o => o.Required = false)
+            .AddCascade("cascade", c => c.Then("m", InferKit.Selection.AcceptanceRule.TopProbability(0.9)).Then("broken")));
+        await h.LoadAsync();
+        var entry = await CheckAsync(h.Services);
+        var cascade = ModelData(entry, "cascade");
+        Assert.Equal("Degraded", cascade["status"]);
+        Assert.Equal(h.Registry.GetModel("cascade").State.ToString(), cascade["state"]);
+        Assert.Equal("Failed", cascade["state"]);
+        Assert.Equal(["stage 2 ('broken') failed to load: weights missing"], (string[])cascade["reasons"]);
+        Assert.Contains("'cascade' is Degraded: stage 2 ('broken') failed to load: weights missing", entry.Description, StringComparison.Ordinal);
+        Assert.Equal("Healthy", ModelData(entry, "m")["status"]);
+    }
+
     /// <summary>A fake instance that asked for CUDA and got CPU.</summary>
     private sealed class FallbackBackend(FakeBackend inner) : IModelBackend
     {
