@@ -420,7 +420,10 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
 
 /// <summary>
 /// Adaptive selection: for each request, the most accurate variant whose predicted latency fits the request's
-/// remaining time; the fastest when none fits (step down rather than refuse); the next faster one when a variant refuses.
+/// remaining time; the fastest when none fits (step down rather than refuse); the next faster one when a variant refuses
+/// or fails (its backend throws), and then <see cref="InferenceResponse.Note"/> says which variants could not answer and
+/// why. The fastest variant's refusal, deadline miss or failure is the request's own. Cancellation and the request's
+/// deadline carry over to each variant tried: a cancelled request ends cancelled, an expired one DeadlineExceeded.
 /// </summary>
 internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
 {
@@ -457,20 +460,37 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             AllowSynchronousContinuation = request.AllowSynchronousContinuation,
         };
 
-        InferenceResponse? last = null;
-        for (int v = chosen; v < _variants.Length; v++)
+        // A variant that refuses or fails hands the request to the next faster one; what each said goes into the note.
+        string? note = null;
+        for (int v = chosen; ; v++)
         {
-            last?.Dispose();
-            last = await registry.InferRealAsync(_variants[v], null, routed, cancellationToken).ConfigureAwait(false);
-            if (last.IsSuccess || last.Status == InferenceStatus.DeadlineExceeded)
+            bool fastest = v == _variants.Length - 1;
+            InferenceResponse response;
+            try
             {
-                Count(v);
-                break;
+                response = await registry.InferRealAsync(_variants[v], null, routed, cancellationToken).ConfigureAwait(false);
             }
-        }
+            catch (InferenceFailedException ex) when (!fastest)
+            {
+                note = $"{note}Variant '{_variants[v]}' failed: {ex.Message} ";
+                continue;
+            }
 
-        last!.Model = Name;
-        return last;
+            if (response.IsSuccess || response.Status == InferenceStatus.DeadlineExceeded || fastest)
+            {
+                if (response.Status != InferenceStatus.Refused)
+                {
+                    Count(v);
+                }
+
+                response.Model = Name;
+                response.Note = note is null ? null : response.IsSuccess ? $"{note}Variant '{_variants[v]}' answered." : note.TrimEnd();
+                return response;
+            }
+
+            note = $"{note}Variant '{_variants[v]}' could not answer ({response.Status} {response.RefusalReason}): {response.Message} ";
+            response.Dispose();
+        }
     }
 
     /// <summary>The index of the variant to try first.</summary>

@@ -10,7 +10,7 @@ public sealed class AdaptiveTests
     [Fact]
     public async Task The_most_accurate_variant_serves_while_it_meets_the_deadline_and_a_faster_one_takes_over_under_load()
     {
-        var (provider, client, large) = await CreateAsync(TimeSpan.FromMilliseconds(30));
+        var (provider, client, large, _) = await CreateAsync(TimeSpan.FromMilliseconds(30));
         await using var owned = provider;
 
         // Idle: large's predicted 30 ms fits 80% of 50 ms.
@@ -60,7 +60,7 @@ public sealed class AdaptiveTests
     [Fact]
     public async Task Given_no_timeout_at_all_the_most_accurate_variant_serves_and_a_negative_timeout_is_refused()
     {
-        var (provider, client, _) = await CreateAsync(TimeSpan.FromMilliseconds(300));
+        var (provider, client, _, _) = await CreateAsync(TimeSpan.FromMilliseconds(300));
         await using var owned = provider;
 
         // Each variant runs once, so that its latency is known.
@@ -89,8 +89,52 @@ public sealed class AdaptiveTests
             async () => await client.InferAsync("auto", FakeBackend.Request(3, timeout: TimeSpan.FromMilliseconds(-5))));
     }
 
+    [Fact]
+    public async Task When_the_chosen_variant_fails_the_next_faster_one_answers_and_the_note_says_why()
+    {
+        var (provider, client, large, _) = await CreateAsync(TimeSpan.FromMilliseconds(30));
+        await using var owned = provider;
+        large.Failure = () => new InvalidOperationException("CUDA error: device lost");
+
+        using var r = await client.InferAsync("auto", FakeBackend.Request(1));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal("auto", r.Model);
+        Assert.Equal("small", r.AnsweredBy);
+        Assert.NotNull(r.Note);
+        Assert.Contains("Variant 'large' failed: Model 'large' failed on instance large/1/0: CUDA error: device lost", r.Note, StringComparison.Ordinal);
+        Assert.EndsWith("Variant 'small' answered.", r.Note, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_failure_of_the_fastest_variant_stays_an_error()
+    {
+        var (provider, client, large, small) = await CreateAsync(TimeSpan.FromMilliseconds(30));
+        await using var owned = provider;
+        large.Failure = () => new InvalidOperationException("CUDA error: device lost");
+        small.Failure = () => new InvalidOperationException("out of memory");
+
+        var ex = await Assert.ThrowsAsync<InferenceFailedException>(async () => await client.InferAsync("auto", FakeBackend.Request(1)));
+        Assert.Equal("small", ex.Model);
+        Assert.Contains("out of memory", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_request_cancelled_while_its_variant_runs_and_then_fails_is_cancelled_rather_than_answered_by_the_next_variant()
+    {
+        var (provider, client, large, _) = await CreateAsync(TimeSpan.FromMilliseconds(30));
+        await using var owned = provider;
+        large.Failure = () => new InvalidOperationException("CUDA error: device lost");
+        large.Hold();
+        using var cts = new CancellationTokenSource();
+        var call = Task.Run(async () => await client.InferAsync("auto", FakeBackend.Request(1, timeout: TimeSpan.FromSeconds(10)), cts.Token));
+        await large.Entered;
+        await cts.CancelAsync();
+        large.Release();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
+    }
+
     /// <summary>"auto" over "large" (<paramref name="largeCompute"/> a run) and "small" (3 ms), a 50 ms default budget, on fake time.</summary>
-    private static async Task<(ServiceProvider Provider, IInferenceClient Client, FakeBackend Large)> CreateAsync(TimeSpan largeCompute)
+    private static async Task<(ServiceProvider Provider, IInferenceClient Client, FakeBackend Large, FakeBackend Small)> CreateAsync(TimeSpan largeCompute)
     {
         var time = new FakeTimeProvider();
         var large = new FakeBackend("large", time: time, computeTime: _ => largeCompute);
@@ -114,6 +158,6 @@ public sealed class AdaptiveTests
         await registry.LoadAsync("large");
         await registry.LoadAsync("small");
         await registry.LoadAllAsync();
-        return (provider, provider.GetRequiredService<IInferenceClient>(), large);
+        return (provider, provider.GetRequiredService<IInferenceClient>(), large, small);
     }
 }
