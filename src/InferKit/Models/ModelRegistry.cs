@@ -313,6 +313,50 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         return InferWhenLoadedAsync(entry, request, cancellationToken);
     }
 
+    /// <summary>
+    /// Runs a request on a member of a virtual model that has another way to answer it (a cascade's later stage, whose
+    /// rows keep the earlier stage's answer; an adaptive model's variant while a faster one serves). Unlike a direct call,
+    /// it does not wait for a member that is loading or that failed to load: the member refuses at once
+    /// (<see cref="RefusalReason.ModelNotReady"/>, counted like any refusal), so the virtual model answers the other way
+    /// within the request's deadline. A failed member's load is retried in the background, as a direct request would
+    /// retry it, so the member comes back. A member not loaded yet loads on first use, as with a direct call.
+    /// </summary>
+    internal ValueTask<InferenceResponse> InferMemberAsync(string model, InferenceRequest request, CancellationToken cancellationToken)
+    {
+        if (!_entries.TryGetValue(model, out var entry))
+        {
+            throw new ModelNotFoundException(model, null, _names);
+        }
+
+        if (entry.Current is { } dep)
+        {
+            return dep.Scheduler.InferAsync(request, cancellationToken);
+        }
+
+        var state = entry.State;
+        if (state is not (ModelState.Loading or ModelState.Failed))
+        {
+            return InferWhenLoadedAsync(entry, request, cancellationToken);
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<InferenceResponse>(cancellationToken);
+        }
+
+        if (state == ModelState.Failed)
+        {
+            RetryLoadInBackground(entry);
+        }
+
+        string why = state == ModelState.Loading ? "it is still loading." : $"it failed to load ({entry.Error ?? "unknown error"}); the load is being retried.";
+        return new ValueTask<InferenceResponse>(_metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
+            InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null, $"Model '{entry.Name}' is not available: {why}")));
+    }
+
+    /// <summary>True when the model has a loaded version that takes requests now (no load to wait for).</summary>
+    internal bool IsLoaded(string model) => _entries.TryGetValue(model, out var e) && e.Current is not null;
+
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
     public async ValueTask DisposeAsync()
@@ -377,6 +421,28 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         }
 
         return await dep.Scheduler.InferAsync(request, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Starts the retry of a failed load, unless one runs already; its failure is logged by the load itself.</summary>
+    private void RetryLoadInBackground(ModelEntry entry)
+    {
+        if (_disposed != 0)
+        {
+            return;
+        }
+
+        Task load;
+        try
+        {
+            load = EnsureLoadedAsync(entry, CancellationToken.None);
+        }
+        catch (ObjectDisposedException)
+        {
+            return;
+        }
+
+        // Nobody awaits this load: observe its failure, which LoadCoreAsync has logged and recorded in entry.Error.
+        load.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     /// <summary>Predicted seconds until a request to a loaded model would be answered; null when unknown.</summary>

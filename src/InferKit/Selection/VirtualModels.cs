@@ -109,6 +109,8 @@ internal static class RowOps
 /// answer is returned only while the caller still wants it: a request whose token was cancelled ends cancelled, and one
 /// whose own deadline (its timeout or deadline) has passed ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real
 /// model never answers after the deadline. Stage 1's refusals, deadline misses and errors are the request's own.
+/// A later stage that is loading or failed to load refuses at once (its failed load is retried in the background)
+/// rather than make the request wait for the load.
 /// </para>
 /// <para>
 /// <c>inferkit.cascade.rows</c> counts each row of an answered request once, under the stage whose answer the caller
@@ -149,7 +151,11 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 InferenceResponse response;
                 try
                 {
-                    response = await registry.InferRealAsync(_stages[s].Model, null, stageRequest, cancellationToken).ConfigureAwait(false);
+                    // Stage 1 is called as the model itself would be; a later stage that is loading or failed to load
+                    // refuses at once instead of making the request wait for the load, since stage 1's answer stands.
+                    response = s == 0
+                        ? await registry.InferRealAsync(_stages[s].Model, null, stageRequest, cancellationToken).ConfigureAwait(false)
+                        : await registry.InferMemberAsync(_stages[s].Model, stageRequest, cancellationToken).ConfigureAwait(false);
                 }
                 catch (InferenceFailedException ex) when (s > 0)
                 {
@@ -424,6 +430,8 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
 /// or fails (its backend throws), and then <see cref="InferenceResponse.Note"/> says which variants could not answer and
 /// why. The fastest variant's refusal, deadline miss or failure is the request's own. Cancellation and the request's
 /// deadline carry over to each variant tried: a cancelled request ends cancelled, an expired one DeadlineExceeded.
+/// While a faster variant is loaded, a variant that is loading or failed to load refuses at once (its failed load is
+/// retried in the background) rather than make the request wait for the load.
 /// </summary>
 internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
 {
@@ -468,7 +476,11 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             InferenceResponse response;
             try
             {
-                response = await registry.InferRealAsync(_variants[v], null, routed, cancellationToken).ConfigureAwait(false);
+                // A variant that is loading or failed to load refuses at once while a faster one is loaded, rather than
+                // make the request wait for the load; without one loaded, the request waits as a direct call would.
+                response = FasterOneLoaded(v)
+                    ? await registry.InferMemberAsync(_variants[v], routed, cancellationToken).ConfigureAwait(false)
+                    : await registry.InferRealAsync(_variants[v], null, routed, cancellationToken).ConfigureAwait(false);
             }
             catch (InferenceFailedException ex) when (!fastest)
             {
@@ -491,6 +503,19 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             note = $"{note}Variant '{_variants[v]}' could not answer ({response.Status} {response.RefusalReason}): {response.Message} ";
             response.Dispose();
         }
+    }
+
+    private bool FasterOneLoaded(int variant)
+    {
+        for (int v = variant + 1; v < _variants.Length; v++)
+        {
+            if (registry.IsLoaded(_variants[v]))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The index of the variant to try first.</summary>

@@ -83,4 +83,102 @@ public sealed class VirtualModelStateTests
         Assert.NotNull(auto.Signature);
         Assert.Equal("x", Assert.Single(auto.Signature.Inputs).Name);
     }
+
+    /// <summary>
+    /// "small" (loaded) and "large", whose first load fails at once ("weights missing") and whose later loads wait at
+    /// <paramref name="gate"/> and then fail the same way; a cascade and an adaptive model ("large" first) over both.
+    /// </summary>
+    private static async Task<ServiceProvider> CreateWithFailedLargeAsync(Task gate, TaskCompletionSource reloadStarted)
+    {
+        int loads = 0;
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => new FakeBackend("small"))
+            .AddModel("large", _ =>
+            {
+                if (Interlocked.Increment(ref loads) > 1)
+                {
+                    reloadStarted.TrySetResult();
+                    gate.Wait();
+                }
+
+                throw new InvalidOperationException("weights missing");
+            }, o => o.Required = false)
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.Custom(static _ => false)).Then("large"))
+            .AddAdaptiveModel("auto", a =>
+            {
+                a.Variants.Add("large");
+                a.Variants.Add("small");
+            });
+        var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        return provider;
+    }
+
+    [Theory]
+    [InlineData("cascade")]
+    [InlineData("auto")]
+    public async Task A_member_that_failed_to_load_is_passed_over_at_once_naming_it_while_its_load_is_retried_in_the_background(string model)
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var reloadStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var provider = await CreateWithFailedLargeAsync(gate.Task, reloadStarted);
+        var client = provider.GetRequiredService<IInferenceClient>();
+        try
+        {
+            // The request does not wait for the retried load of "large" (held at the gate): "small" answers it. The
+            // WaitAsync is only a safety net: before, the request waited for that load, which never ends here.
+            using var r = await client.InferAsync(model, FakeBackend.Request(1)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("small", r.AnsweredBy);
+            Assert.Contains("Model 'large' is not available: it failed to load (weights missing); the load is being retried.", r.Note, StringComparison.Ordinal);
+
+            // The load is retried, as a direct request would retry it, so "large" can come back.
+            await reloadStarted.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+    }
+
+    [Fact]
+    public async Task An_adaptive_request_does_not_wait_for_a_variant_still_loading_while_a_faster_one_serves()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => new FakeBackend("small"))
+            .AddModel("large", _ =>
+            {
+                gate.Task.Wait();
+                return new FakeBackend("large");
+            })
+            .AddAdaptiveModel("auto", a =>
+            {
+                a.Variants.Add("large");
+                a.Variants.Add("small");
+            });
+        await using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<IModelRegistry>();
+        var client = provider.GetRequiredService<IInferenceClient>();
+        await registry.LoadAsync("small");
+        var loadingLarge = registry.LoadAsync("large");
+        try
+        {
+            Assert.Equal(ModelState.Loading, registry.GetModel("large").State);
+            using var r = await client.InferAsync("auto", FakeBackend.Request(1)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("small", r.AnsweredBy);
+            Assert.Contains("Model 'large' is not available: it is still loading.", r.Note, StringComparison.Ordinal);
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+
+        await loadingLarge;
+        using var later = await client.InferAsync("auto", FakeBackend.Request(2));
+        Assert.Equal("large", later.AnsweredBy);
+    }
 }
