@@ -215,6 +215,20 @@ public sealed class InferenceResponse : IDisposable
     internal static InferenceResponse Expired(string model, string? requestId, Func<InferenceResponse, double, double, string> format, double arg0, double arg1) =>
         new(model, null, requestId) { Status = InferenceStatus.DeadlineExceeded, _format = format, _arg0 = arg0, _arg1 = arg1 };
 
+    /// <summary>
+    /// Makes a member's response the answer of the virtual model <paramref name="model"/> that was called. A refusal's
+    /// message is formatted first, so it still names the member that refused rather than the virtual model.
+    /// </summary>
+    internal void RenameTo(string model)
+    {
+        if (Status != InferenceStatus.Success)
+        {
+            _ = Message;
+        }
+
+        Model = model;
+    }
+
     internal void SetOutputs(Tensor[] outputs) => _outputs = outputs;
 
     internal Tensor[] RawOutputs => _outputs;

@@ -170,7 +170,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 {
                     if (s == 0)
                     {
-                        response.Model = Name;
+                        response.RenameTo(Name);
                         return response;
                     }
 
@@ -495,7 +495,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
                     Count(v);
                 }
 
-                response.Model = Name;
+                response.RenameTo(Name);
                 response.Note = note is null ? null : response.IsSuccess ? $"{note}Variant '{_variants[v]}' answered." : note.TrimEnd();
                 return response;
             }

@@ -133,6 +133,19 @@ public sealed class AdaptiveTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
     }
 
+    [Fact]
+    public async Task A_refusal_by_the_last_variant_tried_is_the_adaptive_models_answer_and_its_message_still_names_that_variant()
+    {
+        var (provider, client, _, _) = await CreateAsync(TimeSpan.FromMilliseconds(30));
+        await using var owned = provider;
+
+        // A critical request goes straight to "small", whose 3 ms runs cannot meet a 1 ms deadline.
+        using var r = await client.InferAsync("auto", FakeBackend.Request(1, InferencePriority.Critical, TimeSpan.FromMilliseconds(1)));
+        Assert.Equal(RefusalReason.DeadlineInfeasible, r.RefusalReason);
+        Assert.Equal("auto", r.Model);
+        Assert.StartsWith("Model 'small': the deadline", r.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>"auto" over "large" (<paramref name="largeCompute"/> a run) and "small" (3 ms), a 50 ms default budget, on fake time.</summary>
     private static async Task<(ServiceProvider Provider, IInferenceClient Client, FakeBackend Large, FakeBackend Small)> CreateAsync(TimeSpan largeCompute)
     {

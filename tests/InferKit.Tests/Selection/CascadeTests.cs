@@ -329,6 +329,22 @@ public sealed class CascadeTests
     }
 
     [Fact]
+    public async Task A_first_stage_refusal_is_the_cascades_answer_and_its_message_still_names_the_stage_that_refused()
+    {
+        // The small model holds requests up to 1 s for a batch; this one's 100 ms pass first, in the queue.
+        var (provider, _, _, time) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.FromSeconds(1));
+        await using var _ = provider;
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var client = provider.GetRequiredService<IInferenceClient>();
+        var call = client.InferAsync("cascade", Rows(1, 2, TimeSpan.FromMilliseconds(100))).AsTask();
+        time.Advance(TimeSpan.FromMilliseconds(100));
+        using var r = await call;
+        Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
+        Assert.Equal("cascade", r.Model);
+        Assert.StartsWith("Model 'small': the deadline passed", r.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_custom_rule_decides_per_row()
     {
         // Accept only rows whose second probability is tiny: the same as "sure" here, decided by user code.
