@@ -324,7 +324,7 @@ internal sealed partial class InferKitHttpHandler
         long binaryLength;
         try
         {
-            binaryLength = InferResponseWriter.WriteJson(writer, response.Model, response.Version, payload.Id ?? response.RequestId, outputs, modes);
+            binaryLength = InferResponseWriter.WriteJson(writer, response.Model, response.Version, payload.Id ?? response.RequestId, outputs, modes, response.AnsweredBy, response.Note);
         }
         finally
         {

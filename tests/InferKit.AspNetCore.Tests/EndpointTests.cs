@@ -120,6 +120,30 @@ public sealed class EndpointTests
     }
 
     [Fact]
+    public async Task A_cascade_answer_kept_from_an_earlier_stage_says_so_in_the_response_parameters()
+    {
+        await using var host = await KestrelHost.StartAsync(ik => ik
+            .AddModel("small", _ => new AffineBackend())
+            .AddModel("large", _ => throw new InvalidOperationException("weights missing"), o => o.Required = false)
+            .AddCascade("cascade", c => c.Then("small", InferKit.Selection.AcceptanceRule.Custom(static _ => false, output: "y")).Then("large")));
+
+        // Every row is sent on to "large", which failed to load: "small" answers them, and the response says so.
+        using var response = await host.PostJsonAsync("/v2/models/cascade/infer", AffineRequest);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        using var doc = await KestrelHost.JsonAsync(response);
+        var root = doc.RootElement;
+        Assert.Equal("cascade", root.GetProperty("model_name").GetString());
+        var parameters = root.GetProperty("parameters");
+        Assert.Equal("small", parameters.GetProperty("inferkit_answered_by").GetString());
+        Assert.StartsWith("Stage 2 ('large') could not answer (Refused ModelNotReady): Model 'large' is not available", parameters.GetProperty("inferkit_note").GetString(), StringComparison.Ordinal);
+
+        // A plain model's answer has no such parameters.
+        using var plain = await host.PostJsonAsync("/v2/models/small/infer", AffineRequest);
+        using var plainDoc = await KestrelHost.JsonAsync(plain);
+        Assert.False(plainDoc.RootElement.TryGetProperty("parameters", out _));
+    }
+
+    [Fact]
     public async Task Model_metadata_lists_inputs_and_outputs_with_dynamic_dimensions_as_minus_one()
     {
         await using var host = await StartAffineAsync();

@@ -29,8 +29,15 @@ internal static class InferResponseWriter
     /// <param name="id">The request id to echo, if any.</param>
     /// <param name="outputs">The model's outputs.</param>
     /// <param name="modes">How each output goes back (one per output).</param>
+    /// <param name="answeredBy">With <paramref name="note"/>: the real model that answered a virtual model's request.</param>
+    /// <param name="note">
+    /// A virtual model's note (a cascade that kept an earlier stage's answer, an adaptive model that stepped past a
+    /// variant): written, with <paramref name="answeredBy"/>, as the response parameters <c>inferkit_note</c> and
+    /// <c>inferkit_answered_by</c>, so an HTTP caller can tell such an answer from a regular one. Null for none.
+    /// </param>
     /// <returns>The number of binary bytes that must follow the JSON part.</returns>
-    public static long WriteJson(Utf8JsonWriter writer, string model, string? version, string? id, IReadOnlyList<Tensor> outputs, ReadOnlySpan<OutputMode> modes)
+    public static long WriteJson(Utf8JsonWriter writer, string model, string? version, string? id, IReadOnlyList<Tensor> outputs, ReadOnlySpan<OutputMode> modes,
+        string? answeredBy = null, string? note = null)
     {
         long binaryLength = 0;
         writer.WriteStartObject();
@@ -43,6 +50,18 @@ internal static class InferResponseWriter
         if (id is not null)
         {
             writer.WriteString("id"u8, id);
+        }
+
+        if (note is not null)
+        {
+            writer.WriteStartObject("parameters"u8);
+            if (answeredBy is not null)
+            {
+                writer.WriteString("inferkit_answered_by"u8, answeredBy);
+            }
+
+            writer.WriteString("inferkit_note"u8, note);
+            writer.WriteEndObject();
         }
 
         writer.WriteStartArray("outputs"u8);
