@@ -38,7 +38,15 @@ internal static class RequestChecks
     public static TimeSpan? FiniteOr(InferenceRequest request, TimeSpan? fallback)
         => Finite(request) ?? (request.Deadline is null && !IsInfinite(request) ? fallback : null);
 
-    private static bool IsInfinite(InferenceRequest request) => request.Timeout == Timeout.InfiniteTimeSpan;
+    /// <summary>True when the request asks for no timeout at all (<see cref="Timeout.InfiniteTimeSpan"/>), not even a model's default.</summary>
+    public static bool IsInfinite(InferenceRequest request) => request.Timeout == Timeout.InfiniteTimeSpan;
+
+    /// <summary>
+    /// The timeout a virtual model gives the request it sends a member, whose deadline it has fixed already:
+    /// <see cref="Timeout.InfiniteTimeSpan"/> when the caller asked for no timeout at all (so the member does not apply its
+    /// default), else none.
+    /// </summary>
+    public static TimeSpan? ForMember(InferenceRequest request) => IsInfinite(request) ? Timeout.InfiniteTimeSpan : null;
 
     /// <summary><paramref name="now"/> + <paramref name="span"/>, or <see cref="DateTimeOffset.MaxValue"/> past it.</summary>
     public static DateTimeOffset After(DateTimeOffset now, TimeSpan span)

@@ -57,12 +57,16 @@ internal static class RowOps
 {
     public static int RowsOf(InferenceRequest request) => request.InputArray.Length == 0 || request.InputArray[0].Rank == 0 ? 1 : (int)request.InputArray[0].Shape[0];
 
-    /// <summary>A request with the same settings and an absolute deadline fixed at <paramref name="deadline"/>.</summary>
+    /// <summary>
+    /// A request with the same settings and an absolute deadline fixed at <paramref name="deadline"/>; a caller's
+    /// "no timeout at all" carries over, so a member's default timeout does not cut it short.
+    /// </summary>
     public static InferenceRequest WithInputs(InferenceRequest original, Tensor[] inputs, DateTimeOffset? deadline) => new(inputs)
     {
         Id = original.Id,
         Priority = original.Priority,
         Deadline = deadline,
+        Timeout = RequestChecks.ForMember(original),
     };
 
     /// <summary>Copies the selected rows of a tensor into a new tensor.</summary>
@@ -464,6 +468,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             Id = request.Id,
             Priority = request.Priority,
             Deadline = deadline,
+            Timeout = RequestChecks.ForMember(request),
             RequestedOutputs = request.RequestedOutputs,
             AllowSynchronousContinuation = request.AllowSynchronousContinuation,
         };

@@ -146,6 +146,31 @@ public sealed class AdaptiveTests
         Assert.StartsWith("Model 'small': the deadline", r.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_request_with_no_timeout_at_all_is_not_cut_short_by_a_variants_default_timeout()
+    {
+        var time = new FakeTimeProvider();
+        var large = new FakeBackend("large", time: time, computeTime: _ => TimeSpan.FromMilliseconds(300));
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit()
+            .AddModel("large", _ => large, o => o.Batching.DefaultTimeout = TimeSpan.FromMilliseconds(100))
+            .AddModel("small", _ => new FakeBackend("small"))
+            .AddAdaptiveModel("auto", a =>
+            {
+                a.Variants.Add("large");
+                a.Variants.Add("small");
+            });
+        await using var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        // Timeout.InfiniteTimeSpan asks for no timeout, not even a model's default: "large" runs 300 ms and answers.
+        using var r = await client.InferAsync("auto", FakeBackend.Request(1, timeout: Timeout.InfiniteTimeSpan));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal("large", r.AnsweredBy);
+    }
+
     /// <summary>"auto" over "large" (<paramref name="largeCompute"/> a run) and "small" (3 ms), a 50 ms default budget, on fake time.</summary>
     private static async Task<(ServiceProvider Provider, IInferenceClient Client, FakeBackend Large, FakeBackend Small)> CreateAsync(TimeSpan largeCompute)
     {

@@ -238,10 +238,25 @@ public sealed class CascadeTests
         large.Compute = TimeSpan.FromMilliseconds(200);
 
         // The caller set no deadline: only the large model's own default timeout passed, so stage 1's answer is still wanted.
-        using var r = await client.InferAsync("cascade", Rows(1, 2, Timeout.InfiniteTimeSpan));
+        using var r = await client.InferAsync("cascade", Rows(1, 2));
         Assert.True(r.IsSuccess, r.Message);
         Assert.Equal([1, 1], r.RowStages);
         Assert.Contains("Stage 2 ('large') could not answer (DeadlineExceeded", r.Note, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_request_with_no_timeout_at_all_is_not_cut_short_by_a_stages_default_timeout()
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero, o => o.Batching.DefaultTimeout = TimeSpan.FromMilliseconds(100));
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        large.Compute = TimeSpan.FromMilliseconds(200);
+
+        // Timeout.InfiniteTimeSpan asks for no timeout, not even a model's default: the large model answers its row.
+        using var r = await client.InferAsync("cascade", Rows(1, 2, Timeout.InfiniteTimeSpan));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal([1, 2], r.RowStages);
+        Assert.Null(r.Note);
     }
 
     [Fact]
