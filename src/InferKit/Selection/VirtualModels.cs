@@ -187,6 +187,11 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 }
 
                 stageResponses.Add(response);
+                if (s == 0)
+                {
+                    CheckRequestedOutputs(request, response);
+                }
+
                 for (int k = 0; k < current.Length; k++)
                 {
                     answerStage[current[k]] = s;
@@ -245,6 +250,28 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         {
             DisposeAll(stageResponses);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Outputs the caller asked for must be outputs of the stages (which return the same ones): checked on stage 1's
+    /// answer, before any row goes on, as a real model checks them at admission.
+    /// </summary>
+    /// <exception cref="InvalidInferenceRequestException">An unknown requested output, with the outputs there are.</exception>
+    private void CheckRequestedOutputs(InferenceRequest request, InferenceResponse first)
+    {
+        if (request.RequestedOutputs is not { Count: > 0 } requested)
+        {
+            return;
+        }
+
+        foreach (var name in requested)
+        {
+            if (!first.TryGetOutput(name, out _))
+            {
+                throw new InvalidInferenceRequestException(Name, null,
+                    $"Model '{Name}': unknown requested output '{name}'. Its stages return {string.Join(", ", first.Outputs.Select(static t => t.Name))}.");
+            }
         }
     }
 

@@ -385,6 +385,19 @@ public sealed class CascadeTests
     }
 
     [Fact]
+    public async Task An_unknown_requested_output_is_invalid_input_naming_the_cascade_and_its_outputs()
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.Entropy(0.3), TimeSpan.Zero);
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+        var request = new InferenceRequest(Rows(3, 2).Inputs.ToArray()) { RequestedOutputs = ["labels"] };
+        var ex = await Assert.ThrowsAsync<InvalidInferenceRequestException>(async () => await client.InferAsync("cascade", request));
+        Assert.Equal("cascade", ex.Model);
+        Assert.Equal("Model 'cascade': unknown requested output 'labels'. Its stages return probabilities, echo.", ex.Message);
+        Assert.Empty(large.BatchRows); // found out before any row went on
+    }
+
+    [Fact]
     public void Cascades_are_validated_at_start_with_every_error_listed()
     {
         var services = new ServiceCollection();
