@@ -213,9 +213,13 @@ public readonly struct Tensor
     internal static Tensor WrapStrings(string name, long[] shape, string[]? strings, int count)
         => new(name, TensorElementType.String, shape, strings, 0, count);
 
-    /// <summary>The product of the dimensions, or -1 when it overflows.</summary>
+    /// <summary>
+    /// The product of the dimensions: 0 when any dimension is 0 (however large the others), or -1 when a dimension is
+    /// negative or the product overflows a <see cref="long"/>.
+    /// </summary>
     public static long ElementCountOf(ReadOnlySpan<long> shape)
     {
+        bool overflow = false;
         long count = 1;
         foreach (var d in shape)
         {
@@ -224,17 +228,18 @@ public readonly struct Tensor
                 return -1;
             }
 
-            try
+            if (d == 0)
             {
-                count = checked(count * d);
+                count = 0;
             }
-            catch (OverflowException)
+            else if (!overflow && count != 0)
             {
-                return -1;
+                overflow = count > long.MaxValue / d;
+                count = overflow ? count : count * d;
             }
         }
 
-        return count;
+        return count == 0 ? 0 : overflow ? -1 : count;
     }
 
     /// <summary>Formats a shape as [a,b,c]; -1 prints as ?.</summary>
@@ -276,6 +281,11 @@ public readonly struct Tensor
         }
 
         long expected = ElementCountOf(shape);
+        if (expected < 0)
+        {
+            throw new ArgumentException($"Tensor '{name}': shape {FormatShape(shape)} holds more {type} elements than a tensor can (the product of its dimensions overflows); the data has {dataLength}.", nameof(shape));
+        }
+
         if (expected != dataLength)
         {
             throw new ArgumentException($"Tensor '{name}': shape {FormatShape(shape)} holds {expected} {type} elements but the data has {dataLength}.", nameof(shape));

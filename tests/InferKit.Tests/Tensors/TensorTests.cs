@@ -224,6 +224,30 @@ public sealed class TensorTests
     }
 
     [Fact]
+    public void A_shape_with_a_zero_dimension_holds_no_elements_however_large_its_other_dimensions()
+    {
+        // The product is 0 whatever comes before the 0: it never overflows, so the empty tensor is valid.
+        Assert.Equal(0, Tensor.ElementCountOf([1L << 40, 1L << 40, 0]));
+        Assert.Equal(-1, Tensor.ElementCountOf([1L << 40, 1L << 40, -1]));
+        var empty = Tensor.Create("e", Array.Empty<float>(), 1L << 40, 1L << 40, 0);
+        Assert.Equal(0, empty.ElementCount);
+        Assert.Equal(new[] { 1L << 40, 1L << 40, 0 }, empty.Shape.ToArray());
+    }
+
+    [Fact]
+    public void A_shape_whose_element_count_overflows_is_refused_as_too_large()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => Tensor.Create("x", new float[4], long.MaxValue, 2));
+        Assert.Contains("'x'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"[{long.MaxValue},2]", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("overflows", ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("-1", ex.Message, StringComparison.Ordinal);
+
+        var bytes = Assert.Throws<ArgumentException>(() => Tensor.FromBytes("b", TensorElementType.Int32, new byte[8], 1L << 40, 1L << 40));
+        Assert.Contains("overflows", bytes.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Float16_tensors_hold_half_bits_little_endian()
     {
         var values = new[] { (Half)1.0f, (Half)(-2.5f), Half.MaxValue, Half.Epsilon };
