@@ -126,7 +126,9 @@ public readonly struct Tensor
     /// <param name="name">The input or output name.</param>
     /// <param name="data">The elements, row-major.</param>
     /// <param name="shape">The dimensions; their product must equal the number of elements.</param>
-    /// <exception cref="ArgumentException">The shape and the data length disagree, or a dimension is negative.</exception>
+    /// <exception cref="ArgumentException">
+    /// The shape and the data length disagree, a dimension is negative, or the data is larger than a tensor holds (2 GiB).
+    /// </exception>
     public static Tensor Create<T>(string name, ReadOnlyMemory<T> data, params ReadOnlySpan<long> shape)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
@@ -135,6 +137,13 @@ public readonly struct Tensor
         if (data.IsEmpty)
         {
             return new Tensor(name, type, shapeCopy, null, 0, 0);
+        }
+
+        int size = type.SizeOf();
+        long byteLength = (long)data.Length * size;
+        if (byteLength > int.MaxValue)
+        {
+            throw new ArgumentException($"Tensor '{name}': {data.Length} {type} elements take {byteLength} bytes; a tensor holds at most {int.MaxValue} bytes.", nameof(data));
         }
 
         if (!MemoryMarshal.TryGetArray(data, out var segment) || segment.Array is null)
@@ -149,8 +158,13 @@ public readonly struct Tensor
             return new Tensor(name, type, shapeCopy, segment.Array, segment.Offset, segment.Count);
         }
 
-        int size = type.SizeOf();
-        return new Tensor(name, type, shapeCopy, segment.Array, checked(segment.Offset * size), checked(segment.Count * size));
+        if ((long)segment.Offset * size > int.MaxValue - byteLength)
+        {
+            // The slice starts further than a tensor can address into its array (an array over 2 GiB): view a copy of it.
+            segment = new ArraySegment<T>(data.ToArray());
+        }
+
+        return new Tensor(name, type, shapeCopy, segment.Array, segment.Offset * size, (int)byteLength);
     }
 
     /// <summary>Builds a tensor over an array without copying it.</summary>

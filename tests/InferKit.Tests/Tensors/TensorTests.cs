@@ -248,6 +248,24 @@ public sealed class TensorTests
     }
 
     [Fact]
+    public void Data_over_2_GiB_is_refused_and_a_slice_far_into_such_an_array_is_viewed_as_a_copy()
+    {
+        // 2^28 + 4 longs: 2 GiB and 32 bytes (uninitialized: the pages are never touched but by the slice below).
+        var big = GC.AllocateUninitializedArray<long>((1 << 28) + 4);
+        var ex = Assert.Throws<ArgumentException>(() => Tensor.Create("big", big, big.Length));
+        Assert.Contains("'big'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("2147483680 bytes", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"at most {int.MaxValue} bytes", ex.Message, StringComparison.Ordinal);
+
+        // A small slice whose byte offset does not fit an int: still a valid tensor.
+        long[] expected = [7, 0, long.MinValue, -9];
+        expected.CopyTo(big, 1 << 28);
+        var tail = Tensor.Create("tail", new ReadOnlyMemory<long>(big, 1 << 28, 4), 2, 2);
+        Assert.Equal(32, tail.ByteLength);
+        Assert.Equal(expected, tail.ToArray<long>());
+    }
+
+    [Fact]
     public void Float16_tensors_hold_half_bits_little_endian()
     {
         var values = new[] { (Half)1.0f, (Half)(-2.5f), Half.MaxValue, Half.Epsilon };
