@@ -86,7 +86,13 @@ internal static class RequestValidator
 
                 if (rows < 0)
                 {
-                    rows = checked((int)shape[0]);
+                    if (shape[0] > int.MaxValue)
+                    {
+                        throw new InvalidInferenceRequestException(model, spec.Name,
+                            $"Model '{model}': input '{spec.Name}' has {shape[0]} rows (shape {Tensor.FormatShape(shape)}); a request carries at most {int.MaxValue}.");
+                    }
+
+                    rows = (int)shape[0];
                     rowsFrom = spec.Name;
                 }
                 else if (shape[0] != rows)
