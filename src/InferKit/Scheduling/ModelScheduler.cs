@@ -799,7 +799,7 @@ internal sealed class ModelScheduler : IDisposable
                     continue;
                 }
 
-                if (batch.Rows + head.Rows > cap)
+                if ((long)batch.Rows + head.Rows > cap)
                 {
                     full = true;
                     break;

@@ -10,6 +10,8 @@ namespace InferKit.Tests.Scheduling;
 /// </summary>
 public sealed class JoiningTests
 {
+    private static readonly TimeSpan JoinDelay = TimeSpan.FromMilliseconds(10);
+
     /// <summary>x: Int64 [batch, n] → y = x, n dynamic and unnamed.</summary>
     private static ScriptedBackend Echo() => new(
         new ModelSignature(
@@ -30,5 +32,30 @@ public sealed class JoiningTests
 
         using var good = await host.Send(new InferenceRequest(Tensor.Create("x", new long[] { 5, 6 }, 1, 2)));
         Assert.Equal(new long[] { 5, 6 }, good["y"].ToArray<long>());
+    }
+
+    [Fact]
+    public async Task A_request_of_int_MaxValue_rows_is_not_joined_to_another_and_both_get_their_own_answer()
+    {
+        // Both fit the batch cap only if the row sum wraps around: they must run apart.
+        var backend = Echo();
+        await using var host = await ScriptedBackend.StartAsync(backend, joinDelay: JoinDelay);
+        var one = host.Send(new InferenceRequest(Tensor.Create("x", Array.Empty<long>(), 1, 0)));
+        var huge = host.Send(new InferenceRequest(Tensor.Create("x", Array.Empty<long>(), int.MaxValue, 0)));
+        host.Time.Advance(JoinDelay);
+
+        using (var r = await one)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal(new long[] { 1, 0 }, r["y"].Shape.ToArray());
+        }
+
+        using (var r = await huge)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal(new long[] { int.MaxValue, 0 }, r["y"].Shape.ToArray());
+        }
+
+        Assert.Equal(["x: Int64[1,0]", $"x: Int64[{int.MaxValue},0]"], backend.Runs);
     }
 }
