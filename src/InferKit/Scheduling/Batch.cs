@@ -308,7 +308,13 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         }
     }
 
-    private bool Wants(int request, int output) => output >= 64 || (_requests[request].OutputMask & (1UL << output)) != 0;
+    private bool Wants(int request, int output)
+    {
+        var r = _requests[request];
+        return r.WideOutputMask is { } wide
+            ? (wide[output >> 6] & (1UL << (output & 63))) != 0
+            : output >= 64 || (r.OutputMask & (1UL << output)) != 0; // past 64 outputs, a request without a wide mask wants them all
+    }
 
     private long[] OwnShape(int j, ReadOnlySpan<long> shape, (int Axis, int Input, int InputAxis)[] trims)
     {
@@ -338,10 +344,21 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         {
             var r = _requests[j];
             _responses[j] = new InferenceResponse(_owner.ModelName, _owner.Version, r.Request.Id);
-            int n = r.OutputMask == ulong.MaxValue ? outputs : BitOperations.PopCount(r.OutputMask);
+            int n = r.WideOutputMask is { } wide ? PopCount(wide) : r.OutputMask == ulong.MaxValue ? outputs : BitOperations.PopCount(r.OutputMask);
             _outputs[j] = new Tensor[n];
             _outputCounts[j] = 0;
         }
+    }
+
+    private static int PopCount(ulong[] mask)
+    {
+        int n = 0;
+        foreach (var word in mask)
+        {
+            n += BitOperations.PopCount(word);
+        }
+
+        return n;
     }
 
     private void DiscardResponses()

@@ -178,9 +178,10 @@ internal sealed class ModelScheduler : IDisposable
         var ordered = scratch.AsSpan(0, inputCount);
         int rows;
         ulong mask;
+        ulong[]? wideMask;
         try
         {
-            rows = RequestValidator.Validate(ModelName, Signature, request, ordered, _options.Padding.MaxPaddedLength, Padding.Enabled, out mask);
+            rows = RequestValidator.Validate(ModelName, Signature, request, ordered, _options.Padding.MaxPaddedLength, Padding.Enabled, out mask, out wideMask);
         }
         catch
         {
@@ -205,7 +206,7 @@ internal sealed class ModelScheduler : IDisposable
         var pending = Rent();
         ordered.CopyTo(pending.Inputs);
         ThreadScratch<Tensor>.Return(scratch, inputCount, int.MaxValue);
-        pending.Init(request, rows, mask, lane, deadline, now, Interlocked.Increment(ref _sequence), cancellationToken);
+        pending.Init(request, rows, mask, wideMask, lane, deadline, now, Interlocked.Increment(ref _sequence), cancellationToken);
         pending.Activity = activity;
         // Concurrent traffic: other requests in flight, or the last batch carried several. Then a request queues so it
         // can join a batch, and a pool work item (run after the continuations already queued) forms that batch.

@@ -41,7 +41,11 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 
     public int Rows { get; private set; }
 
+    /// <summary>The outputs asked for, one bit each; every bit set for all of them (see <see cref="WideOutputMask"/>).</summary>
     public ulong OutputMask { get; private set; }
+
+    /// <summary>For a model with more than 64 outputs, the outputs a request that names some asked for (bit i of word i / 64); else null.</summary>
+    public ulong[]? WideOutputMask { get; private set; }
 
     public int Lane { get; private set; }
 
@@ -79,11 +83,12 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 
     public short Version => _core.Version;
 
-    public void Init(InferenceRequest request, int rows, ulong outputMask, int lane, long deadline, long enqueued, long sequence, CancellationToken token)
+    public void Init(InferenceRequest request, int rows, ulong outputMask, ulong[]? wideOutputMask, int lane, long deadline, long enqueued, long sequence, CancellationToken token)
     {
         Request = request;
         Rows = rows;
         OutputMask = outputMask;
+        WideOutputMask = wideOutputMask;
         Lane = lane;
         Deadline = deadline;
         Enqueued = enqueued;
@@ -236,6 +241,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
 
         Array.Clear(Inputs);
         Request = null!;
+        WideOutputMask = null;
         InlineResult = null;
         InlineException = null;
         Registration = default;

@@ -7,11 +7,12 @@ namespace InferKit.Scheduling;
 internal static class RequestValidator
 {
     /// <summary>
-    /// Validates <paramref name="request"/> and writes its inputs in signature order into <paramref name="ordered"/>.
+    /// Validates <paramref name="request"/> and writes its inputs in signature order into <paramref name="ordered"/>, and the
+    /// outputs it asks for into the masks (see <see cref="OutputMask"/>).
     /// </summary>
     /// <returns>The number of rows (the batch dimension) the request carries; 1 for a model without a batch axis.</returns>
     /// <exception cref="InvalidInferenceRequestException">What was wrong, naming the model, the input, what was expected and what came.</exception>
-    public static int Validate(string model, ModelSignature signature, InferenceRequest request, Span<Tensor> ordered, int maxPaddedLength, bool padding, out ulong outputMask)
+    public static int Validate(string model, ModelSignature signature, InferenceRequest request, Span<Tensor> ordered, int maxPaddedLength, bool padding, out ulong outputMask, out ulong[]? wideOutputMask)
     {
         RequestChecks.Check(model, request);
         var specs = signature.Inputs;
@@ -104,7 +105,7 @@ internal static class RequestValidator
         }
 
         CheckNamedDimensions(model, signature, ordered);
-        outputMask = OutputMask(model, signature, request.RequestedOutputs);
+        outputMask = OutputMask(model, signature, request.RequestedOutputs, out wideOutputMask);
         return signature.IsBatchable ? rows : 1;
     }
 
@@ -137,13 +138,20 @@ internal static class RequestValidator
         }
     }
 
-    private static ulong OutputMask(string model, ModelSignature signature, IReadOnlyList<string>? requested)
+    /// <summary>
+    /// Which outputs the request wants: bit i for output i, every bit set when it names none (all of them). For a model
+    /// with more than 64 outputs, a request that names some gets them in <paramref name="wide"/> instead (bit i of word
+    /// i / 64), and the mask is 0.
+    /// </summary>
+    private static ulong OutputMask(string model, ModelSignature signature, IReadOnlyList<string>? requested, out ulong[]? wide)
     {
+        wide = null;
         if (requested is null || requested.Count == 0)
         {
             return ulong.MaxValue;
         }
 
+        int outputs = signature.Outputs.Count;
         ulong mask = 0;
         foreach (var name in requested)
         {
@@ -154,12 +162,15 @@ internal static class RequestValidator
                     $"Model '{model}': unknown requested output '{name}'. The model returns {Describe(signature.Outputs)}.");
             }
 
-            if (index >= 64)
+            if (outputs > 64)
             {
-                return ulong.MaxValue;
+                wide ??= new ulong[(outputs + 63) / 64];
+                wide[index >> 6] |= 1UL << (index & 63);
             }
-
-            mask |= 1UL << index;
+            else
+            {
+                mask |= 1UL << index;
+            }
         }
 
         return mask;

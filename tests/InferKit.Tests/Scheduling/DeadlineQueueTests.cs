@@ -117,7 +117,7 @@ public class DeadlineQueueTests
     private PendingRequest Request(long deadline)
     {
         var request = new PendingRequest(null!, 1);
-        request.Init(null!, 1, 0, 0, deadline, 0, ++_sequence, CancellationToken.None);
+        request.Init(null!, 1, 0, null, 0, deadline, 0, ++_sequence, CancellationToken.None);
         return request;
     }
 }
