@@ -241,7 +241,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
     public void OnOutput(int outputIndex, TensorElementType elementType, ReadOnlySpan<long> shape, ReadOnlySpan<byte> data)
     {
-        var name = _signature.Outputs[outputIndex].Name;
+        var name = CheckOutput(outputIndex, elementType, shape, data.Length);
         if (Count == 1)
         {
             if (Wants(0, outputIndex))
@@ -258,6 +258,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         CheckRows(name, shape);
         int size = elementType.SizeOf();
         var trims = _owner.Padding.OutputTrims[outputIndex];
+        CheckTrims(outputIndex, shape, trims);
         for (int j = 0; j < Count; j++)
         {
             if (!Wants(j, outputIndex))
@@ -276,7 +277,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
     public void OnStringOutput(int outputIndex, ReadOnlySpan<long> shape, ReadOnlySpan<string> data)
     {
-        var name = _signature.Outputs[outputIndex].Name;
+        var name = CheckOutput(outputIndex, TensorElementType.String, shape, data.Length);
         if (Count == 1)
         {
             if (Wants(0, outputIndex))
@@ -292,6 +293,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
         CheckRows(name, shape);
         var trims = _owner.Padding.OutputTrims[outputIndex];
+        CheckTrims(outputIndex, shape, trims);
         for (int j = 0; j < Count; j++)
         {
             if (!Wants(j, outputIndex))
@@ -326,6 +328,57 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         }
 
         return own;
+    }
+
+    /// <summary>
+    /// Checks what a backend handed the sink: one of the model's outputs, whose data fills its shape exactly (a response
+    /// tensor's shape always matches its data). <paramref name="length"/> counts bytes of a numeric output, elements of a
+    /// string output. Returns the output's name.
+    /// </summary>
+    private string CheckOutput(int outputIndex, TensorElementType elementType, ReadOnlySpan<long> shape, int length)
+    {
+        var outputs = _signature.Outputs;
+        if ((uint)outputIndex >= (uint)outputs.Count)
+        {
+            throw new InvalidOperationException(
+                $"Model '{_owner.ModelName}': the backend returned output number {outputIndex}, but the model has {outputs.Count} output(s).");
+        }
+
+        var name = outputs[outputIndex].Name;
+        long elements = Tensor.ElementCountOf(shape);
+        if (elementType == TensorElementType.String)
+        {
+            if (elements != length)
+            {
+                throw new InvalidOperationException(
+                    $"Model '{_owner.ModelName}': the backend returned output '{name}' with shape {Tensor.FormatShape(shape)} ({elements} elements) but {length} strings.");
+            }
+
+            return name;
+        }
+
+        int size = elementType.SizeOf();
+        if (size == 0 || elements < 0 || elements > int.MaxValue / size || elements * size != length)
+        {
+            throw new InvalidOperationException(
+                $"Model '{_owner.ModelName}': the backend returned output '{name}' as {elementType} with shape {Tensor.FormatShape(shape)} ({elements} elements) but {length} bytes of data.");
+        }
+
+        return name;
+    }
+
+    /// <summary>Every axis padding cuts back per request must be one the output has.</summary>
+    private void CheckTrims(int outputIndex, ReadOnlySpan<long> shape, (int Axis, int Input, int InputAxis)[] trims)
+    {
+        foreach (var (axis, _, _) in trims)
+        {
+            if (axis >= shape.Length)
+            {
+                var spec = _signature.Outputs[outputIndex];
+                throw new InvalidOperationException(
+                    $"Model '{_owner.ModelName}': output '{spec.Name}' has shape {Tensor.FormatShape(shape)}, but the model declares {spec} and padding cuts its axis {axis} back to each request's length.");
+            }
+        }
     }
 
     private void CheckRows(string name, ReadOnlySpan<long> shape)

@@ -126,4 +126,42 @@ public sealed class JoiningTests
         Assert.Contains("'o66'", ex.Message, StringComparison.Ordinal);
         Assert.Contains("'o65' Float32[?]", ex.Message, StringComparison.Ordinal); // what the model returns
     }
+
+    [Fact]
+    public async Task Output_data_that_does_not_fill_its_shape_fails_the_run_instead_of_answering_a_malformed_tensor()
+    {
+        // A backend bug: 4 bytes (1 float) for an output of shape [2,2].
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("x", TensorElementType.Float32, [-1, 2], ["batch", null])],
+                [new TensorSpec("y", TensorElementType.Float32, [-1, 2], ["batch", null])]),
+            static (inputs, sink) => sink.OnOutput(0, TensorElementType.Float32, inputs[0].Shape, new byte[4]));
+        await using var host = await ScriptedBackend.StartAsync(backend, o => o.WarmupRuns = 0);
+        var ex = await Assert.ThrowsAsync<InferenceFailedException>(() => host.Send(new InferenceRequest(Tensor.Create("x", new float[4], 2, 2))));
+        Assert.Contains("output 'y'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("[2,2]", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("4 bytes", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_padded_output_that_comes_back_without_its_padded_axis_fails_with_a_message_naming_it()
+    {
+        // The signature says y [batch, sequence], which padding cuts back per request; the backend returns y [batch].
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("ids", TensorElementType.Int64, [-1, -1], ["batch", "sequence"])],
+                [new TensorSpec("y", TensorElementType.Int64, [-1, -1], ["batch", "sequence"])]),
+            static (inputs, sink) => sink.OnOutput(0, TensorElementType.Int64, inputs[0].Shape[..1], new byte[inputs[0].Shape[0] * sizeof(long)]));
+        await using var host = await ScriptedBackend.StartAsync(backend, o => o.Batching.Padding.Enabled = true, JoinDelay);
+        var a = host.Send(new InferenceRequest(Tensor.Create("ids", new long[2], 1, 2)));
+        var b = host.Send(new InferenceRequest(Tensor.Create("ids", new long[3], 1, 3)));
+        host.Time.Advance(JoinDelay);
+        foreach (var t in new[] { a, b })
+        {
+            var ex = await Assert.ThrowsAsync<InferenceFailedException>(() => t);
+            Assert.Contains("output 'y'", ex.Message, StringComparison.Ordinal);
+            Assert.Contains("[2]", ex.Message, StringComparison.Ordinal);
+            Assert.Contains("axis 1", ex.Message, StringComparison.Ordinal);
+        }
+    }
 }
