@@ -109,7 +109,7 @@ internal static class RequestValidator
         return signature.IsBatchable ? rows : 1;
     }
 
-    /// <summary>Dynamic dimensions that share a symbolic name (for example "sequence") must agree across inputs.</summary>
+    /// <summary>Dynamic dimensions that share a symbolic name (for example "sequence") must agree, across inputs and within one.</summary>
     private static void CheckNamedDimensions(string model, ModelSignature signature, ReadOnlySpan<Tensor> ordered)
     {
         var specs = signature.Inputs;
@@ -123,14 +123,16 @@ internal static class RequestValidator
                     continue;
                 }
 
-                for (int j = i + 1; j < specs.Count; j++)
+                // The later axes of this input (an attention bias [batch, sequence, sequence]), then every later input.
+                for (int j = i; j < specs.Count; j++)
                 {
-                    for (int e = 1; e < specs[j].Rank; e++)
+                    for (int e = j == i ? d + 1 : 1; e < specs[j].Rank; e++)
                     {
                         if (string.Equals(specs[j].DimensionNames[e], name, StringComparison.Ordinal) && ordered[i].Shape[d] != ordered[j].Shape[e])
                         {
-                            throw new InvalidInferenceRequestException(model, specs[j].Name,
-                                $"Model '{model}': inputs '{specs[i].Name}' and '{specs[j].Name}' disagree on dimension '{name}': {ordered[i].Shape[d]} vs {ordered[j].Shape[e]}.");
+                            throw new InvalidInferenceRequestException(model, specs[j].Name, j == i
+                                ? $"Model '{model}': input '{specs[i].Name}' disagrees with itself on dimension '{name}': axis {d} is {ordered[i].Shape[d]}, axis {e} is {ordered[j].Shape[e]} (shape {Tensor.FormatShape(ordered[i].Shape)})."
+                                : $"Model '{model}': inputs '{specs[i].Name}' and '{specs[j].Name}' disagree on dimension '{name}': {ordered[i].Shape[d]} vs {ordered[j].Shape[e]}.");
                         }
                     }
                 }

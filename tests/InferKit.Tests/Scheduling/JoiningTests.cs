@@ -164,4 +164,24 @@ public sealed class JoiningTests
             Assert.Contains("axis 1", ex.Message, StringComparison.Ordinal);
         }
     }
+
+    [Fact]
+    public async Task Two_axes_of_one_input_that_share_a_dimension_name_must_agree()
+    {
+        // An attention bias [batch, sequence, sequence]: a 2×3 one is not one, and joined with others its output would be
+        // cut back to 2×2 (both output axes follow the first input axis named "sequence").
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("bias", TensorElementType.Float32, [-1, -1, -1], ["batch", "sequence", "sequence"])],
+                [new TensorSpec("y", TensorElementType.Float32, [-1, -1, -1], ["batch", "sequence", "sequence"])]),
+            static (inputs, sink) => sink.OnOutput(0, TensorElementType.Float32, inputs[0].Shape, inputs[0].RawBytes));
+        await using var host = await ScriptedBackend.StartAsync(backend, o => o.Batching.Padding.Enabled = true);
+        var ex = await Assert.ThrowsAsync<InvalidInferenceRequestException>(() => host.Send(new InferenceRequest(Tensor.Create("bias", new float[6], 1, 2, 3))));
+        Assert.Equal("bias", ex.Input);
+        Assert.Contains("'sequence'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("axis 1 is 2, axis 2 is 3", ex.Message, StringComparison.Ordinal);
+
+        using var square = await host.Send(new InferenceRequest(Tensor.Create("bias", new float[9], 1, 3, 3)));
+        Assert.True(square.IsSuccess, square.Message);
+    }
 }
