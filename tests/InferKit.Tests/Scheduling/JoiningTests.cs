@@ -184,4 +184,90 @@ public sealed class JoiningTests
         using var square = await host.Send(new InferenceRequest(Tensor.Create("bias", new float[9], 1, 3, 3)));
         Assert.True(square.IsSuccess, square.Message);
     }
+
+    /// <summary>
+    /// ids, mask: Int64 [batch, sequence] → echo = 100·ids + mask [batch, sequence] and length = Σ mask [batch]; the
+    /// joined inputs of every run are kept.
+    /// </summary>
+    private static ScriptedBackend Tokens(List<(long[] Ids, long[] Mask)> joined) => new(
+        new ModelSignature(
+            [
+                new TensorSpec("ids", TensorElementType.Int64, [-1, -1], ["batch", "sequence"]),
+                new TensorSpec("mask", TensorElementType.Int64, [-1, -1], ["batch", "sequence"]),
+            ],
+            [
+                new TensorSpec("echo", TensorElementType.Int64, [-1, -1], ["batch", "sequence"]),
+                new TensorSpec("length", TensorElementType.Int64, [-1], ["batch"]),
+            ]),
+        (inputs, sink) =>
+        {
+            var ids = inputs[0].GetSpan<long>();
+            var mask = inputs[1].GetSpan<long>();
+            long rows = inputs[0].Shape[0];
+            int sequence = (int)inputs[0].Shape[1];
+            joined.Add((ids.ToArray(), mask.ToArray()));
+            var echo = new long[ids.Length];
+            var length = new long[rows];
+            for (int i = 0; i < ids.Length; i++)
+            {
+                echo[i] = (100 * ids[i]) + mask[i];
+                length[i / sequence] += mask[i];
+            }
+
+            sink.OnOutput(0, TensorElementType.Int64, inputs[0].Shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(echo.AsSpan()));
+            sink.OnOutput(1, TensorElementType.Int64, [rows], System.Runtime.InteropServices.MemoryMarshal.AsBytes(length.AsSpan()));
+        });
+
+    /// <summary><paramref name="rows"/> rows of <paramref name="length"/> tokens: ids first, first + 1, …; mask all 1.</summary>
+    private static InferenceRequest Tokens(int rows, int length, long first)
+    {
+        var ids = new long[rows * length];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            ids[i] = first + i;
+        }
+
+        return new InferenceRequest(Tensor.Create("ids", ids, rows, length), Tensor.Create("mask", Enumerable.Repeat(1L, ids.Length).ToArray(), rows, length));
+    }
+
+    [Fact]
+    public async Task Padding_joins_requests_of_several_rows_and_lengths_with_each_inputs_pad_value_and_cuts_every_answer_back()
+    {
+        var joined = new List<(long[] Ids, long[] Mask)>();
+        await using var host = await ScriptedBackend.StartAsync(Tokens(joined), o =>
+        {
+            o.Batching.Padding.Enabled = true;
+            o.Batching.Padding.PadValues["ids"] = 7; // the mask pads with 0
+        }, JoinDelay);
+        joined.Clear();
+        var two = host.Send(Tokens(2, 2, 10)); // 2 rows of 2
+        var longest = host.Send(Tokens(1, 3, 20));
+        var none = host.Send(Tokens(1, 0, 0)); // an empty sequence
+        host.Time.Advance(JoinDelay);
+
+        using (var r = await two)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal(4, r.BatchSize);
+            Assert.Equal(new long[] { 2, 2 }, r["echo"].Shape.ToArray());
+            Assert.Equal(new long[] { 1001, 1101, 1201, 1301 }, r["echo"].ToArray<long>());
+            Assert.Equal(new long[] { 2, 2 }, r["length"].ToArray<long>());
+        }
+
+        using (var r = await longest)
+        {
+            Assert.Equal(new long[] { 2001, 2101, 2201 }, r["echo"].ToArray<long>());
+            Assert.Equal(new long[] { 3 }, r["length"].ToArray<long>());
+        }
+
+        using (var r = await none)
+        {
+            Assert.Equal(new long[] { 1, 0 }, r["echo"].Shape.ToArray());
+            Assert.Equal(new long[] { 0 }, r["length"].ToArray<long>());
+        }
+
+        var (ids, mask) = Assert.Single(joined);
+        Assert.Equal(new long[] { 10, 11, 7, 12, 13, 7, 20, 21, 22, 7, 7, 7 }, ids);
+        Assert.Equal(new long[] { 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0 }, mask);
+    }
 }
