@@ -1,3 +1,4 @@
+using System.Globalization;
 using InferKit.Backends;
 using InferKit.Tensors;
 
@@ -37,7 +38,13 @@ internal sealed class PaddingPlan
         for (int i = 0; i < inputs.Count; i++)
         {
             padded[i] = new bool[inputs[i].Rank];
-            double pad = options.PadValues.TryGetValue(inputs[i].Name, out var v) ? v : 0;
+            double pad = 0;
+            if (options.PadValues.TryGetValue(inputs[i].Name, out var v))
+            {
+                CheckPadValue(model, inputs[i], v);
+                pad = v;
+            }
+
             values[i] = BatchTensorOps.ElementBytes(inputs[i].ElementType, pad);
             if (!options.Enabled || !signature.IsBatchable)
             {
@@ -108,6 +115,51 @@ internal sealed class PaddingPlan
 
         return new PaddingPlan(padded, values, trims) { Enabled = any };
     }
+
+    /// <summary>
+    /// A pad value must be one the input's element type holds: a whole number in range for an integer, 0 or 1 for a
+    /// bool, a value that stays finite for a float (NaN and infinities pass as such). Converting another would pad with a
+    /// different value than the one configured (-1 as a UInt8 becomes 0, 0.5 as an Int64 becomes 0).
+    /// </summary>
+    private static void CheckPadValue(string model, TensorSpec input, double value)
+    {
+        var type = input.ElementType;
+        var (min, max) = IntegerRange(type);
+        string? needs = type switch
+        {
+            TensorElementType.String => "a string (BYTES) input pads with empty strings and takes no pad value",
+            TensorElementType.Bool => value is 0 or 1 ? null : "a bool input pads with 0 or 1",
+            TensorElementType.Float64 => null,
+            TensorElementType.Float32 => StaysFinite(value, float.IsInfinity((float)value)),
+            TensorElementType.Float16 => StaysFinite(value, Half.IsInfinity((Half)value)),
+            TensorElementType.BFloat16 => StaysFinite(value, float.IsInfinity((float)(BFloat16)(float)value)),
+            _ => value >= min && value <= max && Math.Floor(value) == value
+                ? null
+                : string.Create(CultureInfo.InvariantCulture, $"a {type} input pads with a whole number from {(long)min} to {(type == TensorElementType.UInt64 ? ulong.MaxValue : type == TensorElementType.Int64 ? (ulong)long.MaxValue : (ulong)max)}"),
+        };
+
+        if (needs is not null)
+        {
+            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                $"Model '{model}': Batching.Padding.PadValues['{input.Name}'] = {value:R} does not fit input '{input.Name}' ({type}): {needs}."));
+        }
+
+        static string? StaysFinite(double value, bool infinite) => double.IsFinite(value) && infinite ? "the value is out of the type's range" : null;
+    }
+
+    /// <summary>The smallest and largest whole numbers an integer element type holds (as doubles: the largest 64-bit ones are rounded down to one that fits).</summary>
+    private static (double Min, double Max) IntegerRange(TensorElementType type) => type switch
+    {
+        TensorElementType.Int8 => (sbyte.MinValue, sbyte.MaxValue),
+        TensorElementType.UInt8 => (byte.MinValue, byte.MaxValue),
+        TensorElementType.Int16 => (short.MinValue, short.MaxValue),
+        TensorElementType.UInt16 => (ushort.MinValue, ushort.MaxValue),
+        TensorElementType.Int32 => (int.MinValue, int.MaxValue),
+        TensorElementType.UInt32 => (uint.MinValue, uint.MaxValue),
+        TensorElementType.Int64 => (long.MinValue, Math.BitDecrement((double)long.MaxValue)),
+        TensorElementType.UInt64 => (0, Math.BitDecrement((double)ulong.MaxValue)),
+        _ => (0, 0),
+    };
 
     /// <summary>True when two validated requests may share a batch.</summary>
     public bool Compatible(Tensor[] a, Tensor[] b)

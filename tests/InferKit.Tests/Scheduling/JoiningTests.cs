@@ -270,4 +270,64 @@ public sealed class JoiningTests
         Assert.Equal(new long[] { 10, 11, 7, 12, 13, 7, 20, 21, 22, 7, 7, 7 }, ids);
         Assert.Equal(new long[] { 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0 }, mask);
     }
+
+    [Theory]
+    [InlineData(TensorElementType.Int64, 0.5)]
+    [InlineData(TensorElementType.UInt8, 256)]
+    [InlineData(TensorElementType.Int32, 3e9)]
+    [InlineData(TensorElementType.Bool, 2)]
+    [InlineData(TensorElementType.Float16, 1e6)]
+    [InlineData(TensorElementType.Int64, double.NaN)]
+    [InlineData(TensorElementType.String, 0)]
+    public async Task A_pad_value_the_input_cannot_hold_fails_the_load_instead_of_padding_with_another(TensorElementType type, double pad)
+    {
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("ids", type, [-1, -1], ["batch", "sequence"])],
+                [new TensorSpec("y", type, [-1, -1], ["batch", "sequence"])]),
+            static (inputs, sink) => sink.OnOutput(0, inputs[0].ElementType, inputs[0].Shape, inputs[0].RawBytes));
+        var ex = await Assert.ThrowsAsync<ModelLoadException>(() => ScriptedBackend.StartAsync(backend, o =>
+        {
+            o.Batching.Padding.Enabled = true;
+            o.Batching.Padding.PadValues["ids"] = pad;
+        }));
+        Assert.Contains("PadValues['ids']", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"input 'ids' ({type})", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_pad_value_out_of_an_integer_inputs_range_is_refused_with_the_range()
+    {
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("ids", TensorElementType.UInt8, [-1, -1], ["batch", "sequence"])],
+                [new TensorSpec("y", TensorElementType.UInt8, [-1, -1], ["batch", "sequence"])]),
+            static (inputs, sink) => sink.OnOutput(0, inputs[0].ElementType, inputs[0].Shape, inputs[0].RawBytes));
+        var ex = await Assert.ThrowsAsync<ModelLoadException>(() => ScriptedBackend.StartAsync(backend, o =>
+        {
+            o.Batching.Padding.Enabled = true;
+            o.Batching.Padding.PadValues["ids"] = -1;
+        }));
+        Assert.Contains("PadValues['ids'] = -1 does not fit input 'ids' (UInt8): a UInt8 input pads with a whole number from 0 to 255.", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(TensorElementType.Int64, -9e18)]
+    [InlineData(TensorElementType.UInt8, 255)]
+    [InlineData(TensorElementType.Bool, 1)]
+    [InlineData(TensorElementType.Float16, double.NegativeInfinity)]
+    [InlineData(TensorElementType.Float32, double.NaN)]
+    public async Task A_pad_value_the_input_holds_is_accepted(TensorElementType type, double pad)
+    {
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("ids", type, [-1, -1], ["batch", "sequence"])],
+                [new TensorSpec("y", type, [-1, -1], ["batch", "sequence"])]),
+            static (inputs, sink) => sink.OnOutput(0, inputs[0].ElementType, inputs[0].Shape, inputs[0].RawBytes));
+        await using var host = await ScriptedBackend.StartAsync(backend, o =>
+        {
+            o.Batching.Padding.Enabled = true;
+            o.Batching.Padding.PadValues["ids"] = pad;
+        });
+    }
 }
