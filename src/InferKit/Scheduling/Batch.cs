@@ -152,12 +152,15 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 ended = time.GetTimestamp();
                 seconds = time.GetElapsedTime(t0, ended).TotalSeconds;
                 bool slow = health.RunTimeout is TimeSpan limit && seconds > limit.TotalSeconds;
+
+                // Outputs that cannot be cut into requests fault the model, not this instance: it ran, and another would fail alike.
+                bool unsplittable = error is UnsplittableOutputException;
                 reserved = false;
-                if (instance.Complete(Rows, seconds, failed: !ok || slow))
+                if (instance.Complete(Rows, seconds, failed: (!ok && !unsplittable) || slow))
                 {
                     hooks.InstanceTakenOut(instance);
                 }
-                else if (wasOut && ok && !slow && instance.OutUntilTimestamp == 0)
+                else if (wasOut && (ok || unsplittable) && !slow && instance.OutUntilTimestamp == 0)
                 {
                     hooks.InstanceRestored(instance);
                 }
@@ -172,7 +175,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
                 DiscardResponses();
                 hooks.BatchFailed(instance, Rows, error!);
-                if (attempt == 0 && health.RetryOnAnotherInstance && pool.TryAcquireAny(instance, out var other))
+                if (attempt == 0 && !unsplittable && health.RetryOnAnotherInstance && pool.TryAcquireAny(instance, out var other))
                 {
                     ModelTelemetry.BatchRetried(span, instance, error!);
                     instance = other;
@@ -375,7 +378,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             if (axis >= shape.Length)
             {
                 var spec = _signature.Outputs[outputIndex];
-                throw new InvalidOperationException(
+                throw new UnsplittableOutputException(
                     $"Model '{_owner.ModelName}': output '{spec.Name}' has shape {Tensor.FormatShape(shape)}, but the model declares {spec} and padding cuts its axis {axis} back to each request's length.");
             }
         }
@@ -385,7 +388,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     {
         if (shape.Length == 0 || shape[0] != Rows)
         {
-            throw new InvalidOperationException(
+            throw new UnsplittableOutputException(
                 $"Model '{_owner.ModelName}': output '{name}' has shape {Tensor.FormatShape(shape)} for a batch of {Rows} rows; its axis 0 is not a batch axis. Set ModelOptions.AxisZeroIsBatch = false to run one request at a time.");
         }
     }
@@ -517,3 +520,9 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         }
     }
 }
+
+/// <summary>
+/// A joined batch's output cannot be cut back into its requests (its axis 0 is not the batch, or it lacks an axis that
+/// padding cuts back): a fault of the model or its configuration, not of the instance that ran it.
+/// </summary>
+internal sealed class UnsplittableOutputException(string message) : InvalidOperationException(message);

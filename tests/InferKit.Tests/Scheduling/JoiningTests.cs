@@ -330,4 +330,53 @@ public sealed class JoiningTests
             o.Batching.Padding.PadValues["ids"] = pad;
         });
     }
+
+    [Fact]
+    public async Task A_batch_whose_output_is_not_batched_fails_without_taking_a_healthy_instance_out_of_rotation()
+    {
+        // y is declared [batch, 2] but holds only the rows whose first value is positive (as ONNX Compress would): a
+        // joined batch cannot be split, yet the instance is fine, and a request alone is answered.
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("x", TensorElementType.Float32, [-1, 2], ["batch", null])],
+                [new TensorSpec("y", TensorElementType.Float32, [-1, 2], ["batch", null])]),
+            static (inputs, sink) =>
+            {
+                var x = inputs[0].GetSpan<float>();
+                var kept = new List<float>();
+                for (int r = 0; r < x.Length / 2; r++)
+                {
+                    if (x[r * 2] > 0)
+                    {
+                        kept.Add(x[r * 2]);
+                        kept.Add(x[(r * 2) + 1]);
+                    }
+                }
+
+                var y = kept.ToArray();
+                sink.OnOutput(0, TensorElementType.Float32, [y.Length / 2, 2], System.Runtime.InteropServices.MemoryMarshal.AsBytes(y.AsSpan()));
+            });
+        await using var host = await ScriptedBackend.StartAsync(backend, o =>
+        {
+            o.Instances = 2;
+            o.Health.FailureThreshold = 1;
+        }, JoinDelay);
+        var positive = host.Send(new InferenceRequest(Tensor.Create("x", new float[] { 1, 2 }, 1, 2)));
+        var negative = host.Send(new InferenceRequest(Tensor.Create("x", new float[] { -1, 2 }, 1, 2)));
+        host.Time.Advance(JoinDelay);
+        foreach (var t in new[] { positive, negative })
+        {
+            var ex = await Assert.ThrowsAsync<InferenceFailedException>(() => t);
+            Assert.Contains("output 'y' has shape [1,2] for a batch of 2 rows", ex.Message, StringComparison.Ordinal);
+            Assert.Contains("AxisZeroIsBatch", ex.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Single(backend.Runs); // not retried: another instance could not split it either
+
+        var alone = host.Send(new InferenceRequest(Tensor.Create("x", new float[] { 3, 4 }, 1, 2)));
+        host.Time.Advance(JoinDelay);
+        using var r = await alone;
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal(new float[] { 3, 4 }, r["y"].ToArray<float>());
+    }
 }
