@@ -20,6 +20,9 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     private readonly Tensor[] _inputs;
     private readonly byte[]?[] _rentedInputs;
     private readonly string[]?[] _rentedStrings;
+
+    /// <summary>Per input, the longest length of each axis over the requests taken so far (axis 0 unused): the joined shape.</summary>
+    private readonly long[][] _joinedDims;
     private PendingRequest[] _requests = new PendingRequest[8];
     private long[] _rowOffsets = new long[8];
     private InferenceResponse?[] _responses = new InferenceResponse?[8];
@@ -33,6 +36,11 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         _inputs = new Tensor[signature.Inputs.Count];
         _rentedInputs = new byte[]?[signature.Inputs.Count];
         _rentedStrings = new string[]?[signature.Inputs.Count];
+        _joinedDims = new long[signature.Inputs.Count][];
+        for (int i = 0; i < _joinedDims.Length; i++)
+        {
+            _joinedDims[i] = new long[signature.Inputs[i].Rank];
+        }
     }
 
     public int Count { get; private set; }
@@ -61,15 +69,70 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         _rowOffsets[Count] = Rows;
         _requests[Count++] = request;
         Rows += request.Rows;
+        Widen(request, Count == 1);
     }
 
-    /// <summary>Removes the last request (used when cutting a batch to a preferred size).</summary>
+    /// <summary>
+    /// Removes the last request (used when cutting a batch to a preferred size, once it is formed). The joined shape
+    /// <see cref="FitsJoined"/> reads is left as it was: at most too large, never too small.
+    /// </summary>
     public PendingRequest RemoveLast()
     {
         var r = _requests[--Count];
         _requests[Count] = null!;
         Rows -= r.Rows;
         return r;
+    }
+
+    /// <summary>
+    /// True when <paramref name="request"/> can join without any joined input outgrowing one buffer (<see cref="Array.MaxLength"/>
+    /// bytes, or strings): with padding, one long request makes every row as long.
+    /// </summary>
+    public bool FitsJoined(PendingRequest request)
+    {
+        long rows = (long)Rows + request.Rows;
+        for (int i = 0; i < _joinedDims.Length; i++)
+        {
+            var shape = request.Inputs[i].Shape;
+            var joined = _joinedDims[i];
+            long total = rows * Math.Max(1, _signature.Inputs[i].ElementType.SizeOf());
+            bool empty = false;
+            bool over = false;
+            for (int d = 1; d < shape.Length; d++)
+            {
+                long dim = Math.Max(joined[d], shape[d]);
+                if (dim == 0)
+                {
+                    empty = true;
+                }
+                else if (!over)
+                {
+                    over = total > Array.MaxLength / dim;
+                    total = over ? total : total * dim;
+                }
+            }
+
+            if (!empty && (over || total > Array.MaxLength))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Grows the joined shape to hold <paramref name="request"/> (or starts it from it).</summary>
+    private void Widen(PendingRequest request, bool first)
+    {
+        for (int i = 0; i < _joinedDims.Length; i++)
+        {
+            var shape = request.Inputs[i].Shape;
+            var joined = _joinedDims[i];
+            for (int d = 1; d < joined.Length && d < shape.Length; d++)
+            {
+                joined[d] = first ? shape[d] : Math.Max(joined[d], shape[d]);
+            }
+        }
     }
 
     public bool Contains(PendingRequest request)

@@ -800,7 +800,7 @@ internal sealed class ModelScheduler : IDisposable
                     continue;
                 }
 
-                if ((long)batch.Rows + head.Rows > cap)
+                if ((long)batch.Rows + head.Rows > cap || !batch.FitsJoined(head))
                 {
                     full = true;
                     break;

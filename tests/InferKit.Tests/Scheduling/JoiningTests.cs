@@ -379,4 +379,32 @@ public sealed class JoiningTests
         Assert.True(r.IsSuccess, r.Message);
         Assert.Equal(new float[] { 3, 4 }, r["y"].ToArray<float>());
     }
+
+    [Fact]
+    public async Task Requests_whose_padded_batch_would_exceed_one_buffer_run_apart()
+    {
+        // One request of 2^18 × 1024 floats (1 GiB, never touched) and one of 1 × 1024: padded into one batch, each input
+        // row would be 1 GiB and two rows do not fit one buffer. The backend reads only the shapes.
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("x", TensorElementType.Float32, [-1, -1, 1024], ["batch", "sequence", null])],
+                [new TensorSpec("rows", TensorElementType.Float32, [-1], ["batch"])]),
+            static (inputs, sink) => sink.OnOutput(0, TensorElementType.Float32, inputs[0].Shape[..1], new byte[inputs[0].Shape[0] * sizeof(float)]));
+        await using var host = await ScriptedBackend.StartAsync(backend, o =>
+        {
+            o.Batching.Padding.Enabled = true;
+            o.Batching.Padding.MaxPaddedLength = 1 << 18;
+        }, JoinDelay);
+        var large = host.Send(new InferenceRequest(Tensor.Create("x", GC.AllocateUninitializedArray<float>(1 << 28), 1, 1 << 18, 1024)));
+        var small = host.Send(new InferenceRequest(Tensor.Create("x", new float[1024], 1, 1, 1024)));
+        host.Time.Advance(JoinDelay);
+        foreach (var t in new[] { large, small })
+        {
+            using var r = await t;
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal(1, r.BatchSize);
+        }
+
+        Assert.Equal(["x: Float32[1,262144,1024]", "x: Float32[1,1,1024]"], backend.Runs);
+    }
 }
