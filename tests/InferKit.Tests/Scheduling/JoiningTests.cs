@@ -407,4 +407,59 @@ public sealed class JoiningTests
 
         Assert.Equal(["x: Float32[1,262144,1024]", "x: Float32[1,1,1024]"], backend.Runs);
     }
+
+    [Fact]
+    public async Task A_sequence_longer_than_MaxPaddedLength_is_refused_and_one_at_the_limit_is_served()
+    {
+        await using var host = await ScriptedBackend.StartAsync(Tokens([]), o =>
+        {
+            o.Batching.Padding.Enabled = true;
+            o.Batching.Padding.MaxPaddedLength = 4;
+        });
+        var ex = await Assert.ThrowsAsync<InvalidInferenceRequestException>(() => host.Send(Tokens(1, 5, 1)));
+        Assert.Equal("ids", ex.Input);
+        Assert.Contains("dimension 1 is 5, longer than the padding limit 4", ex.Message, StringComparison.Ordinal);
+
+        using var r = await host.Send(Tokens(1, 4, 1));
+        Assert.True(r.IsSuccess, r.Message);
+    }
+
+    [Fact]
+    public async Task String_inputs_pad_with_empty_strings_and_every_caller_gets_its_own_strings_back()
+    {
+        var joined = new List<string[]>();
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("text", TensorElementType.String, [-1, -1], ["batch", "sequence"])],
+                [new TensorSpec("echo", TensorElementType.String, [-1, -1], ["batch", "sequence"])]),
+            (inputs, sink) =>
+            {
+                joined.Add(inputs[0].ToArray<string>());
+                sink.OnStringOutput(0, inputs[0].Shape, inputs[0].GetStrings());
+            });
+        await using var host = await ScriptedBackend.StartAsync(backend, o => o.Batching.Padding.Enabled = true, JoinDelay);
+        joined.Clear();
+        var two = host.Send(new InferenceRequest(Tensor.Create("text", new[] { "a", "b", "c", "d" }, 2, 2)));
+        var longest = host.Send(new InferenceRequest(Tensor.Create("text", new[] { "x", "y", "z" }, 1, 3)));
+        var none = host.Send(new InferenceRequest(Tensor.Create("text", Array.Empty<string>(), 1, 0)));
+        host.Time.Advance(JoinDelay);
+
+        using (var r = await two)
+        {
+            Assert.Equal(new long[] { 2, 2 }, r["echo"].Shape.ToArray());
+            Assert.Equal(["a", "b", "c", "d"], r["echo"].ToArray<string>());
+        }
+
+        using (var r = await longest)
+        {
+            Assert.Equal(["x", "y", "z"], r["echo"].ToArray<string>());
+        }
+
+        using (var r = await none)
+        {
+            Assert.Equal(new long[] { 1, 0 }, r["echo"].Shape.ToArray());
+        }
+
+        Assert.Equal(["a", "b", "", "c", "d", "", "x", "y", "z", "", "", ""], Assert.Single(joined));
+    }
 }
