@@ -86,6 +86,19 @@ public sealed class CascadeTests
         return new InferenceRequest(Tensor.Create("x", data, count, 2)) { Id = $"req{id}", Timeout = timeout };
     }
 
+    /// <summary>The cascade small → large, loaded, where the large model failed to load (so stage 2 refuses).</summary>
+    private static async Task<ServiceProvider> WithoutLargeAsync()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => new Classifier(large: false))
+            .AddModel("large", _ => throw new InvalidOperationException("weights missing"), o => o.Required = false)
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
+        var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        return provider;
+    }
+
     private static (ServiceProvider Provider, Classifier Small, Classifier Large, FakeTimeProvider Time) Build(AcceptanceRule rule, TimeSpan smallDelay,
         Action<ModelOptions>? configureLarge = null)
     {
@@ -153,14 +166,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task When_the_next_stage_refuses_the_first_stages_answer_says_so()
     {
-        var small = new Classifier(large: false);
-        var services = new ServiceCollection();
-        services.AddInferKit()
-            .AddModel("small", _ => small)
-            .AddModel("large", _ => throw new InvalidOperationException("weights missing"), o => o.Required = false)
-            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
-        await using var provider = services.BuildServiceProvider();
-        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        await using var provider = await WithoutLargeAsync();
         var client = provider.GetRequiredService<IInferenceClient>();
 
         // Row 1 is unsure and escalates; the large model refuses (it failed to load), so the small model's answer stands.
@@ -319,14 +325,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task Rows_kept_at_stage_1_because_stage_2_refused_are_counted_as_answered_by_stage_1()
     {
-        var small = new Classifier(large: false);
-        var services = new ServiceCollection();
-        services.AddInferKit()
-            .AddModel("small", _ => small)
-            .AddModel("large", _ => throw new InvalidOperationException("weights missing"), o => o.Required = false)
-            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
-        await using var provider = services.BuildServiceProvider();
-        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        await using var provider = await WithoutLargeAsync();
         var factory = provider.GetRequiredService<IMeterFactory>();
         using var answered = new MetricCollector<long>(factory, InferKitTelemetry.Name, "inferkit.cascade.rows");
         using var fallbacks = new MetricCollector<long>(factory, InferKitTelemetry.Name, "inferkit.cascade.fallbacks");
