@@ -140,6 +140,12 @@ public static class InferKitBuilderExtensions
             throw new ArgumentException($"Model name '{name}' is not valid: use 1-128 letters, digits, '.', '_' or '-'.", nameof(name));
         }
 
+        if (name is "." or "..")
+        {
+            // A URL path normalises these segments away: /v2/models/../ready would never reach the model.
+            throw new ArgumentException($"Model name '{name}' is not valid: '.' and '..' are path segments that no /v2/models/{{name}} URL can name; use another name.", nameof(name));
+        }
+
         var registrations = (ModelRegistrations)builder.Services.First(static d => d.ServiceType == typeof(ModelRegistrations)).ImplementationInstance!;
         if (registrations.Names.Contains(name, StringComparer.Ordinal) || registrations.Virtuals.Any(v => v.Name == name))
         {

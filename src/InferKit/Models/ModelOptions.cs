@@ -14,7 +14,7 @@ public sealed class ModelOptions
 
     /// <summary>The version label of this model.</summary>
     [Required]
-    [RegularExpression("^[A-Za-z0-9._-]{1,64}$", ErrorMessage = "Version must be 1-64 letters, digits, '.', '_' or '-'.")]
+    [RegularExpression(@"^(?!\.\.?$)[A-Za-z0-9._-]{1,64}$", ErrorMessage = "Version must be 1-64 letters, digits, '.', '_' or '-', and not '.' or '..' (a URL path normalises those away).")]
     public string Version { get; set; } = "1";
 
     /// <summary>How many instances to run (when <see cref="InstanceGroups"/> is empty).</summary>

@@ -133,6 +133,33 @@ public sealed class ConfigurationValidationTests
         Assert.Throws<ArgumentException>(() => builder.AddAdaptiveModel("x?", o => o.Variants.Add("a")));
     }
 
+    [Theory]
+    [InlineData(".")]
+    [InlineData("..")]
+    public void A_model_name_that_a_url_path_normalises_away_is_refused(string name)
+    {
+        var builder = new ServiceCollection().AddInferKit().AddModel("a", _ => new FakeBackend());
+        var real = Assert.Throws<ArgumentException>(() => builder.AddModel(name, _ => new FakeBackend()));
+        Assert.Contains($"Model name '{name}' is not valid", real.Message, StringComparison.Ordinal);
+        Assert.Contains("path segments", real.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => builder.AddAdaptiveModel(name, o => o.Variants.Add("a")));
+
+        // Dots inside a name stay valid.
+        builder.AddModel("a..b", _ => new FakeBackend()).AddModel(".hidden", _ => new FakeBackend());
+    }
+
+    [Theory]
+    [InlineData(".")]
+    [InlineData("..")]
+    public void A_version_that_a_url_path_normalises_away_is_refused(string version)
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ => new FakeBackend(), o => o.Version = version);
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        Assert.Contains("Version must be 1-64 letters, digits, '.', '_' or '-', and not '.' or '..'", string.Join("\n", ex.Failures), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_shared_thread_pool_larger_than_its_declared_range_is_refused_at_start()
     {
