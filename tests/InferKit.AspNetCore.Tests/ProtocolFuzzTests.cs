@@ -22,7 +22,7 @@ public sealed class ProtocolFuzzTests
     private const string Affine = "/v2/models/affine/infer";
     private const string Valid = """{"id":"ok","inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[[1,2,3,4],[-1,-2,-3,-4.5]]}]}""";
 
-    private static Task<KestrelHost> StartAsync(ErrorLog log) =>
+    private static Task<KestrelHost> StartAsync(RecordingLog log) =>
         KestrelHost.StartAsync(
             ik =>
             {
@@ -131,16 +131,16 @@ public sealed class ProtocolFuzzTests
     private static Task SendBadAsync(KestrelHost host, string label, string path, string json, List<string> failures) =>
         SendBadAsync(host, label, path, Encoding.UTF8.GetBytes(json), failures);
 
-    private static void AssertNone(List<string> failures, ErrorLog log)
+    private static void AssertNone(List<string> failures, RecordingLog log)
     {
-        failures.AddRange(log.Errors);
+        failures.AddRange(log.Entries);
         Assert.True(failures.Count == 0, string.Join("\n", failures));
     }
 
     [Fact]
     public async Task A_valid_request_truncated_at_every_byte_is_400_and_the_server_keeps_answering_right()
     {
-        var log = new ErrorLog();
+        var log = new RecordingLog(LogLevel.Error);
         await using var host = await StartAsync(log);
         var failures = new List<string>();
         var bytes = Encoding.UTF8.GetBytes(Valid);
@@ -293,7 +293,7 @@ public sealed class ProtocolFuzzTests
     [MemberData(nameof(BadJson))]
     public async Task Bad_json_is_a_4xx_json_error_and_the_server_keeps_answering_right(string label, string path, string json)
     {
-        var log = new ErrorLog();
+        var log = new RecordingLog(LogLevel.Error);
         await using var host = await StartAsync(log);
         var failures = new List<string>();
         await SendBadAsync(host, label, path, json, failures);
@@ -319,7 +319,7 @@ public sealed class ProtocolFuzzTests
     [MemberData(nameof(BadUtf8))]
     public async Task Invalid_utf8_in_a_json_string_is_a_4xx_json_error(string label, string path, byte[] body)
     {
-        var log = new ErrorLog();
+        var log = new RecordingLog(LogLevel.Error);
         await using var host = await StartAsync(log);
         var failures = new List<string>();
         await SendBadAsync(host, label, path, body, failures);
@@ -330,7 +330,7 @@ public sealed class ProtocolFuzzTests
     [Fact]
     public async Task Binary_bodies_that_lie_about_their_lengths_are_4xx_and_the_server_keeps_answering_right()
     {
-        var log = new ErrorLog();
+        var log = new RecordingLog(LogLevel.Error);
         await using var host = await StartAsync(log);
         var failures = new List<string>();
         const string F64 = "/v2/models/f64/infer";
@@ -400,7 +400,7 @@ public sealed class ProtocolFuzzTests
     [Fact]
     public async Task Bad_headers_are_400_and_odd_but_valid_values_are_served()
     {
-        var log = new ErrorLog();
+        var log = new RecordingLog(LogLevel.Error);
         await using var host = await StartAsync(log);
         var failures = new List<string>();
         var body = Encoding.UTF8.GetBytes(Valid);
@@ -455,7 +455,7 @@ public sealed class ProtocolFuzzTests
     [Fact]
     public async Task Raw_connections_that_lie_or_go_away_mid_body_leave_the_server_serving()
     {
-        var log = new ErrorLog();
+        var log = new RecordingLog(LogLevel.Error);
         await using var host = await StartAsync(log);
         var failures = new List<string>();
         var address = host.Client.BaseAddress!;
@@ -528,7 +528,7 @@ public sealed class ProtocolFuzzTests
     [Fact]
     public async Task Random_mutations_of_valid_requests_never_get_a_5xx()
     {
-        var log = new ErrorLog();
+        var log = new RecordingLog(LogLevel.Error);
         await using var host = await StartAsync(log);
         var failures = new List<string>();
         var random = new Random(20260101);
@@ -579,7 +579,7 @@ public sealed class ProtocolFuzzTests
     [Fact]
     public async Task Bad_and_good_requests_interleaved_concurrently_each_get_their_own_answer()
     {
-        var log = new ErrorLog();
+        var log = new RecordingLog(LogLevel.Error);
         await using var host = await StartAsync(log);
         var failures = new ConcurrentQueue<string>();
         var bad = new[]
@@ -633,36 +633,6 @@ public sealed class ProtocolFuzzTests
         var list = failures.ToList();
         await AssertServesAsync(host, "concurrent traffic", list);
         AssertNone(list, log);
-    }
-
-    /// <summary>Records every log entry at Warning or above (an unhandled exception in a request is logged as Error).</summary>
-    private sealed class ErrorLog : ILoggerProvider
-    {
-        public ConcurrentQueue<string> Entries { get; } = new();
-
-        public IEnumerable<string> Errors => Entries.ToArray();
-
-        public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
-
-        public void Dispose()
-        {
-        }
-
-        private sealed class Logger(ErrorLog owner, string category) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state)
-                where TState : notnull => null;
-
-            public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
-
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            {
-                if (IsEnabled(logLevel))
-                {
-                    owner.Entries.Enqueue($"logged {logLevel} by {category}: {formatter(state, exception)} {exception?.GetType().Name}: {exception?.Message}");
-                }
-            }
-        }
     }
 
     /// <summary>One input "x" of one element type and any length, echoed to "y"; not batchable.</summary>

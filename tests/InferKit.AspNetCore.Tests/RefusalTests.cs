@@ -185,7 +185,7 @@ public sealed class RefusalTests
     [Fact]
     public async Task Once_the_application_is_stopping_an_http2_request_is_503_without_a_header_kestrel_must_strip_and_warn_about()
     {
-        var log = new WarningLog();
+        var log = new RecordingLog(LogLevel.Warning);
         await using var host = await KestrelHost.StartAsync(
             ik => ik.AddModel("affine", _ => new AffineBackend()),
             configure: b =>
@@ -283,33 +283,5 @@ public sealed class RefusalTests
         backend.Release();
         Assert.True(await backend.Exited.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal("third|fourth", string.Join("|", backend.Seen.Select(s => s ?? "(null)")));
-    }
-
-    /// <summary>Records every line logged at Warning or above.</summary>
-    private sealed class WarningLog : ILoggerProvider
-    {
-        public System.Collections.Concurrent.ConcurrentQueue<string> Entries { get; } = new();
-
-        public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
-
-        public void Dispose()
-        {
-        }
-
-        private sealed class Logger(WarningLog owner, string category) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state)
-                where TState : notnull => null;
-
-            public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
-
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            {
-                if (IsEnabled(logLevel))
-                {
-                    owner.Entries.Enqueue($"{logLevel} {category}: {formatter(state, exception)}");
-                }
-            }
-        }
     }
 }
