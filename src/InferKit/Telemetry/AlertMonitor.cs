@@ -285,18 +285,18 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
             return;
         }
 
-        // The bound's timer exists before any OnCompleted starts, so an observer seen running is already timed.
-        using var stop = new CancellationTokenSource();
-        var timeout = Task.Delay(CompletionTimeout, _time, stop.Token);
         var completions = new Task[observers.Length];
-        for (int i = 0; i < observers.Length; i++)
+        bool completed = await BoundedWait.CompletesWithinAsync(() =>
         {
-            var observer = observers[i];
-            completions[i] = Task.Run(() => Complete(observer), CancellationToken.None);
-        }
+            for (int i = 0; i < observers.Length; i++)
+            {
+                var observer = observers[i];
+                completions[i] = Task.Run(() => Complete(observer), CancellationToken.None);
+            }
 
-        var all = Task.WhenAll(completions);
-        if (await Task.WhenAny(all, timeout).ConfigureAwait(false) != all)
+            return Task.WhenAll(completions);
+        }, CompletionTimeout, _time).ConfigureAwait(false);
+        if (!completed)
         {
             int running = 0;
             foreach (var c in completions)
@@ -306,8 +306,6 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
 
             Log.AlertObserversDidNotComplete(_logger, running, CompletionTimeout);
         }
-
-        stop.Cancel();
     }
 
     /// <summary>Tells one observer there are no more events; what it throws is logged.</summary>

@@ -106,11 +106,8 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
     /// </summary>
     private async Task CancelSinkAsync()
     {
-        // The bound's timer exists before any callback starts, so a callback seen running is already timed.
-        using var stopWaiting = new CancellationTokenSource();
-        var timeout = Task.Delay(CancelTimeout, _time, stopWaiting.Token);
-        var callbacks = _stop.CancelAsync();
-        if (await Task.WhenAny(callbacks, timeout).ConfigureAwait(false) != callbacks)
+        Task callbacks = Task.CompletedTask;
+        if (!await BoundedWait.CompletesWithinAsync(() => callbacks = _stop.CancelAsync(), CancelTimeout, _time).ConfigureAwait(false))
         {
             Log.AuditSinkStopTimedOut(_logger, SinkName, CancelTimeout);
             _ = callbacks.ContinueWith(static (t, s) => ((AuditPipeline)s!).AfterCallbacks(t), this, CancellationToken.None,
@@ -118,7 +115,6 @@ internal sealed class AuditPipeline : IAsyncDisposable, IDisposable
             return;
         }
 
-        stopWaiting.Cancel();
         AfterCallbacks(callbacks);
     }
 
