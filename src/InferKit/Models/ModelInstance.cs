@@ -28,6 +28,12 @@ internal sealed class ModelInstance : IDisposable
     private long _outUntilTimestamp;
     private int _timesTakenOut;
 
+    /// <summary>Set by <see cref="CloseWhenIdleAsync"/>: the reservation released last closes the instance.</summary>
+    private volatile bool _closeRequested;
+
+    /// <summary>Completed once the instance is closed after <see cref="CloseWhenIdleAsync"/> asked for it.</summary>
+    private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     public ModelInstance(int index, string id, IModelBackend backend, double? weight, int maxConcurrency, InstanceHealthOptions health, TimeProvider time)
     {
         Index = index;
@@ -101,10 +107,41 @@ internal sealed class ModelInstance : IDisposable
     /// </summary>
     public bool TryClose() => Interlocked.CompareExchange(ref _outstanding, Closed, 0) == 0 || IsClosed;
 
+    /// <summary>
+    /// Closes the instance as soon as nothing runs on it: at once when it is idle, else when the last reservation is
+    /// released (by <see cref="Complete"/> or <see cref="Unreserve"/>, on the thread that releases it). The task completes
+    /// once it is closed; reservations made meanwhile (a retry of a batch that failed elsewhere) are waited for too.
+    /// </summary>
+    public Task CloseWhenIdleAsync()
+    {
+        // The flag is written before the attempt (a full fence), and a release reads it after its decrement (a full fence):
+        // either this attempt finds the instance idle, or the release that makes it idle sees the flag and closes it.
+        _closeRequested = true;
+        CloseIfRequested();
+        return _closed.Task;
+    }
+
+    private void CloseIfRequested()
+    {
+        if (_closeRequested && TryClose())
+        {
+            _closed.TrySetResult();
+        }
+    }
+
+    /// <summary>After a reservation was released: closes the instance when that was the last one and a close waits for it.</summary>
+    private void Released(int remaining)
+    {
+        if (remaining == 0 && _closeRequested)
+        {
+            CloseIfRequested();
+        }
+    }
+
     public void AddRows(int rows) => Interlocked.Add(ref _outstandingRows, rows);
 
     /// <summary>Releases a reservation that ran nothing.</summary>
-    public void Unreserve() => Interlocked.Decrement(ref _outstanding);
+    public void Unreserve() => Released(Interlocked.Decrement(ref _outstanding));
 
     /// <summary>Records the outcome of a run and releases its reservation. Returns true when this failure took the instance out.</summary>
     public bool Complete(int rows, double seconds, bool failed)
@@ -152,7 +189,7 @@ internal sealed class ModelInstance : IDisposable
         }
 
         Interlocked.Add(ref _outstandingRows, -rows);
-        Interlocked.Decrement(ref _outstanding);
+        Released(Interlocked.Decrement(ref _outstanding));
         return takenOut;
     }
 

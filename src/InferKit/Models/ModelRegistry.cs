@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using InferKit.Backends;
 using InferKit.Backends.Onnx;
@@ -393,7 +392,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
             if (current is { } dep)
             {
-                await dep.DisposeAsync(_options.DrainTimeout, _logger).ConfigureAwait(false);
+                await dep.DisposeAsync(_options.DrainTimeout, _time, _logger).ConfigureAwait(false);
                 Log.ModelUnloaded(_logger, entry.Name, dep.Version);
             }
 
@@ -586,7 +585,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             {
                 instances = []; // disposed with the deployment, not again below
                 source = null;
-                await deployment.DisposeAsync(TimeSpan.Zero, _logger).ConfigureAwait(false);
+                await deployment.DisposeAsync(TimeSpan.Zero, _time, _logger).ConfigureAwait(false);
                 throw new ObjectDisposedException(nameof(ModelRegistry));
             }
             Log.ModelLoaded(_logger, entry.Name, options.Version, instances.Length,
@@ -827,32 +826,61 @@ internal sealed class ModelDeployment(string version, ModelSignature signature, 
 
     /// <summary>
     /// Refuses queued work, waits for running batches (a session must never be disposed under a run) and disposes
-    /// the instances. An instance still running after the timeout is left undisposed rather than risk a crash.
+    /// the instances. The wait ends when the last running batch releases its instance, or after <paramref name="timeout"/>
+    /// on <paramref name="time"/>; an instance still running then is left undisposed rather than risk a crash.
     /// </summary>
-    public async Task DisposeAsync(TimeSpan timeout, ILogger logger)
+    public async Task DisposeAsync(TimeSpan timeout, TimeProvider time, ILogger logger)
     {
         State = ModelState.Unloaded;
         Scheduler.Dispose();
-        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
-        bool leaked = false;
+
+        // Closed, not merely idle: an idle instance can still be reserved (by a batch that failed on another instance
+        // and is retried, or by a caller admitted just before the scheduler was disposed). Each instance closes itself
+        // when its last reservation is released (nothing polls) and is disposed as soon as it is closed.
+        List<(Task Closed, ModelInstance Instance)>? running = null;
         foreach (var instance in Pool.Instances)
         {
-            // Closed, not merely idle: an idle instance can still be reserved (by a batch that failed on another
-            // instance and is retried, or by a caller admitted just before the scheduler was disposed).
-            while (!instance.TryClose() && Stopwatch.GetTimestamp() < deadline)
+            var closed = instance.CloseWhenIdleAsync();
+            if (closed.IsCompleted)
             {
-                await Task.Delay(5).ConfigureAwait(false);
+                ModelRegistry.DisposeQuietly(instance, Scheduler.ModelName, $"instance {instance.Id}", logger);
             }
-
-            if (!instance.IsClosed)
+            else
             {
-                leaked = true;
-                continue;
+                (running ??= []).Add((closed, instance));
             }
-
-            ModelRegistry.DisposeQuietly(instance, Scheduler.ModelName, $"instance {instance.Id}", logger);
         }
 
+        if (running is not null)
+        {
+            using var stop = new CancellationTokenSource();
+            var expired = Task.Delay(timeout, time, stop.Token);
+            var waits = new List<Task>(running.Count + 1);
+            while (running.Count > 0)
+            {
+                waits.Clear();
+                foreach (var (closed, _) in running)
+                {
+                    waits.Add(closed);
+                }
+
+                waits.Add(expired);
+                var first = await Task.WhenAny(waits).ConfigureAwait(false);
+                int index = waits.IndexOf(first);
+                if (index == running.Count)
+                {
+                    break; // the timeout passed: what still runs is left undisposed
+                }
+
+                var instance = running[index].Instance;
+                running.RemoveAt(index);
+                ModelRegistry.DisposeQuietly(instance, Scheduler.ModelName, $"instance {instance.Id}", logger);
+            }
+
+            stop.Cancel();
+        }
+
+        bool leaked = running is { Count: > 0 };
         if (!leaked)
         {
             ModelRegistry.DisposeQuietly(source, Scheduler.ModelName, "its backend source", logger);

@@ -1,4 +1,5 @@
 using InferKit.Backends;
+using InferKit.DependencyInjection;
 using InferKit.LoadBalancing;
 using InferKit.Models;
 using InferKit.Tensors;
@@ -135,6 +136,49 @@ public sealed class LifecycleTests
         Assert.Equal(0, h.Backends[0].RunsAfterDispose);
         Assert.IsType<InferenceFailedException>(outcome);
         Assert.True(h.Backends[1].Disposed);
+    }
+
+    [Fact]
+    public async Task Unloading_disposes_an_instance_as_soon_as_its_running_batch_ends_without_the_clock_moving()
+    {
+        await using var h = await Harness.CreateAsync();
+        var running = await h.OccupyAsync(1);
+
+        var unloading = h.InternalRegistry.DisposeAsync().AsTask();
+        Assert.False(unloading.IsCompleted); // it waits for the batch, which holds the instance
+        Assert.False(h.Backend.Disposed);
+
+        // The batch ends: the instance closes on that signal and is disposed; the fake clock never moves.
+        h.Backend.Release();
+        using (var r = await running.WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            Assert.True(r.IsSuccess, r.Message);
+        }
+
+        await unloading.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(h.Backend.Disposed);
+        Assert.Equal(0, h.Backend.RunsAfterDispose);
+    }
+
+    [Fact]
+    public async Task Unloading_gives_up_on_a_batch_that_outlasts_the_drain_timeout_on_the_injected_clock_and_leaves_its_instance_undisposed()
+    {
+        var drain = TimeSpan.FromSeconds(30);
+        await using var h = await Harness.CreateAsync(services: sc => sc.Configure<InferKitOptions>(o => o.DrainTimeout = drain));
+        var running = await h.OccupyAsync(1);
+
+        var unloading = h.InternalRegistry.DisposeAsync().AsTask();
+        h.Time.Advance(drain - TimeSpan.FromTicks(1));
+        Assert.False(unloading.IsCompleted);
+
+        // The drain timeout passes on the fake clock: the unload returns, and the instance still running is not disposed.
+        h.Time.Advance(TimeSpan.FromTicks(1));
+        await unloading.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.False(h.Backend.Disposed);
+
+        h.Backend.Release();
+        (await running.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+        Assert.Equal(0, h.Backend.RunsAfterDispose);
     }
 
     /// <summary>Picks the first instance with room; runs a hook once, inside the pick (to interleave a race deterministically).</summary>
