@@ -22,7 +22,7 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
     private readonly Lock _observersGate = new();
     private readonly Dictionary<(string Rule, string Model, string Version), RuleState> _states = new();
     private volatile AlertEvent[] _firing = [];
-    private volatile IObserver<AlertEvent>[] _observers = [];
+    private volatile ObserverSlot[] _observers = [];
     private readonly Queue<AlertEvent> _pending = new();
     private bool _delivering;
     private bool _disposed;
@@ -66,12 +66,13 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
     public IDisposable Subscribe(IObserver<AlertEvent> observer)
     {
         ArgumentNullException.ThrowIfNull(observer);
+        var slot = new ObserverSlot(observer);
         lock (_observersGate)
         {
-            _observers = [.. _observers, observer];
+            _observers = [.. _observers, slot];
         }
 
-        return new Subscription(this, observer);
+        return new Subscription(this, slot);
     }
 
     /// <summary>One evaluation (the timer's callback; tests may call it through the fake clock).</summary>
@@ -125,15 +126,32 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
                 Log.AlertResolved(_logger, e.Rule, e.Model, e.Version, e.Metric, e.Value, e.Threshold);
             }
 
-            foreach (var observer in _observers)
+            foreach (var slot in _observers)
             {
+                // An observer that disposal has completed (or is about to) gets nothing more; one that disposal reached
+                // while it was in OnNext is completed here, once OnNext has returned.
+                if (!slot.TryBeginNext())
+                {
+                    continue;
+                }
+
+                bool complete;
                 try
                 {
-                    observer.OnNext(e);
+                    slot.Observer.OnNext(e);
                 }
                 catch (Exception ex) when (ex is not OutOfMemoryException)
                 {
                     Log.AlertObserverFailed(_logger, e.Rule, ex);
+                }
+                finally
+                {
+                    complete = slot.EndNext();
+                }
+
+                if (complete)
+                {
+                    Complete(slot);
                 }
             }
         }
@@ -259,7 +277,9 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
     /// <summary>
     /// Stops evaluating and completes every observer. Observers are user code: each <see cref="IObserver{T}.OnCompleted"/>
     /// runs on the thread pool, and disposal waits for them at most <see cref="CompletionTimeout"/> (on the injected clock);
-    /// one still running then is left running and logged.
+    /// one still running then is left running and logged. An observer that is in <see cref="IObserver{T}.OnNext"/> at the
+    /// time is completed on the delivering thread once OnNext returns, and disposal does not wait for it: OnCompleted
+    /// never overlaps OnNext, and no OnNext follows it.
     /// </summary>
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
@@ -273,25 +293,36 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
 
         _timer?.Dispose(); // not DisposeAsync: that waits for a running evaluation, which may be blocked in an observer's OnNext
 
-        IObserver<AlertEvent>[] observers;
+        ObserverSlot[] observers;
         lock (_observersGate)
         {
             observers = _observers;
             _observers = [];
         }
 
-        if (observers.Length == 0)
+        // An observer in OnNext now is completed by the delivering thread once OnNext returns (never during it, and it
+        // gets no event after): disposal does not wait for it, as it does not wait for a running evaluation.
+        List<ObserverSlot>? idle = null;
+        foreach (var slot in observers)
+        {
+            if (slot.RequestCompletion())
+            {
+                (idle ??= []).Add(slot);
+            }
+        }
+
+        if (idle is null)
         {
             return;
         }
 
-        var completions = new Task[observers.Length];
+        var completions = new Task[idle.Count];
         bool completed = await BoundedWait.CompletesWithinAsync(() =>
         {
-            for (int i = 0; i < observers.Length; i++)
+            for (int i = 0; i < idle.Count; i++)
             {
-                var observer = observers[i];
-                completions[i] = Task.Run(() => Complete(observer), CancellationToken.None);
+                var slot = idle[i];
+                completions[i] = Task.Run(() => Complete(slot), CancellationToken.None);
             }
 
             return Task.WhenAll(completions);
@@ -309,11 +340,11 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
     }
 
     /// <summary>Tells one observer there are no more events; what it throws is logged.</summary>
-    private void Complete(IObserver<AlertEvent> observer)
+    private void Complete(ObserverSlot slot)
     {
         try
         {
-            observer.OnCompleted();
+            slot.Observer.OnCompleted();
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -330,14 +361,14 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
         _ => throw new UnreachableException($"Alert metric {rule.Metric} is not handled."),
     };
 
-    private void Unsubscribe(IObserver<AlertEvent> observer)
+    private void Unsubscribe(ObserverSlot slot)
     {
         lock (_observersGate)
         {
-            int i = Array.IndexOf(_observers, observer);
+            int i = Array.IndexOf(_observers, slot);
             if (i >= 0)
             {
-                var list = new List<IObserver<AlertEvent>>(_observers);
+                var list = new List<ObserverSlot>(_observers);
                 list.RemoveAt(i);
                 _observers = [.. list];
             }
@@ -359,7 +390,56 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
         public AlertEvent? Firing { get; set; }
     }
 
-    private sealed class Subscription(AlertMonitor owner, IObserver<AlertEvent> observer) : IDisposable
+    /// <summary>
+    /// One subscription's observer and where it is in its calls, so that disposal and delivery (on different threads)
+    /// keep the observer contract: OnNext calls, then at most one OnCompleted, never during an OnNext nor before one.
+    /// The lock guards only the two flags; no user code runs under it.
+    /// </summary>
+    private sealed class ObserverSlot(IObserver<AlertEvent> observer)
+    {
+        private readonly Lock _gate = new();
+        private bool _inNext;
+        private bool _completing;
+
+        public IObserver<AlertEvent> Observer { get; } = observer;
+
+        /// <summary>True when the observer may get OnNext now (it is not being completed); then <see cref="EndNext"/> must follow.</summary>
+        public bool TryBeginNext()
+        {
+            lock (_gate)
+            {
+                if (_completing)
+                {
+                    return false;
+                }
+
+                _inNext = true;
+                return true;
+            }
+        }
+
+        /// <summary>OnNext returned; true when completion was asked for meanwhile, and so the caller now completes the observer.</summary>
+        public bool EndNext()
+        {
+            lock (_gate)
+            {
+                _inNext = false;
+                return _completing;
+            }
+        }
+
+        /// <summary>Asks for completion; true when the caller completes the observer now, false when the OnNext running does it when it returns.</summary>
+        public bool RequestCompletion()
+        {
+            lock (_gate)
+            {
+                _completing = true;
+                return !_inNext;
+            }
+        }
+    }
+
+    private sealed class Subscription(AlertMonitor owner, ObserverSlot slot) : IDisposable
     {
         private int _disposed;
 
@@ -367,7 +447,7 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
         {
             if (Interlocked.Exchange(ref _disposed, 1) == 0)
             {
-                owner.Unsubscribe(observer);
+                owner.Unsubscribe(slot);
             }
         }
     }

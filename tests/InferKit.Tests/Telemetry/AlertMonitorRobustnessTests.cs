@@ -76,6 +76,72 @@ public sealed class AlertMonitorRobustnessTests
         }
     }
 
+    [Fact]
+    public async Task An_observer_completed_by_disposal_while_the_monitor_delivers_gets_no_event_after_OnCompleted_nor_OnCompleted_during_OnNext()
+    {
+        var time = new FakeTimeProvider();
+        var options = new InferKitTelemetryOptions();
+        var rule = AlertRule.ErrorRateAbove("errors", fireAbove: 0.5);
+        rule.FireAfter = 1;
+        rule.MinimumRequests = 1;
+        options.Alerts.Rules.Add(rule);
+        var metrics = new InferKitMetrics(null, time, null, options, null);
+        metrics.ForModel("m", "1").Window!.Record(InferenceOutcome.Error, 0.01);
+
+        // The first observer holds the delivery inside its OnNext; the second has not had the event yet.
+        using var entered = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var slow = new CallRecorder(entered, release);
+        var next = new CallRecorder(null, null);
+        metrics.Alerts.Subscribe(slow);
+        metrics.Alerts.Subscribe(next);
+        var evaluation = Task.Run(metrics.Alerts.Evaluate);
+        try
+        {
+            Assert.True(entered.Wait(TimeSpan.FromSeconds(30)));
+
+            // Disposal completes the observer that is not in OnNext, and does not wait for the one that is.
+            await Task.Run(metrics.Alerts.Dispose).WaitAsync(TimeSpan.FromSeconds(30));
+            await next.Completed.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            // The delivery goes on: the rest of the observers were read before disposal emptied the list.
+            release.Set();
+            await evaluation.WaitAsync(TimeSpan.FromSeconds(30));
+            metrics.Dispose();
+        }
+
+        Assert.Equal(["OnCompleted"], next.Calls); // no OnNext after OnCompleted
+        Assert.Equal(["OnNext:errors", "OnNext returned", "OnCompleted"], slow.Calls); // OnCompleted once OnNext returned, not during it
+    }
+
+    /// <summary>Records its calls in order; OnNext can wait at a gate.</summary>
+    private sealed class CallRecorder(ManualResetEventSlim? entered, ManualResetEventSlim? release) : IObserver<AlertEvent>
+    {
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _calls = new();
+
+        public string[] Calls => [.. _calls];
+
+        public TaskCompletionSource Completed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void OnCompleted()
+        {
+            _calls.Enqueue("OnCompleted");
+            Completed.TrySetResult();
+        }
+
+        public void OnError(Exception error) => _calls.Enqueue("OnError");
+
+        public void OnNext(AlertEvent value)
+        {
+            _calls.Enqueue("OnNext:" + value.Rule);
+            entered?.Set();
+            release?.Wait();
+            _calls.Enqueue("OnNext returned");
+        }
+    }
+
     private sealed class BlockingCompletionObserver(ManualResetEventSlim entered, ManualResetEventSlim release) : IObserver<AlertEvent>
     {
         public void OnCompleted()
