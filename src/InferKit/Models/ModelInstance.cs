@@ -140,6 +140,12 @@ internal sealed class ModelInstance : IDisposable
 
     public void AddRows(int rows) => Interlocked.Add(ref _outstandingRows, rows);
 
+    /// <summary>
+    /// Takes one more reservation on an instance the caller already holds one on (so it cannot be closed meanwhile), to
+    /// keep running on it after that one is released; it may pass <see cref="MaxConcurrency"/> for that moment.
+    /// </summary>
+    public void ReserveAgain() => Interlocked.Increment(ref _outstanding);
+
     /// <summary>Releases a reservation that ran nothing.</summary>
     public void Unreserve() => Released(Interlocked.Decrement(ref _outstanding));
 

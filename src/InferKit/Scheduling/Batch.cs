@@ -29,6 +29,9 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     private Tensor[]?[] _outputs = new Tensor[]?[8];
     private int[] _outputCounts = new int[8];
 
+    /// <summary>While one request of the batch runs alone (see <see cref="RunEachAlone"/>), its index: the sink answers it alone; else -1.</summary>
+    private int _alone = -1;
+
     public Batch(ModelScheduler owner, ModelSignature signature)
     {
         _owner = owner;
@@ -154,7 +157,10 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         _owner.HandOff();
     }
 
-    /// <summary>Joins the inputs, runs them (retrying once on another instance after a failure) and answers every request.</summary>
+    /// <summary>
+    /// Joins the inputs, runs them (retrying once on another instance after a failure, or, when the outputs cannot be
+    /// split back into the requests, running each request again alone) and answers every request.
+    /// </summary>
     public void Run()
     {
         long started = _owner.Time.GetTimestamp();
@@ -177,7 +183,10 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         }
     }
 
-    /// <summary>The run itself; returns the error every request was failed with, or null.</summary>
+    /// <summary>
+    /// The run itself; returns the error every request was failed with, or, when the joined outputs could not be split
+    /// and each request ran again alone, that joined run's error (each request then got its own answer); else null.
+    /// </summary>
     private Exception? RunCore(long started, Activity? span)
     {
         var hooks = _owner;
@@ -185,6 +194,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         var pool = _owner.Pool;
         var health = _owner.Health;
         bool reserved = true;
+        bool alone = false;
         long ended = 0;
         Exception? error = null;
         double seconds = 0;
@@ -218,15 +228,17 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
                 // Outputs that cannot be cut into requests fault the model, not this instance: it ran, and another would fail alike.
                 bool unsplittable = error is UnsplittableOutputException;
+
+                // Then each request runs again alone on this instance: a hold is kept on it for that, taken before this
+                // run's reservation is released so that an unload cannot close the instance in between.
+                alone = unsplittable && Count > 1;
+                if (alone)
+                {
+                    instance.ReserveAgain();
+                }
+
                 reserved = false;
-                if (instance.Complete(Rows, seconds, failed: (!ok && !unsplittable) || slow))
-                {
-                    hooks.InstanceTakenOut(instance);
-                }
-                else if (wasOut && (ok || unsplittable) && !slow && instance.OutUntilTimestamp == 0)
-                {
-                    hooks.InstanceRestored(instance);
-                }
+                Account(instance, Rows, seconds, ok, unsplittable, slow, wasOut);
 
                 if (ok)
                 {
@@ -260,11 +272,24 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 instance.Complete(Rows, 0, failed: false);
             }
 
+            if (alone)
+            {
+                alone = false;
+                instance.Unreserve();
+            }
+
             DiscardResponses();
         }
         finally
         {
             ReleaseInputs();
+        }
+
+        if (alone)
+        {
+            // The joined run's failure stays on the batch span; each request has its own answer from its own run.
+            RunEachAlone(instance, started);
+            return error;
         }
 
         long now = ended != 0 ? ended : time.GetTimestamp();
@@ -294,6 +319,104 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         return error;
     }
 
+    /// <summary>Releases the reservation of one run with its outcome (instance health, latency), and reports a change of rotation.</summary>
+    private void Account(ModelInstance instance, int rows, double seconds, bool ok, bool unsplittable, bool slow, bool wasOut)
+    {
+        if (instance.Complete(rows, seconds, failed: (!ok && !unsplittable) || slow))
+        {
+            _owner.InstanceTakenOut(instance);
+        }
+        else if (wasOut && (ok || unsplittable) && !slow && instance.OutUntilTimestamp == 0)
+        {
+            _owner.InstanceRestored(instance);
+        }
+    }
+
+    /// <summary>
+    /// The joined run's outputs could not be split back into its requests (<see cref="UnsplittableOutputException"/>):
+    /// each request runs again alone, one after another on <paramref name="instance"/> (which this batch holds one
+    /// reservation on, released by the last run), and is answered from its own run: its result, or the error its run
+    /// alone ended with. Bounded: one run per request, not retried; a request alone is never split, so it cannot fail so
+    /// again. A request cancelled meanwhile is not run; one whose deadline passed during the runs before it is answered
+    /// DeadlineExceeded without running. Each successful run is measured as a batch of its own rows.
+    /// </summary>
+    private void RunEachAlone(ModelInstance instance, long started)
+    {
+        var hooks = _owner;
+        var time = _owner.Time;
+        var health = _owner.Health;
+        int outputs = _signature.Outputs.Count;
+        for (int j = 0; j < Count; j++)
+        {
+            var request = _requests[j];
+            bool last = j == Count - 1;
+            int rows = request.Rows;
+            long now = time.GetTimestamp();
+            if (request.State != PendingRequest.Running || now >= request.Deadline)
+            {
+                // Not run: cancelled (its caller has its answer), or too late for the answer to be used.
+                hooks.ExpireUnrun(request, now);
+                if (last)
+                {
+                    instance.Unreserve();
+                }
+
+                continue;
+            }
+
+            _alone = j;
+            request.Inputs.CopyTo(_inputs, 0);
+            PrepareResponse(j, outputs);
+            instance.AddRows(rows);
+            bool wasOut = instance.OutUntilTimestamp != 0;
+            long t0 = time.GetTimestamp();
+            Exception? error = null;
+            try
+            {
+                instance.Backend.Run(_inputs, this, CancellationToken.None);
+            }
+            catch (Exception ex)
+            {
+                error = ex;
+            }
+
+            long ended = time.GetTimestamp();
+            _alone = -1;
+            Array.Clear(_inputs);
+            double seconds = time.GetElapsedTime(t0, ended).TotalSeconds;
+            bool slow = health.RunTimeout is TimeSpan limit && seconds > limit.TotalSeconds;
+            if (!last)
+            {
+                instance.ReserveAgain(); // the hold for the next request's run
+            }
+
+            Account(instance, rows, seconds, error is null, unsplittable: false, slow, wasOut);
+            if (error is null)
+            {
+                _owner.Latency.Record(rows, seconds);
+                hooks.BatchCompleted(instance, rows, seconds);
+                var response = _responses[j]!;
+                _responses[j] = null;
+                response.SetOutputs(_outputs[j]!);
+                response.Instance = instance.Id;
+                response.AnsweredBy = response.Model;
+                response.BatchSize = rows;
+                response.QueueTime = time.GetElapsedTime(request.Enqueued, started);
+                response.ComputeTime = TimeSpan.FromSeconds(seconds);
+                _outputs[j] = null;
+                hooks.Complete(request, response, ended);
+            }
+            else
+            {
+                _responses[j]?.Dispose();
+                _responses[j] = null;
+                _outputs[j] = null;
+                hooks.BatchFailed(instance, rows, error);
+                hooks.Fail(request, new InferenceFailedException(hooks.ModelName, instance.Id, error));
+            }
+        }
+    }
+
     public void Reset()
     {
         Array.Clear(_requests, 0, Count);
@@ -308,14 +431,15 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     public void OnOutput(int outputIndex, TensorElementType elementType, ReadOnlySpan<long> shape, ReadOnlySpan<byte> data)
     {
         var name = CheckOutput(outputIndex, elementType, shape, data.Length);
-        if (Count == 1)
+        if (Count == 1 || _alone >= 0)
         {
-            if (Wants(0, outputIndex))
+            int only = Math.Max(_alone, 0);
+            if (Wants(only, outputIndex))
             {
                 var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, data.Length));
                 data.CopyTo(buffer);
-                _responses[0]!.AdoptBuffer(buffer);
-                _outputs[0]![_outputCounts[0]++] = Tensor.Wrap(name, elementType, shape.ToArray(), buffer, data.Length);
+                _responses[only]!.AdoptBuffer(buffer);
+                _outputs[only]![_outputCounts[only]++] = Tensor.Wrap(name, elementType, shape.ToArray(), buffer, data.Length);
             }
 
             return;
@@ -344,14 +468,15 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     public void OnStringOutput(int outputIndex, ReadOnlySpan<long> shape, ReadOnlySpan<string> data)
     {
         var name = CheckOutput(outputIndex, TensorElementType.String, shape, data.Length);
-        if (Count == 1)
+        if (Count == 1 || _alone >= 0)
         {
-            if (Wants(0, outputIndex))
+            int only = Math.Max(_alone, 0);
+            if (Wants(only, outputIndex))
             {
                 var buffer = ArrayPool<string>.Shared.Rent(Math.Max(1, data.Length));
                 data.CopyTo(buffer);
-                _responses[0]!.AdoptStrings(buffer);
-                _outputs[0]![_outputCounts[0]++] = Tensor.WrapStrings(name, shape.ToArray(), buffer, data.Length);
+                _responses[only]!.AdoptStrings(buffer);
+                _outputs[only]![_outputCounts[only]++] = Tensor.WrapStrings(name, shape.ToArray(), buffer, data.Length);
             }
 
             return;
@@ -461,12 +586,17 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         int outputs = _signature.Outputs.Count;
         for (int j = 0; j < Count; j++)
         {
-            var r = _requests[j];
-            _responses[j] = new InferenceResponse(_owner.ModelName, _owner.Version, r.Request.Id);
-            int n = r.WideOutputMask is { } wide ? PopCount(wide) : r.OutputMask == ulong.MaxValue ? outputs : BitOperations.PopCount(r.OutputMask);
-            _outputs[j] = new Tensor[n];
-            _outputCounts[j] = 0;
+            PrepareResponse(j, outputs);
         }
+    }
+
+    private void PrepareResponse(int j, int outputs)
+    {
+        var r = _requests[j];
+        _responses[j] = new InferenceResponse(_owner.ModelName, _owner.Version, r.Request.Id);
+        int n = r.WideOutputMask is { } wide ? PopCount(wide) : r.OutputMask == ulong.MaxValue ? outputs : BitOperations.PopCount(r.OutputMask);
+        _outputs[j] = new Tensor[n];
+        _outputCounts[j] = 0;
     }
 
     private static int PopCount(ulong[] mask)
@@ -586,6 +716,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
 /// <summary>
 /// A joined batch's output cannot be cut back into its requests (its axis 0 is not the batch, or it lacks an axis that
-/// padding cuts back): a fault of the model or its configuration, not of the instance that ran it.
+/// padding cuts back): a fault of the model or its configuration, not of the instance that ran it. The batch's requests
+/// then run again one at a time (a request alone is never cut), each answered from its own run.
 /// </summary>
 internal sealed class UnsplittableOutputException(string message) : InvalidOperationException(message);

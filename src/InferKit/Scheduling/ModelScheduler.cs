@@ -492,6 +492,22 @@ internal sealed class ModelScheduler : IDisposable
                 readyBefore, Time.GetElapsedTime(now, request.Deadline).TotalMilliseconds);
     }
 
+    /// <summary>
+    /// A running request that is ended without being run (again): one cancelled meanwhile is left alone (its caller has its
+    /// answer); one whose deadline passed at <paramref name="now"/> is answered DeadlineExceeded.
+    /// </summary>
+    internal void ExpireUnrun(PendingRequest request, long now)
+    {
+        if (!request.TryFinishRunning())
+        {
+            return;
+        }
+
+        Finish(request, InferenceResponse.Expired(ModelName, request.Request.Id,
+            static (r, ms, _) => $"Model '{r.Model}': the deadline passed {ms:F1} ms before the request could run again alone (the outputs of its batch could not be split); it was not run.",
+            Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds, 0), InferenceOutcome.DeadlineExceeded, now);
+    }
+
     internal void Fail(PendingRequest request, Exception exception)
     {
         if (!request.TryFinishRunning())

@@ -52,6 +52,12 @@ internal sealed class FakeBackend : IModelBackend
     /// <summary>When set, runs throw this exception.</summary>
     public Func<Exception?>? Failure { get; set; }
 
+    /// <summary>
+    /// When set, a run of more than one row hands back only its first row, as a model whose output does not follow the
+    /// batch axis would: a joined batch's outputs cannot be split back into its requests, while one request alone is answered.
+    /// </summary>
+    public bool FirstRowOnlyWhenJoined { get; set; }
+
     /// <summary>Makes the next runs wait at a gate until <see cref="Release"/>.</summary>
     public void Hold()
     {
@@ -115,6 +121,12 @@ internal sealed class FakeBackend : IModelBackend
         for (int i = 0; i < y.Length; i++)
         {
             y[i] = data[i] * 2;
+        }
+
+        if (FirstRowOnlyWhenJoined && rows > 1)
+        {
+            sink.OnOutput(0, TensorElementType.Float32, [1, 2], System.Runtime.InteropServices.MemoryMarshal.AsBytes(y.AsSpan(0, 2)));
+            return;
         }
 
         sink.OnOutput(0, TensorElementType.Float32, x.Shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(y.AsSpan()));
