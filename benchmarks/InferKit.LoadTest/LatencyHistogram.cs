@@ -13,10 +13,26 @@ internal sealed class LatencyHistogram
     private const int Sub = 1 << SubBits;
     private const int MaxExponent = 46;
     private readonly long[] _counts = new long[Linear + ((MaxExponent - 6) * Sub)];
-    private long _count;
     private long _max;
 
-    public long Count => Interlocked.Read(ref _count);
+    /// <summary>
+    /// The values recorded: the sum of the buckets. Recording touches only a value's bucket (and the maximum when it
+    /// rises), so threads that record on different cores share as few cache lines as the values allow; a count of
+    /// its own would be written by every record on every core.
+    /// </summary>
+    public long Count
+    {
+        get
+        {
+            long total = 0;
+            for (int i = 0; i < _counts.Length; i++)
+            {
+                total += Volatile.Read(ref _counts[i]);
+            }
+
+            return total;
+        }
+    }
 
     public void Record(long ticks)
     {
@@ -26,7 +42,6 @@ internal sealed class LatencyHistogram
         }
 
         Interlocked.Increment(ref _counts[IndexOf(ticks)]);
-        Interlocked.Increment(ref _count);
         RaiseTo(ref _max, ticks);
     }
 
@@ -53,7 +68,6 @@ internal sealed class LatencyHistogram
             _counts[i] += other._counts[i];
         }
 
-        _count += other._count;
         _max = Math.Max(_max, other._max);
     }
 

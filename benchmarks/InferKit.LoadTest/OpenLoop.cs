@@ -9,7 +9,8 @@ namespace InferKit.LoadTest;
 /// <summary>What one open-loop run shares with the requests it fires.</summary>
 internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSpan deadline)
 {
-    private long _outstanding;
+    private long _started; // written by the generator's thread only
+    private PaddedCounter _ended;
 
     public PeerStats Stats { get; } = stats;
 
@@ -19,11 +20,13 @@ internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSp
 
     public long DeadlineTicks { get; } = (long)(deadline.TotalSeconds * Stopwatch.Frequency);
 
-    public long Outstanding => Interlocked.Read(ref _outstanding);
+    /// <summary>Arrivals started and not yet ended; read by the generator's thread.</summary>
+    public long Outstanding => Volatile.Read(ref _started) - Interlocked.Read(ref _ended.Value);
 
-    public void Begin() => Interlocked.Increment(ref _outstanding);
+    /// <summary>Counts an arrival; called by the generator's thread only, so a plain write (no cache line shared with the threads that end requests).</summary>
+    public void Begin() => Volatile.Write(ref _started, _started + 1);
 
-    public void End() => Interlocked.Decrement(ref _outstanding);
+    public void End() => Interlocked.Increment(ref _ended.Value);
 
     /// <summary>
     /// Counts a successful answer: latency from the arrival; late against the deadline from the arrival and from the
@@ -72,8 +75,9 @@ internal interface IOpenLoopPeer
 }
 
 /// <summary>
-/// Open loop: Poisson arrivals at a set rate for a set time, each handed to the thread pool as its own work item (as
-/// a server's requests arrive on pool threads), whatever the state of earlier ones. Waits for every request to end.
+/// Open loop: Poisson arrivals at a set rate for a set time, each started by the peer (on the generator's thread or as
+/// its own thread-pool work item, <see cref="Arrivals"/>), whatever the state of earlier ones. Waits for every request
+/// to end.
 /// </summary>
 internal static class OpenLoop
 {
@@ -156,10 +160,33 @@ internal static class OpenLoop
     }
 }
 
-/// <summary>InferKit in the open loop: each arrival calls InferAsync on a pool thread with an absolute deadline 50 ms (configurable) after the call.</summary>
-internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
+/// <summary>How the open-loop generator starts an arrival.</summary>
+internal enum Arrivals
+{
+    /// <summary>
+    /// The generator's thread calls the peer's asynchronous entry point itself and goes on; the answer is taken where
+    /// it completes. The generator then costs the machine little beyond the arrivals themselves, as when the callers
+    /// are on other machines. Only for peers with an asynchronous entry point (InferKit); the naive peer blocks, so it
+    /// always gets <see cref="Pool"/>.
+    /// </summary>
+    Direct,
+
+    /// <summary>Each arrival is its own thread-pool work item, as a server's requests arrive on pool threads: a hop per arrival on the same cores.</summary>
+    Pool,
+}
+
+/// <summary>
+/// InferKit in the open loop: each arrival calls InferAsync with an absolute deadline 50 ms (configurable) after the
+/// call, from the generator's thread (<see cref="Arrivals.Direct"/>) or from a pool work item of its own.
+/// </summary>
+internal sealed class InferKitOpenLoop(InferKitPeer peer, Arrivals arrivals) : IOpenLoopPeer
 {
     private readonly ConcurrentQueue<Call> _pool = new();
+
+    // Direct arrivals answered at once (refusals) come back on the generator's thread: reused last in, first out, so the
+    // few slots they cycle through stay in cache. Through the shared queue every arrival would take the slot used
+    // longest ago, a cold object among tens of thousands. Touched by the generator's thread only.
+    private readonly Stack<Call> _hot = new();
     private int _created;
     private int _reserved;
 
@@ -167,7 +194,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
 
     public void Fire(OpenLoopContext context, long arrival)
     {
-        if (!_pool.TryDequeue(out var call))
+        if (!_hot.TryPop(out var call) && !_pool.TryDequeue(out call))
         {
             call = new Call(this, context.Workload, Interlocked.Increment(ref _created));
         }
@@ -204,6 +231,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
         private ValueTask<InferenceResponse> _pending;
         private long _arrival;
         private long _call;
+        private bool _synchronous;
 
         public Call(InferKitOpenLoop owner, Workload workload, int id)
         {
@@ -220,7 +248,14 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
         {
             _context = context;
             _arrival = arrival;
-            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            if (_owner.Mode == Arrivals.Direct)
+            {
+                Execute();
+            }
+            else
+            {
+                ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+            }
         }
 
         public void Execute()
@@ -249,6 +284,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
 
             if (_pending.IsCompleted)
             {
+                _synchronous = _owner.Mode == Arrivals.Direct; // answered on the generator's thread
                 OnCompleted();
             }
             else
@@ -318,12 +354,23 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer) : IOpenLoopPeer
         {
             var context = _context;
             _context = null!;
-            _owner._pool.Enqueue(this);
+            if (_synchronous)
+            {
+                _synchronous = false;
+                _owner._hot.Push(this);
+            }
+            else
+            {
+                _owner._pool.Enqueue(this);
+            }
+
             context.End();
         }
     }
 
     private InferKitPeer Peer => peer;
+
+    private Arrivals Mode => arrivals;
 }
 
 /// <summary>

@@ -1,24 +1,25 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace InferKit.LoadTest;
 
 /// <summary>Counters of one peer in one scenario, accumulated over every slice it ran. Thread-safe and allocation-free.</summary>
 internal sealed class PeerStats
 {
-    private long _ok;
-    private long _rows;
-    private long _errors;
-    private long _refused;
-    private long _expired;
-    private long _late;
-    private long _lateMaxTicks;
-    private long _lateAfterRead;
-    private long _lateAfterReadMaxTicks;
-    private long _lateFromArrival;
-    private long _wrong;
-    private long _serverLate;
-    private long _batchRows;
-    private long _activeTicks;
+    private PaddedCounter _ok;
+    private PaddedCounter _rows;
+    private PaddedCounter _errors;
+    private PaddedCounter _refused;
+    private PaddedCounter _expired;
+    private PaddedCounter _late;
+    private PaddedCounter _lateMaxTicks;
+    private PaddedCounter _lateAfterRead;
+    private PaddedCounter _lateAfterReadMaxTicks;
+    private PaddedCounter _lateFromArrival;
+    private PaddedCounter _wrong;
+    private PaddedCounter _serverLate;
+    private PaddedCounter _batchRows;
+    private PaddedCounter _activeTicks;
     private string? _firstError;
 
     public PeerStats(string scenario, string peer, int callers, double rate)
@@ -46,24 +47,24 @@ internal sealed class PeerStats
     /// <summary>Time from an arrival to the InferAsync call (open loop: thread-pool dispatch of the generator's work item).</summary>
     public LatencyHistogram DispatchLag { get; } = new();
 
-    public long Ok => Interlocked.Read(ref _ok);
+    public long Ok => Interlocked.Read(ref _ok.Value);
 
-    public long Rows => Interlocked.Read(ref _rows);
+    public long Rows => Interlocked.Read(ref _rows.Value);
 
-    public long Errors => Interlocked.Read(ref _errors) + Interlocked.Read(ref _wrong);
+    public long Errors => Interlocked.Read(ref _errors.Value) + Interlocked.Read(ref _wrong.Value);
 
-    public long WrongOutputs => Interlocked.Read(ref _wrong);
+    public long WrongOutputs => Interlocked.Read(ref _wrong.Value);
 
-    public long Refused => Interlocked.Read(ref _refused);
+    public long Refused => Interlocked.Read(ref _refused.Value);
 
     /// <summary>Answered with DeadlineExceeded by the server, or dropped unrun because the deadline had passed.</summary>
-    public long Expired => Interlocked.Read(ref _expired);
+    public long Expired => Interlocked.Read(ref _expired.Value);
 
     /// <summary>Successful answers that reached the caller after the deadline, counted from the InferAsync call.</summary>
-    public long Late => Interlocked.Read(ref _late);
+    public long Late => Interlocked.Read(ref _late.Value);
 
     /// <summary>Successful answers that reached the caller after the deadline, counted from the arrival.</summary>
-    public long LateFromArrival => Interlocked.Read(ref _lateFromArrival);
+    public long LateFromArrival => Interlocked.Read(ref _lateFromArrival.Value);
 
     /// <summary>Open loop: successful answers within the deadline counted from the arrival.</summary>
     public long InDeadline => Ok - LateFromArrival;
@@ -78,16 +79,16 @@ internal sealed class PeerStats
     public LatencyHistogram DeliveryLag { get; } = new();
 
     /// <summary>Open loop, InferKit: successes whose batch ended after the deadline (QueueTime + ComputeTime &gt; deadline).</summary>
-    public long ServerLate => Interlocked.Read(ref _serverLate);
+    public long ServerLate => Interlocked.Read(ref _serverLate.Value);
 
-    public void ServerLateAnswer() => Interlocked.Increment(ref _serverLate);
+    public void ServerLateAnswer() => Interlocked.Increment(ref _serverLate.Value);
 
     public string? FirstError => Volatile.Read(ref _firstError);
 
-    public double Seconds => Interlocked.Read(ref _activeTicks) / (double)Stopwatch.Frequency;
+    public double Seconds => Interlocked.Read(ref _activeTicks.Value) / (double)Stopwatch.Frequency;
 
     /// <summary>Mean rows per server batch, as reported by the responses (InferKit only).</summary>
-    public double MeanBatch => Ok == 0 ? double.NaN : Interlocked.Read(ref _batchRows) / (double)Ok;
+    public double MeanBatch => Ok == 0 ? double.NaN : Interlocked.Read(ref _batchRows.Value) / (double)Ok;
 
     public double ThroughputPerSecond => Seconds <= 0 ? 0 : Rows / Seconds;
 
@@ -113,58 +114,70 @@ internal sealed class PeerStats
     public void Success(long latencyTicks, int rows = 1, int batchSize = 0)
     {
         Latency.Record(latencyTicks);
-        Interlocked.Increment(ref _ok);
-        Interlocked.Add(ref _rows, rows);
+        Interlocked.Increment(ref _ok.Value);
+        Interlocked.Add(ref _rows.Value, rows);
         if (batchSize > 0)
         {
-            Interlocked.Add(ref _batchRows, batchSize);
+            Interlocked.Add(ref _batchRows.Value, batchSize);
         }
     }
 
     public void Refusal(long latencyTicks)
     {
         RefusalLatency.Record(latencyTicks);
-        Interlocked.Increment(ref _refused);
+        Interlocked.Increment(ref _refused.Value);
     }
 
-    public void Expiry() => Interlocked.Increment(ref _expired);
+    public void Expiry() => Interlocked.Increment(ref _expired.Value);
 
     public void LateAnswer(long ticksLate)
     {
-        Interlocked.Increment(ref _late);
-        LatencyHistogram.RaiseTo(ref _lateMaxTicks, ticksLate);
+        Interlocked.Increment(ref _late.Value);
+        LatencyHistogram.RaiseTo(ref _lateMaxTicks.Value, ticksLate);
     }
 
     /// <summary>How far past the deadline the latest late answer was seen, in ms.</summary>
-    public double LateMaxMs => Interlocked.Read(ref _lateMaxTicks) * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
+    public double LateMaxMs => Interlocked.Read(ref _lateMaxTicks.Value) * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
 
     /// <summary>Successes taken before the deadline whose caller read its clock only after it (its thread was descheduled in between).</summary>
-    public long LateAfterRead => Interlocked.Read(ref _lateAfterRead);
+    public long LateAfterRead => Interlocked.Read(ref _lateAfterRead.Value);
 
     /// <summary>How far past the deadline the latest late-after-read answer was seen, in ms.</summary>
-    public double LateAfterReadMaxMs => Interlocked.Read(ref _lateAfterReadMaxTicks) * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
+    public double LateAfterReadMaxMs => Interlocked.Read(ref _lateAfterReadMaxTicks.Value) * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
 
     public void LateAfterReadAnswer(long ticksLate)
     {
-        Interlocked.Increment(ref _lateAfterRead);
-        LatencyHistogram.RaiseTo(ref _lateAfterReadMaxTicks, ticksLate);
+        Interlocked.Increment(ref _lateAfterRead.Value);
+        LatencyHistogram.RaiseTo(ref _lateAfterReadMaxTicks.Value, ticksLate);
     }
 
-    public void LateFromArrivalAnswer() => Interlocked.Increment(ref _lateFromArrival);
+    public void LateFromArrivalAnswer() => Interlocked.Increment(ref _lateFromArrival.Value);
 
-    public void WrongOutput() => Interlocked.Increment(ref _wrong);
+    public void WrongOutput() => Interlocked.Increment(ref _wrong.Value);
 
     public void Error(Exception error)
     {
-        Interlocked.Increment(ref _errors);
+        Interlocked.Increment(ref _errors.Value);
         Interlocked.CompareExchange(ref _firstError, $"{error.GetType().Name}: {error.Message}", null);
     }
 
     public void Error(string message)
     {
-        Interlocked.Increment(ref _errors);
+        Interlocked.Increment(ref _errors.Value);
         Interlocked.CompareExchange(ref _firstError, message, null);
     }
 
-    public void AddActive(long ticks) => Interlocked.Add(ref _activeTicks, ticks);
+    public void AddActive(long ticks) => Interlocked.Add(ref _activeTicks.Value, ticks);
+}
+
+/// <summary>
+/// A counter on cache lines of its own. The generator's thread counts arrivals and refusals while the threads that
+/// finish batches count answers; counters packed side by side would bounce one cache line between the cores on every
+/// count, a cost the generator would add to the peer under test.
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = 128)]
+internal struct PaddedCounter
+{
+    [FieldOffset(64)]
+    public long Value;
 }

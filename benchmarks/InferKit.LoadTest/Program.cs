@@ -109,7 +109,7 @@ internal static class Program
 
                 case Report.Open2x:
                 {
-                    using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.Configure).GetAwaiter().GetResult();
+                    using var inferkit = InferKitPeer.CreateOnnxAsync("inferkit", workload, cli.ConfigureOpenLoop).GetAwaiter().GetResult();
                     inferkit.SynchronousContinuations = cli.IkSyncContinuations;
                     rows.AddRange(RunOpen(scenario, cli, workload, inferkit, notes));
                     break;
@@ -212,7 +212,7 @@ internal static class Program
     /// </summary>
     private static List<PeerStats> RunOpen(string scenario, Cli cli, Workload workload, InferKitPeer inferkit, List<string> notes)
     {
-        IOpenLoopPeer[] peers = [.. new IOpenLoopPeer[] { new InferKitOpenLoop(inferkit), new NaiveOpenLoop(workload) }.Where(p => cli.Runs(p.Name))];
+        IOpenLoopPeer[] peers = [.. new IOpenLoopPeer[] { new InferKitOpenLoop(inferkit, cli.Arrivals), new NaiveOpenLoop(workload) }.Where(p => cli.Runs(p.Name))];
         var stats = peers.ToDictionary(p => p.Name, p => new PeerStats(scenario, p.Name, 0, 0));
         int rounds = Math.Max(1, cli.Rounds);
         var slice = cli.Duration / rounds;
@@ -294,6 +294,7 @@ internal static class Program
             rows.Add(s);
         }
 
+        notes.Add(Inv($"open-2x: {cli.ArrivalsText}."));
         notes.Add(Inv($"open-2x in {rounds} paired rounds; capacity probes ({probeTime.TotalSeconds:F1} s closed loop, 64 callers) {string.Join(", ", capacities.Select(c => c.ToString("N0", CultureInfo.InvariantCulture)))}/s; InferKit goodput/capacity by round {string.Join(", ", ratios.Select(r => r.ToString("P0", CultureInfo.InvariantCulture)))} (sorted)."));
         return rows;
     }
@@ -415,6 +416,9 @@ internal sealed class Cli
           --rounds N           interleaved rounds for closed-loop peers (default 3)
           --rate R             open-loop arrival rate per second (default: 2 x inferkit's measured 64-caller capacity)
           --deadline-ms MS     open-loop deadline per request (default 50)
+          --arrivals MODE      how the open-loop generator starts an InferKit arrival: direct (default: its own
+                               thread calls InferAsync and goes on) or pool (a thread-pool work item per arrival).
+                               The naive peer blocks in session.Run, so its arrivals are always pool work items
         InferKit peer settings (closed-1, closed-64, open-2x), for experiments:
           --ik-instances N     instances (default 1)
           --ik-intra-op N      ONNX Runtime intra-op threads per instance (default: ONNX Runtime's default)
@@ -476,6 +480,28 @@ internal sealed class Cli
     public Dictionary<string, string> IkConfig { get; } = new(StringComparer.Ordinal);
 
     public int? MinThreads { get; private set; }
+
+    /// <summary>How the open-loop generator starts InferKit's arrivals.</summary>
+    public Arrivals Arrivals { get; private set; } = Arrivals.Direct;
+
+    /// <summary>The arrival mode, for the report.</summary>
+    public string ArrivalsText => Arrivals == Arrivals.Direct
+        ? "InferKit's arrivals are started by the generator's own thread (--arrivals direct), so its inline fast path is off (--ik-no-inline): one thread calling InferAsync back to back is a lone caller, and would run every request itself; the naive peer's arrivals are pool work items"
+        : "every arrival is a thread-pool work item of its own (--arrivals pool)";
+
+    /// <summary>
+    /// <see cref="Configure"/> for the open loop. With direct arrivals the generator's thread is InferKit's only caller: it
+    /// would take the lone-caller fast path (run the request on its own thread) and stop generating while the model runs,
+    /// which turns the open loop into a closed loop of one. Arrivals from many threads never take that path under load.
+    /// </summary>
+    public void ConfigureOpenLoop(InferKit.Models.ModelOptions o)
+    {
+        Configure(o);
+        if (Arrivals == Arrivals.Direct)
+        {
+            o.Batching.AllowInlineExecution = false;
+        }
+    }
 
     /// <summary>Applies the InferKit peer settings to a model.</summary>
     public void Configure(InferKit.Models.ModelOptions o)
@@ -545,6 +571,18 @@ internal sealed class Cli
                 case "--deadline-ms":
                     cli.Deadline = TimeSpan.FromMilliseconds(Number("--deadline-ms", 1));
                     break;
+                case "--arrivals":
+                {
+                    var mode = Value();
+                    cli.Arrivals = mode.ToLowerInvariant() switch
+                    {
+                        "direct" => Arrivals.Direct,
+                        "pool" => Arrivals.Pool,
+                        _ => throw new ArgumentException($"--arrivals takes direct or pool; got '{mode}'."),
+                    };
+                    break;
+                }
+
                 case "--ik-instances":
                     cli.IkInstances = (int)Number("--ik-instances", 1);
                     break;
