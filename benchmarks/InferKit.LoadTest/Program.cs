@@ -207,8 +207,10 @@ internal static class Program
     /// <summary>
     /// The open loop in paired rounds, so that a change in the machine's speed during the run moves the capacity and
     /// the goodput together: each round first measures InferKit's capacity (a short closed loop with 64 callers), then
-    /// runs both peers in the open loop at twice that capacity (or <c>--rate</c>). The goodput goal is the median of
-    /// the rounds' goodput/capacity ratios. Memory is measured before the first and after the last open-loop round.
+    /// runs both peers in the open loop at twice that capacity (or <c>--rate</c>), InferKit's run bracketed by a second
+    /// probe right after it. A round's ratio is InferKit's goodput over the mean of its two probes, so that a drift in
+    /// the machine's speed during the round moves both sides alike; the goodput goal is the median of the rounds'
+    /// ratios. Memory is measured before the first and after the last open-loop round.
     /// </summary>
     private static List<PeerStats> RunOpen(string scenario, Cli cli, Workload workload, InferKitPeer inferkit, List<string> notes)
     {
@@ -243,12 +245,12 @@ internal static class Program
         var callsBefore = peers.ToDictionary(p => p.Name, p => p.CallsCreated);
         var ratios = new List<double>();
         var capacities = new List<double>();
+        var brackets = new List<string>();
         var rates = new List<double>();
         for (int round = 0; round < rounds; round++)
         {
-            double capacity = Probe();
-            double rate = cli.Rate ?? (2 * capacity);
-            capacities.Add(capacity);
+            double before = Probe();
+            double rate = cli.Rate ?? (2 * before);
             rates.Add(rate);
             foreach (var peer in peers)
             {
@@ -266,6 +268,10 @@ internal static class Program
                 {
                     // Only this round's batches: the capacity probes run on the same peer in between.
                     inferkit.AddBatchStats(s, batchesBefore);
+                    double after = Probe();
+                    double capacity = (before + after) / 2;
+                    capacities.Add(capacity);
+                    brackets.Add(Inv($"{before:N0}/{after:N0}"));
                     ratios.Add((s.InDeadline - inDeadline) / (s.Seconds - seconds) / capacity);
                 }
             }
@@ -288,14 +294,14 @@ internal static class Program
 
             s.GoodputPerSecond = s.InDeadline / s.Seconds;
             s.Extra["generator_calls_created"] = peer.CallsCreated - callsBefore[peer.Name];
-            s.Extra["capacity_per_s"] = capacities.Average();
+            s.Extra["capacity_per_s"] = capacities.Count > 0 ? capacities.Average() : rates.Average() / 2;
             s.Extra["arrivals"] = s.Ok + s.Refused + s.Expired + s.Errors;
             s.Extra["overloaded"] = s.Refused + s.Expired > 0.01 * s.Extra["arrivals"] ? 1 : 0;
             rows.Add(s);
         }
 
         notes.Add(Inv($"open-2x: {cli.ArrivalsText}."));
-        notes.Add(Inv($"open-2x in {rounds} paired rounds; capacity probes ({probeTime.TotalSeconds:F1} s closed loop, 64 callers) {string.Join(", ", capacities.Select(c => c.ToString("N0", CultureInfo.InvariantCulture)))}/s; InferKit goodput/capacity by round {string.Join(", ", ratios.Select(r => r.ToString("P0", CultureInfo.InvariantCulture)))} (sorted)."));
+        notes.Add(Inv($"open-2x in {rounds} paired rounds; capacity probes ({probeTime.TotalSeconds:F1} s closed loop, 64 callers) before/after InferKit's open loop, by round: {string.Join(", ", brackets)}/s; InferKit goodput/capacity by round {string.Join(", ", ratios.Select(r => r.ToString("P0", CultureInfo.InvariantCulture)))} (sorted)."));
         return rows;
     }
 
@@ -428,6 +434,7 @@ internal sealed class Cli
           --ik-lanes N         OnnxSessionSettings.Lanes: single-threaded lanes per instance (default: the
                                library's, one per core up to 4 when intra-op threads are not set)
           --ik-no-inline       Batching.AllowInlineExecution = false
+          --ik-max-queue N     Batching.MaxQueueLength (default: the library's, 4096)
           --ik-async-continuations
                                callers' continuations go through the thread pool (default: they run on the thread
                                that finished the batch, InferenceRequest.AllowSynchronousContinuation, as the
@@ -471,6 +478,8 @@ internal sealed class Cli
 
     public bool IkInline { get; private set; } = true;
 
+    public int? IkMaxQueue { get; private set; }
+
     public bool IkSyncContinuations { get; private set; } = true;
 
     public TimeSpan IkDelay { get; private set; }
@@ -512,6 +521,11 @@ internal sealed class Cli
         o.MaxConcurrencyPerInstance = IkConcurrency;
         o.Onnx.Lanes = IkLanes;
         o.Batching.AllowInlineExecution = IkInline;
+        if (IkMaxQueue is int queue)
+        {
+            o.Batching.MaxQueueLength = queue;
+        }
+
         o.Batching.MaxQueueDelay = IkDelay;
         if (NoSpin)
         {
@@ -600,6 +614,9 @@ internal sealed class Cli
                     break;
                 case "--ik-no-inline":
                     cli.IkInline = false;
+                    break;
+                case "--ik-max-queue":
+                    cli.IkMaxQueue = (int)Number("--ik-max-queue", 1);
                     break;
                 case "--ik-async-continuations":
                     cli.IkSyncContinuations = false;
