@@ -543,6 +543,7 @@ internal sealed class Cli
         $"inferkit: {IkInstances} instance(s) × {IkConcurrency} concurrent batch(es) or its lanes ({IkLanes?.ToString(CultureInfo.InvariantCulture) ?? "library default"}) if more, intra-op threads {IkIntraOp?.ToString(CultureInfo.InvariantCulture) ?? "default"}, MaxBatchSize {IkMaxBatch}, " +
         $"inline {(IkInline ? "on" : "off")}, callers' continuations {(IkSyncContinuations ? "synchronous" : "through the thread pool")}, MaxQueueDelay {IkDelay.TotalMilliseconds * 1000:F0} µs, ONNX Runtime spinning {(NoSpin ? "off" : "default (on)")}, " +
         $"thread-pool min threads {(MinThreads?.ToString(CultureInfo.InvariantCulture) ?? "default")}" +
+        (IkMaxQueue is int queue ? $", MaxQueueLength {queue.ToString(CultureInfo.InvariantCulture)}" : string.Empty) +
         (IkConfig.Count == 0 ? string.Empty : $", session config {string.Join(", ", IkConfig.Select(kv => $"{kv.Key}={kv.Value}"))}");
 
     public static Cli Parse(string[] args)
