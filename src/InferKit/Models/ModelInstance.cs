@@ -227,7 +227,16 @@ internal sealed class ModelInstance : IDisposable
         }
     }
 
-    public void Dispose() => Backend.Dispose();
+    private int _disposed;
+
+    /// <summary>Disposes the backend once: a second call (the pool's and an unload's, say) does nothing.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            Backend.Dispose();
+        }
+    }
 
     private void RecordLatency(double seconds, long now)
     {

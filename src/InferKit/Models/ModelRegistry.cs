@@ -366,38 +366,59 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         }
 
         _metrics.Unregister(this);
+
+        // Every model unloads at once, under one deadline: the whole disposal ends within the drain timeout, however
+        // many models wait for a hung warm-up, a long batch or a backend whose Dispose blocks.
+        long started = _time.GetTimestamp();
+        var unloads = new Task[_entries.Count];
+        int n = 0;
         foreach (var entry in _entries.Values)
         {
-            var loading = entry.LoadTask;
-            if (loading is not null)
-            {
-                try
-                {
-                    // A load can hang (a warm-up that never returns): wait at most the drain timeout. A load that ends
-                    // later sees _disposed and unloads what it built instead of publishing it.
-                    await loading.WaitAsync(_options.DrainTimeout, _time).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is not OutOfMemoryException)
-                {
-                    // A failed load left nothing to dispose; one still running disposes its own work.
-                }
-            }
-
-            ModelDeployment? current;
-            lock (entry)
-            {
-                current = entry.Current;
-                entry.Current = null;
-            }
-
-            if (current is { } dep)
-            {
-                await dep.DisposeAsync(_options.DrainTimeout, _time, _logger).ConfigureAwait(false);
-                Log.ModelUnloaded(_logger, entry.Name, dep.Version);
-            }
-
-            entry.State = ModelState.Unloaded;
+            unloads[n++] = UnloadAsync(entry, started);
         }
+
+        await Task.WhenAll(unloads).ConfigureAwait(false);
+    }
+
+    /// <summary>Unloads one model within what is left of the drain timeout that started at <paramref name="started"/>.</summary>
+    private async Task UnloadAsync(ModelEntry entry, long started)
+    {
+        var loading = entry.LoadTask;
+        if (loading is not null)
+        {
+            try
+            {
+                // A load can hang (a warm-up that never returns): wait at most the drain timeout. A load that ends
+                // later sees _disposed and unloads what it built instead of publishing it.
+                await loading.WaitAsync(RemainingDrain(started), _time).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                // A failed load left nothing to dispose; one still running disposes its own work.
+            }
+        }
+
+        ModelDeployment? current;
+        lock (entry)
+        {
+            current = entry.Current;
+            entry.Current = null;
+        }
+
+        if (current is { } dep)
+        {
+            await dep.DisposeAsync(RemainingDrain(started), _time, _logger).ConfigureAwait(false);
+            Log.ModelUnloaded(_logger, entry.Name, dep.Version);
+        }
+
+        entry.State = ModelState.Unloaded;
+    }
+
+    /// <summary>What is left of the drain timeout that started at <paramref name="started"/> (zero once it passed).</summary>
+    private TimeSpan RemainingDrain(long started)
+    {
+        var left = _options.DrainTimeout - _time.GetElapsedTime(started);
+        return left > TimeSpan.Zero ? left : TimeSpan.Zero;
     }
 
     private async ValueTask<InferenceResponse> InferWhenLoadedAsync(ModelEntry entry, InferenceRequest request, CancellationToken cancellationToken)
@@ -585,7 +606,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             {
                 instances = []; // disposed with the deployment, not again below
                 source = null;
-                await deployment.DisposeAsync(TimeSpan.Zero, _time, _logger).ConfigureAwait(false);
+                await deployment.DisposeAsync(_options.DrainTimeout, _time, _logger).ConfigureAwait(false);
                 throw new ObjectDisposedException(nameof(ModelRegistry));
             }
             Log.ModelLoaded(_logger, entry.Name, options.Version, instances.Length,
@@ -826,64 +847,67 @@ internal sealed class ModelDeployment(string version, ModelSignature signature, 
 
     /// <summary>
     /// Refuses queued work, waits for running batches (a session must never be disposed under a run) and disposes
-    /// the instances. The wait ends when the last running batch releases its instance, or after <paramref name="timeout"/>
-    /// on <paramref name="time"/>; an instance still running then is left undisposed rather than risk a crash.
+    /// the instances, each as soon as its last running batch releases it, then the backend source. Every
+    /// <see cref="IDisposable.Dispose"/> runs on the thread pool, never on the caller's thread: the unload returns once
+    /// everything is disposed, or after <paramref name="timeout"/> on <paramref name="time"/>, whichever comes first. What
+    /// is not done then (a batch that still runs, a backend whose Dispose has not returned) is logged, naming the instance,
+    /// and finishes in the background: an instance still running is disposed once its batch ends, each instance exactly
+    /// once, and the source after every instance.
     /// </summary>
     public async Task DisposeAsync(TimeSpan timeout, TimeProvider time, ILogger logger)
     {
         State = ModelState.Unloaded;
         Scheduler.Dispose();
+        string model = Scheduler.ModelName;
+
+        // The bound's timer exists before any disposal starts, so a disposal seen running is already timed.
+        using var stop = new CancellationTokenSource();
+        var expired = Task.Delay(timeout, time, stop.Token);
 
         // Closed, not merely idle: an idle instance can still be reserved (by a batch that failed on another instance
         // and is retried, or by a caller admitted just before the scheduler was disposed). Each instance closes itself
         // when its last reservation is released (nothing polls) and is disposed as soon as it is closed.
-        List<(Task Closed, ModelInstance Instance)>? running = null;
-        foreach (var instance in Pool.Instances)
+        var instances = Pool.Instances;
+        var closed = new Task[instances.Length];
+        var disposed = new Task[instances.Length];
+        for (int i = 0; i < instances.Length; i++)
         {
-            var closed = instance.CloseWhenIdleAsync();
-            if (closed.IsCompleted)
+            var instance = instances[i];
+            var whenClosed = instance.CloseWhenIdleAsync();
+            closed[i] = whenClosed;
+            disposed[i] = Task.Run(async () =>
             {
-                ModelRegistry.DisposeQuietly(instance, Scheduler.ModelName, $"instance {instance.Id}", logger);
-            }
-            else
-            {
-                (running ??= []).Add((closed, instance));
-            }
+                await whenClosed.ConfigureAwait(false);
+                ModelRegistry.DisposeQuietly(instance, model, $"instance {instance.Id}", logger);
+            });
         }
 
-        if (running is not null)
+        var finished = Task.Run(async () =>
         {
-            using var stop = new CancellationTokenSource();
-            var expired = Task.Delay(timeout, time, stop.Token);
-            var waits = new List<Task>(running.Count + 1);
-            while (running.Count > 0)
-            {
-                waits.Clear();
-                foreach (var (closed, _) in running)
-                {
-                    waits.Add(closed);
-                }
+            await Task.WhenAll(disposed).ConfigureAwait(false);
+            ModelRegistry.DisposeQuietly(source, model, "its backend source", logger);
+        });
 
-                waits.Add(expired);
-                var first = await Task.WhenAny(waits).ConfigureAwait(false);
-                int index = waits.IndexOf(first);
-                if (index == running.Count)
-                {
-                    break; // the timeout passed: what still runs is left undisposed
-                }
-
-                var instance = running[index].Instance;
-                running.RemoveAt(index);
-                ModelRegistry.DisposeQuietly(instance, Scheduler.ModelName, $"instance {instance.Id}", logger);
-            }
-
+        if (await Task.WhenAny(finished, expired).ConfigureAwait(false) == finished)
+        {
             stop.Cancel();
+            return;
         }
 
-        bool leaked = running is { Count: > 0 };
-        if (!leaked)
+        bool instancePending = false;
+        for (int i = 0; i < instances.Length; i++)
         {
-            ModelRegistry.DisposeQuietly(source, Scheduler.ModelName, "its backend source", logger);
+            if (!disposed[i].IsCompleted)
+            {
+                instancePending = true;
+                Log.DisposalPending(logger, model, Version, $"instance {instances[i].Id}", timeout,
+                    closed[i].IsCompleted ? "its Dispose has not returned" : "a batch still runs on it");
+            }
+        }
+
+        if (!instancePending)
+        {
+            Log.DisposalPending(logger, model, Version, "its backend source", timeout, "its Dispose has not returned");
         }
     }
 }

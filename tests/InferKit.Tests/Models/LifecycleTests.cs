@@ -7,6 +7,9 @@ using InferKit.Tests.Fakes;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace InferKit.Tests.Models;
 
@@ -25,6 +28,15 @@ public sealed class LifecycleTests
         public bool ThrowOnDispose { get; init; }
 
         public int DisposeCalls;
+
+        /// <summary>When set, Dispose waits for it (a session that takes long to release, a user's backend that blocks).</summary>
+        public ManualResetEventSlim? DisposeGate { get; init; }
+
+        /// <summary>Completes when Dispose is entered.</summary>
+        public TaskCompletionSource Disposing { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Completes when Dispose returns.</summary>
+        public TaskCompletionSource DisposeReturned { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public ModelSignature Signature => inner.Signature;
 
@@ -49,7 +61,10 @@ public sealed class LifecycleTests
         public void Dispose()
         {
             Interlocked.Increment(ref DisposeCalls);
+            Disposing.TrySetResult();
+            DisposeGate?.Wait();
             inner.Dispose();
+            DisposeReturned.TrySetResult();
             if (ThrowOnDispose)
             {
                 throw new InvalidOperationException("native handle already released");
@@ -161,7 +176,7 @@ public sealed class LifecycleTests
     }
 
     [Fact]
-    public async Task Unloading_gives_up_on_a_batch_that_outlasts_the_drain_timeout_on_the_injected_clock_and_leaves_its_instance_undisposed()
+    public async Task Unloading_gives_up_on_a_batch_that_outlasts_the_drain_timeout_on_the_injected_clock_and_leaves_its_instance_undisposed_while_it_runs()
     {
         var drain = TimeSpan.FromSeconds(30);
         await using var h = await Harness.CreateAsync(services: sc => sc.Configure<InferKitOptions>(o => o.DrainTimeout = drain));
@@ -269,5 +284,83 @@ public sealed class LifecycleTests
         Assert.Equal(1, backend.DisposeCalls);
         Assert.NotEqual(ModelState.Ready, registry.GetModel("m").State);
         await provider.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Unloading_returns_after_the_drain_timeout_when_a_backend_dispose_blocks_and_names_the_instance_in_a_warning()
+    {
+        var drain = TimeSpan.FromSeconds(30);
+        var time = new FakeTimeProvider();
+        var logs = new FakeLoggerProvider();
+        using var gate = new ManualResetEventSlim();
+        var blocking = new ProbeBackend(new FakeBackend()) { DisposeGate = gate };
+        var sibling = new FakeBackend();
+        var other = new FakeBackend();
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddLogging(b => b.AddProvider(logs));
+        services.AddInferKit(o => o.DrainTimeout = drain)
+            .AddModel("a", ctx => ctx.InstanceIndex == 0 ? blocking : sibling, o => o.Instances = 2)
+            .AddModel("b", _ => other);
+        var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<ModelRegistry>();
+        await registry.LoadAllAsync();
+        try
+        {
+            // On its own thread: a disposal that blocked its caller would block the test too.
+            var unloading = Task.Run(() => registry.DisposeAsync().AsTask());
+            await blocking.Disposing.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            // The drain timeout passes on the injected clock: the unload returns though the backend's Dispose has not.
+            time.Advance(drain);
+            await unloading.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(sibling.Disposed, "the other instance of the same model was left undisposed");
+            Assert.True(other.Disposed, "another model was left undisposed");
+            Assert.Equal(ModelState.Unloaded, registry.GetModel("a").State);
+            var warning = Assert.Single(logs.Collector.GetSnapshot(), r => r.Id.Id == 1009);
+            Assert.Equal(LogLevel.Warning, warning.Level);
+            Assert.Contains("Model 'a'", warning.Message, StringComparison.Ordinal);
+            Assert.Contains("instance a/1/0", warning.Message, StringComparison.Ordinal);
+
+            // The backend's Dispose finishes on its own, and nothing disposes it again (the host's disposal included).
+            gate.Set();
+            await blocking.DisposeReturned.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            await provider.DisposeAsync();
+            Assert.Equal(1, blocking.DisposeCalls);
+        }
+        finally
+        {
+            gate.Set();
+        }
+    }
+
+    [Fact]
+    public async Task An_instance_whose_batch_outlasts_the_drain_timeout_is_disposed_once_the_batch_ends()
+    {
+        var drain = TimeSpan.FromSeconds(30);
+        var time = new FakeTimeProvider();
+        var inner = new FakeBackend();
+        var backend = new ProbeBackend(inner);
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit(o => o.DrainTimeout = drain).AddModel("m", _ => backend);
+        await using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<ModelRegistry>();
+        await registry.LoadAllAsync();
+        inner.Hold();
+        var running = Task.Run(async () => await registry.InferAsync("m", FakeBackend.Request(1)));
+        await inner.Entered.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var unloading = registry.DisposeAsync().AsTask();
+        time.Advance(drain);
+        await unloading.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, backend.DisposeCalls); // never under a running batch
+
+        // The batch ends after the unload gave up on it: its session is released then, not leaked for the process's life.
+        inner.Release();
+        (await running.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+        await backend.DisposeReturned.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, backend.DisposeCalls);
+        Assert.Equal(0, inner.RunsAfterDispose);
     }
 }
