@@ -54,7 +54,11 @@ public sealed class ModelOptions
     /// <summary>Whether readiness waits for this model.</summary>
     public bool Required { get; set; } = true;
 
-    /// <summary>Force batching off for a model whose dynamic first axis is not a batch axis.</summary>
+    /// <summary>
+    /// Force batching off for a model whose dynamic first axis is not a batch axis. Left unset, InferKit also notices it
+    /// at run time, from the first joined batch whose outputs do not follow the batch's rows: that batch's requests run
+    /// again one by one, the model version runs one request per run from then on, and one warning (event 2005) says so.
+    /// </summary>
     public bool? AxisZeroIsBatch { get; set; }
 
     /// <summary>A custom backend factory (set by AddModel); null for ONNX models.</summary>

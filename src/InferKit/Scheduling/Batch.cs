@@ -249,7 +249,15 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 }
 
                 DiscardResponses();
-                hooks.BatchFailed(instance, Rows, error!);
+                if (error is UnsplittableOutputException { AxisZeroIsNotBatch: true } notBatch)
+                {
+                    // A fact of the model version, not of these requests: it stops joining requests, and says so once.
+                    hooks.StopJoining(notBatch);
+                }
+                else
+                {
+                    hooks.BatchFailed(instance, Rows, error!);
+                }
                 if (attempt == 0 && !unsplittable && health.RetryOnAnotherInstance && pool.TryAcquireAny(instance, out var other))
                 {
                     ModelTelemetry.BatchRetried(span, instance, error!);
@@ -577,7 +585,8 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         if (shape.Length == 0 || shape[0] != Rows)
         {
             throw new UnsplittableOutputException(
-                $"Model '{_owner.ModelName}': output '{name}' has shape {Tensor.FormatShape(shape)} for a batch of {Rows} rows; its axis 0 is not a batch axis. Set ModelOptions.AxisZeroIsBatch = false to run one request at a time.");
+                $"Model '{_owner.ModelName}': output '{name}' has shape {Tensor.FormatShape(shape)} for a batch of {Rows} rows; its axis 0 is not a batch axis. Set ModelOptions.AxisZeroIsBatch = false to run one request at a time.",
+                axisZeroIsNotBatch: true);
         }
     }
 
@@ -719,4 +728,13 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 /// padding cuts back): a fault of the model or its configuration, not of the instance that ran it. The batch's requests
 /// then run again one at a time (a request alone is never cut), each answered from its own run.
 /// </summary>
-internal sealed class UnsplittableOutputException(string message) : InvalidOperationException(message);
+internal sealed class UnsplittableOutputException(string message, bool axisZeroIsNotBatch = false) : InvalidOperationException(message)
+{
+    /// <summary>
+    /// True when an output's axis 0 did not follow the batch's rows: a fact of the model version (a batch axis always
+    /// does), so no joined batch of it can be trusted to split, and its scheduler stops joining requests. False when an
+    /// output lacks an axis that padding cuts back, which can depend on the requests (an output whose rank follows its
+    /// data): only this batch runs again request by request.
+    /// </summary>
+    public bool AxisZeroIsNotBatch { get; } = axisZeroIsNotBatch;
+}

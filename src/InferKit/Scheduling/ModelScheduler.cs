@@ -52,7 +52,13 @@ internal sealed class ModelScheduler : IDisposable
     private readonly ConcurrentQueue<Batch> _batchPool = new();
     private readonly ITimer _timer;
     private readonly IThreadPoolWorkItem _pumpItem;
-    private readonly bool _batchable;
+
+    /// <summary>
+    /// True while requests are joined into batches: the model's axis 0 is a batch axis and batching is on. Cleared for
+    /// good by <see cref="StopJoining"/> when a joined batch's outputs show that axis 0 is not a batch axis after all.
+    /// </summary>
+    private volatile bool _batchable;
+    private int _joiningStopped;
     private long _timerDue = long.MaxValue;
     private long _sequence;
     private int _queued;
@@ -542,6 +548,21 @@ internal sealed class ModelScheduler : IDisposable
     internal void BatchCompleted(ModelInstance instance, int rows, double seconds) => _telemetry?.BatchCompleted(instance, rows, seconds);
 
     internal void BatchFailed(ModelInstance instance, int rows, Exception error) => Log.BatchFailed(_logger, ModelName, rows, instance.Id, error);
+
+    /// <summary>
+    /// A joined batch's outputs showed that the model's axis 0 is not a batch axis (<see cref="UnsplittableOutputException.AxisZeroIsNotBatch"/>),
+    /// a fact of this model version rather than of the requests: from now on each batch carries one request (as with
+    /// ModelOptions.AxisZeroIsBatch = false), so no joined run is wasted again, and the first time logs one warning that
+    /// names the setting. Batches already formed still run each of their requests alone.
+    /// </summary>
+    internal void StopJoining(UnsplittableOutputException error)
+    {
+        if (Interlocked.Exchange(ref _joiningStopped, 1) == 0)
+        {
+            _batchable = false;
+            Log.JoiningStopped(_logger, ModelName, Version, error);
+        }
+    }
 
     // ---- internals ----
 

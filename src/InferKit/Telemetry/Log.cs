@@ -35,6 +35,9 @@ internal static partial class Log
     [LoggerMessage(2004, LogLevel.Warning, "InferKit: the drain timeout ({Timeout}) passed with requests still running")]
     public static partial void DrainTimedOut(ILogger logger, TimeSpan timeout);
 
+    [LoggerMessage(2005, LogLevel.Warning, "Model '{Model}' version '{Version}': the outputs of a joined batch could not be split back into its requests because the model's axis 0 is not a batch axis. From now on this version runs one request per run instead of joining requests (no request fails for it). Set ModelOptions.AxisZeroIsBatch = false for this model to run it so from the start")]
+    public static partial void JoiningStopped(ILogger logger, string model, string version, Exception exception);
+
     [LoggerMessage(1006, LogLevel.Debug, "InferKit: model loading at start finished with failures")]
     public static partial void LoadFinishedWithFailures(ILogger logger, Exception exception);
 

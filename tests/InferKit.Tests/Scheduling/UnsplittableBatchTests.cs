@@ -1,6 +1,11 @@
+using InferKit.Backends;
 using InferKit.Telemetry;
+using InferKit.Tensors;
 using InferKit.Tests.Fakes;
 using InferKit.Tests.Telemetry;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace InferKit.Tests.Scheduling;
 
@@ -142,5 +147,75 @@ public sealed class UnsplittableBatchTests
         Assert.Equal(4, queueDuration.GetMeasurementSnapshot().Count);
         Assert.Equal([1, 1, 1, 1], batchSize.GetMeasurementSnapshot().Select(m => m.Value).ToArray());
         Assert.Equal(4, computeDuration.GetMeasurementSnapshot().Count);
+    }
+
+    [Fact]
+    public async Task Once_a_joined_batch_shows_axis_0_is_not_a_batch_axis_the_model_version_stops_joining_and_warns_once()
+    {
+        var logs = new FakeLoggerProvider();
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 8, services: s => s.AddLogging(b => b.AddProvider(logs)));
+        h.Backend.FirstRowOnlyWhenJoined = true;
+
+        // First wave: the joined run shows the output does not follow the batch; each request runs again alone.
+        var first = await h.OccupyAsync(100);
+        var wave1 = Enumerable.Range(1, 3).Select(i => Send(h, i).AsTask()).ToArray();
+        h.Backend.Release();
+        (await first).Dispose();
+        for (int i = 0; i < wave1.Length; i++)
+        {
+            using var r = await wave1[i];
+            AssertAnswer(r, i + 1);
+        }
+
+        // Second wave, queued the same way: no joined run is wasted any more, each request runs once, alone.
+        var second = await h.OccupyAsync(200);
+        var wave2 = Enumerable.Range(4, 3).Select(i => Send(h, i).AsTask()).ToArray();
+        h.Backend.Release();
+        (await second).Dispose();
+        for (int i = 0; i < wave2.Length; i++)
+        {
+            using var r = await wave2[i];
+            AssertAnswer(r, i + 4);
+        }
+
+        var batches = h.BatchIds();
+        Assert.Equal([[100f], [1f, 2f, 3f], [1f], [2f], [3f], [200f]], batches.Take(6));
+        Assert.Equal([[4f], [5f], [6f]], batches.Skip(6).OrderBy(static b => b[0]));
+
+        // One warning naming the setting, and no error per batch: nobody failed, the instance did nothing wrong.
+        var records = logs.Collector.GetSnapshot();
+        var warning = Assert.Single(records, static r => r.Id.Id == 2005);
+        Assert.Equal(LogLevel.Warning, warning.Level);
+        Assert.Contains("ModelOptions.AxisZeroIsBatch = false", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("output 'y' has shape [1,2] for a batch of 3 rows", warning.Exception!.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(records, static r => r.Level >= LogLevel.Error);
+        Assert.Equal(0, Assert.Single(h.Registry.GetModel("m").Instances).TotalFailures);
+    }
+
+    [Fact]
+    public async Task A_padded_output_missing_its_padded_axis_reruns_that_batch_alone_but_the_model_keeps_joining()
+    {
+        // Whether an output has the axis padding cuts back can depend on the requests (an output whose rank follows its
+        // data), so it says nothing for good about the model: later requests are still joined.
+        var backend = new ScriptedBackend(
+            new ModelSignature(
+                [new TensorSpec("ids", TensorElementType.Int64, [-1, -1], ["batch", "sequence"])],
+                [new TensorSpec("y", TensorElementType.Int64, [-1, -1], ["batch", "sequence"])]),
+            static (inputs, sink) => sink.OnOutput(0, TensorElementType.Int64, inputs[0].Shape[..1], new byte[inputs[0].Shape[0] * sizeof(long)]));
+        var joinDelay = TimeSpan.FromMilliseconds(10);
+        await using var host = await ScriptedBackend.StartAsync(backend, o => o.Batching.Padding.Enabled = true, joinDelay);
+        for (int wave = 0; wave < 2; wave++)
+        {
+            var a = host.Send(new InferenceRequest(Tensor.Create("ids", new long[2], 1, 2)));
+            var b = host.Send(new InferenceRequest(Tensor.Create("ids", new long[3], 1, 3)));
+            host.Time.Advance(joinDelay);
+            foreach (var t in new[] { a, b })
+            {
+                using var r = await t;
+                Assert.True(r.IsSuccess, r.Message);
+            }
+        }
+
+        Assert.Equal(["ids: Int64[2,3]", "ids: Int64[1,2]", "ids: Int64[1,3]", "ids: Int64[2,3]", "ids: Int64[1,2]", "ids: Int64[1,3]"], backend.Runs);
     }
 }
