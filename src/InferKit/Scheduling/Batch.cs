@@ -306,25 +306,35 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             var request = _requests[j];
             if (error is null)
             {
-                var response = _responses[j]!;
-                _responses[j] = null;
-                response.SetOutputs(_outputs[j]!);
-                response.Instance = instance.Id;
-                response.AnsweredBy = response.Model;
-                response.BatchSize = Rows;
-                response.QueueTime = time.GetElapsedTime(request.Enqueued, started);
-                response.ComputeTime = TimeSpan.FromSeconds(seconds);
-                hooks.Complete(request, response, now);
+                Answer(j, instance, Rows, started, seconds, now);
             }
             else
             {
                 hooks.Fail(request, new InferenceFailedException(hooks.ModelName, instance.Id, error));
+                _outputs[j] = null;
             }
-
-            _outputs[j] = null;
         }
 
         return error;
+    }
+
+    /// <summary>
+    /// Answers request <paramref name="j"/> from its outputs of a successful run of <paramref name="rows"/> rows on
+    /// <paramref name="instance"/> that started at <paramref name="started"/> and took <paramref name="seconds"/>.
+    /// </summary>
+    private void Answer(int j, ModelInstance instance, int rows, long started, double seconds, long now)
+    {
+        var request = _requests[j];
+        var response = _responses[j]!;
+        _responses[j] = null;
+        response.SetOutputs(_outputs[j]!);
+        _outputs[j] = null;
+        response.Instance = instance.Id;
+        response.AnsweredBy = response.Model;
+        response.BatchSize = rows;
+        response.QueueTime = _owner.Time.GetElapsedTime(request.Enqueued, started);
+        response.ComputeTime = TimeSpan.FromSeconds(seconds);
+        _owner.Complete(request, response, now);
     }
 
     /// <summary>Releases the reservation of one run with its outcome (instance health, latency), and reports a change of rotation.</summary>
@@ -403,16 +413,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             {
                 _owner.Latency.Record(rows, seconds);
                 hooks.BatchCompleted(instance, rows, seconds);
-                var response = _responses[j]!;
-                _responses[j] = null;
-                response.SetOutputs(_outputs[j]!);
-                response.Instance = instance.Id;
-                response.AnsweredBy = response.Model;
-                response.BatchSize = rows;
-                response.QueueTime = time.GetElapsedTime(request.Enqueued, started);
-                response.ComputeTime = TimeSpan.FromSeconds(seconds);
-                _outputs[j] = null;
-                hooks.Complete(request, response, ended);
+                Answer(j, instance, rows, started, seconds, ended);
             }
             else
             {
