@@ -27,6 +27,9 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
     private bool _delivering;
     private bool _disposed;
 
+    /// <summary>Set under the observers' lock when disposal takes the observers: a later subscriber is completed at once.</summary>
+    private bool _completed;
+
     public AlertMonitor(InferKitMetrics hub, AlertingOptions options, TimeProvider time, ILogger logger)
     {
         _hub = hub;
@@ -63,16 +66,27 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
         return false;
     }
 
+    /// <summary>
+    /// Delivers alert events to <paramref name="observer"/> until the subscription is disposed; OnCompleted when the
+    /// monitor is disposed, or at once when it already was.
+    /// </summary>
     public IDisposable Subscribe(IObserver<AlertEvent> observer)
     {
         ArgumentNullException.ThrowIfNull(observer);
         var slot = new ObserverSlot(observer);
         lock (_observersGate)
         {
-            _observers = [.. _observers, slot];
+            if (!_completed)
+            {
+                _observers = [.. _observers, slot];
+                return new Subscription(this, slot);
+            }
         }
 
-        return new Subscription(this, slot);
+        // Disposed: the sequence has ended, so a late observer is told so at once (and gets no event), as every observer
+        // subscribed before the disposal was.
+        observer.OnCompleted();
+        return EmptyDisposable.Instance;
     }
 
     /// <summary>One evaluation (the timer's callback; tests may call it through the fake clock).</summary>
@@ -298,6 +312,7 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
         {
             observers = _observers;
             _observers = [];
+            _completed = true;
         }
 
         // An observer in OnNext now is completed by the delivering thread once OnNext returns (never during it, and it
@@ -436,6 +451,15 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
                 _completing = true;
                 return !_inNext;
             }
+        }
+    }
+
+    private sealed class EmptyDisposable : IDisposable
+    {
+        public static readonly EmptyDisposable Instance = new();
+
+        public void Dispose()
+        {
         }
     }
 

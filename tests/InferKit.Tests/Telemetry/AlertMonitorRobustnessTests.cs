@@ -11,14 +11,7 @@ public sealed class AlertMonitorRobustnessTests
     [Fact]
     public async Task Disposing_the_alert_monitor_does_not_wait_for_an_observer_that_blocks()
     {
-        var time = new FakeTimeProvider();
-        var options = new InferKitTelemetryOptions();
-        var rule = AlertRule.ErrorRateAbove("errors", fireAbove: 0.5);
-        rule.FireAfter = 1;
-        rule.MinimumRequests = 1;
-        options.Alerts.Rules.Add(rule);
-        var metrics = new InferKitMetrics(null, time, null, options, null);
-        metrics.ForModel("m", "1").Window!.Record(InferenceOutcome.Error, 0.01);
+        var metrics = WithAnErrorThatFiresOnEvaluation();
 
         using var entered = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();
@@ -79,14 +72,7 @@ public sealed class AlertMonitorRobustnessTests
     [Fact]
     public async Task An_observer_completed_by_disposal_while_the_monitor_delivers_gets_no_event_after_OnCompleted_nor_OnCompleted_during_OnNext()
     {
-        var time = new FakeTimeProvider();
-        var options = new InferKitTelemetryOptions();
-        var rule = AlertRule.ErrorRateAbove("errors", fireAbove: 0.5);
-        rule.FireAfter = 1;
-        rule.MinimumRequests = 1;
-        options.Alerts.Rules.Add(rule);
-        var metrics = new InferKitMetrics(null, time, null, options, null);
-        metrics.ForModel("m", "1").Window!.Record(InferenceOutcome.Error, 0.01);
+        var metrics = WithAnErrorThatFiresOnEvaluation();
 
         // The first observer holds the delivery inside its OnNext; the second has not had the event yet.
         using var entered = new ManualResetEventSlim();
@@ -117,6 +103,35 @@ public sealed class AlertMonitorRobustnessTests
     }
 
     /// <summary>Records its calls in order; OnNext can wait at a gate.</summary>
+    [Fact]
+    public void An_observer_that_subscribes_after_disposal_is_completed_at_once_and_gets_no_event()
+    {
+        var metrics = WithAnErrorThatFiresOnEvaluation();
+        metrics.Alerts.Dispose();
+        var late = new CallRecorder(null, null);
+
+        using (metrics.Alerts.Subscribe(late))
+        {
+            metrics.Alerts.Evaluate();
+        }
+
+        Assert.Equal(["OnCompleted"], late.Calls);
+        metrics.Dispose();
+    }
+
+    /// <summary>Metrics whose one alert rule fires at the next evaluation: an error rate rule over a window that holds one error.</summary>
+    private static InferKitMetrics WithAnErrorThatFiresOnEvaluation()
+    {
+        var options = new InferKitTelemetryOptions();
+        var rule = AlertRule.ErrorRateAbove("errors", fireAbove: 0.5);
+        rule.FireAfter = 1;
+        rule.MinimumRequests = 1;
+        options.Alerts.Rules.Add(rule);
+        var metrics = new InferKitMetrics(null, new FakeTimeProvider(), null, options, null);
+        metrics.ForModel("m", "1").Window!.Record(InferenceOutcome.Error, 0.01);
+        return metrics;
+    }
+
     private sealed class CallRecorder(ManualResetEventSlim? entered, ManualResetEventSlim? release) : IObserver<AlertEvent>
     {
         private readonly System.Collections.Concurrent.ConcurrentQueue<string> _calls = new();
