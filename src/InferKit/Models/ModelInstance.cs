@@ -199,13 +199,21 @@ internal sealed class ModelInstance : IDisposable
         return takenOut;
     }
 
-    public InstanceLoad Snapshot() => new()
+    /// <summary>The learned throughput in rows per second; 0 when the weight is configured or not measured yet.</summary>
+    public double LearnedRate => _configuredWeight is null ? Volatile.Read(ref _rowsPerSecond) : 0;
+
+    /// <summary>
+    /// The load a strategy sees. A learned weight not measured yet is <paramref name="unmeasuredWeight"/> (the pool's best
+    /// measured rate): the placeholder 1 beside rates in rows per second would make the instance look so slow that a
+    /// weighted strategy never tries it, so it would never be measured either.
+    /// </summary>
+    public InstanceLoad Snapshot(double unmeasuredWeight) => new()
     {
         Index = Index,
         Outstanding = Outstanding,
         OutstandingRows = OutstandingRows,
         MaxConcurrency = MaxConcurrency,
-        Weight = Weight,
+        Weight = _configuredWeight ?? (Volatile.Read(ref _rowsPerSecond) is > 0 and var r ? r : unmeasuredWeight),
         SmoothedLatencySeconds = SmoothedLatencySeconds,
         Completed = Volatile.Read(ref _completed),
     };
@@ -293,6 +301,17 @@ internal sealed class InstancePool : IDisposable
         var all = Instances;
         long now = _time.GetTimestamp();
         Span<InstanceLoad> candidates = all.Length <= 64 ? stackalloc InstanceLoad[all.Length] : new InstanceLoad[all.Length];
+        double unmeasured = 0;
+        foreach (var inst in all)
+        {
+            unmeasured = Math.Max(unmeasured, inst.LearnedRate);
+        }
+
+        if (unmeasured <= 0)
+        {
+            unmeasured = 1.0;
+        }
+
         for (int attempt = 0; attempt < 4; attempt++)
         {
             int n = 0;
@@ -301,7 +320,7 @@ internal sealed class InstancePool : IDisposable
             {
                 if (inst != exclude && inst.IsAvailable(now))
                 {
-                    var load = inst.Snapshot();
+                    var load = inst.Snapshot(unmeasured);
                     if (load.HasRoom)
                     {
                         withRoom = n;
