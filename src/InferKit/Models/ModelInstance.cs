@@ -83,6 +83,9 @@ internal sealed class ModelInstance : IDisposable
 
     public long OutUntilTimestamp => Volatile.Read(ref _outUntilTimestamp);
 
+    /// <summary>The consecutive failures that took the instance out the last time (1 on probation after a back-off).</summary>
+    public int TakenOutAfter { get; private set; }
+
     public bool TryReserve()
     {
         while (true)
@@ -159,9 +162,16 @@ internal sealed class ModelInstance : IDisposable
             if (failed)
             {
                 _totalFailures++;
-                _consecutiveFailures++;
-                if (_consecutiveFailures >= _health.FailureThreshold)
+                long until = _outUntilTimestamp;
+                if (until != 0 && now < until)
                 {
+                    // Out of rotation already: a run that was in flight when the instance was taken out tells nothing new,
+                    // and must neither take it out again nor lengthen its back-off.
+                }
+                else if (until != 0 || ++_consecutiveFailures >= _health.FailureThreshold)
+                {
+                    // The threshold reached, or the first failure on probation (back after its back-off, with no good run
+                    // since): out again at once, for twice as long, rather than after FailureThreshold more failed batches.
                     var backOff = _health.BackOff * Math.Pow(2, Math.Min(_timesTakenOut, 16));
                     if (backOff > _health.MaxBackOff)
                     {
@@ -170,6 +180,7 @@ internal sealed class ModelInstance : IDisposable
 
                     Volatile.Write(ref _outUntilTimestamp, now + (long)(backOff.TotalSeconds * _time.TimestampFrequency));
                     _timesTakenOut++;
+                    TakenOutAfter = until != 0 ? 1 : _consecutiveFailures;
                     _consecutiveFailures = 0;
                     takenOut = true;
                 }

@@ -529,7 +529,7 @@ internal sealed class ModelScheduler : IDisposable
     internal void InstanceTakenOut(ModelInstance instance)
     {
         var until = instance.ToInfo().OutUntil ?? Time.GetUtcNow();
-        Log.InstanceTakenOut(_logger, ModelName, instance.Id, until, Health.FailureThreshold);
+        Log.InstanceTakenOut(_logger, ModelName, instance.Id, until, instance.TakenOutAfter);
         long back = instance.OutUntilTimestamp;
         if (back != 0)
         {
