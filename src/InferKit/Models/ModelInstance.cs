@@ -152,14 +152,29 @@ internal sealed class ModelInstance : IDisposable
     /// <summary>Releases a reservation that ran nothing.</summary>
     public void Unreserve() => Released(Interlocked.Decrement(ref _outstanding));
 
-    /// <summary>Records the outcome of a run and releases its reservation. Returns true when this failure took the instance out.</summary>
-    public bool Complete(int rows, double seconds, bool failed)
+    /// <summary>
+    /// Records the outcome of a run and releases its reservation. Returns true when this failure took the instance out.
+    /// A <paramref name="slow"/> run (longer than RunTimeout) counts as a failure for health, but it ran and its batch was
+    /// answered: it is counted as completed and its latency and throughput are recorded like any other.
+    /// </summary>
+    public bool Complete(int rows, double seconds, bool failed, bool slow = false)
     {
         long now = _time.GetTimestamp();
         bool takenOut = false;
         lock (_statsGate)
         {
-            if (failed)
+            if (!failed)
+            {
+                _completed++;
+                RecordLatency(seconds, now);
+                if (seconds > 0 && rows > 0)
+                {
+                    double rate = rows / seconds;
+                    _rowsPerSecond = _rowsPerSecond == 0 ? rate : (_rowsPerSecond * 0.9) + (rate * 0.1);
+                }
+            }
+
+            if (failed || slow)
             {
                 _totalFailures++;
                 long until = _outUntilTimestamp;
@@ -193,14 +208,6 @@ internal sealed class ModelInstance : IDisposable
                     // A good run after the back-off: fully back in rotation.
                     Volatile.Write(ref _outUntilTimestamp, 0);
                     _timesTakenOut = 0;
-                }
-
-                _completed++;
-                RecordLatency(seconds, now);
-                if (seconds > 0 && rows > 0)
-                {
-                    double rate = rows / seconds;
-                    _rowsPerSecond = _rowsPerSecond == 0 ? rate : (_rowsPerSecond * 0.9) + (rate * 0.1);
                 }
             }
         }

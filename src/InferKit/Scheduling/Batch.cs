@@ -340,7 +340,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     /// <summary>Releases the reservation of one run with its outcome (instance health, latency), and reports a change of rotation.</summary>
     private void Account(ModelInstance instance, int rows, double seconds, bool ok, bool unsplittable, bool slow, bool wasOut)
     {
-        if (instance.Complete(rows, seconds, failed: (!ok && !unsplittable) || slow))
+        if (instance.Complete(rows, seconds, failed: !ok && !unsplittable, slow))
         {
             _owner.InstanceTakenOut(instance);
         }

@@ -94,4 +94,32 @@ public sealed class PassiveHealthTests
         using var ok = await h.Client.InferAsync("m", FakeBackend.Request(9));
         Assert.True(ok.IsSuccess);
     }
+
+    [Fact]
+    public async Task A_slow_run_counts_against_the_instance_but_its_answered_batch_and_latency_are_still_recorded()
+    {
+        // Each batch takes 2 s against a RunTimeout of 1 s: answered, counted as a failure, and seen as slow by PeakEwma.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.LoadBalancing = "PeakEwma";
+            o.Health.FailureThreshold = 100;
+            o.Health.RunTimeout = TimeSpan.FromSeconds(1);
+            o.Batching.AllowInlineExecution = true;
+        }, computeTime: _ => TimeSpan.FromSeconds(2));
+
+        for (int i = 1; i <= 2; i++)
+        {
+            using var r = await h.Client.InferAsync("m", FakeBackend.Request(i));
+            Assert.True(r.IsSuccess, r.Message);
+        }
+
+        var info = h.Registry.GetModel("m").Instances[0];
+        Assert.Equal(2, info.ConsecutiveFailures);
+        Assert.Equal(2, info.TotalFailures);
+        Assert.Equal(2, info.Completed);
+        Assert.Equal(TimeSpan.FromSeconds(2), info.SmoothedLatency);
+        Assert.True(info.Weight < 1, $"learned weight {info.Weight} rows/s");
+        Assert.Equal(0, info.Outstanding);
+        Assert.Equal(0, info.OutstandingRows);
+    }
 }
