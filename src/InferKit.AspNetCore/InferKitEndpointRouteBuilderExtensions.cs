@@ -14,6 +14,9 @@ namespace Microsoft.AspNetCore.Builder;
 /// <summary>Maps InferKit's Open Inference Protocol endpoints.</summary>
 public static class InferKitEndpointRouteBuilderExtensions
 {
+    /// <summary>The prefixes mapped on each route builder (route matching ignores case, so these do too).</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<IEndpointRouteBuilder, HashSet<string>> MappedPrefixes = new();
+
     /// <summary>
     /// Maps the Open Inference Protocol (KServe v2, as Triton serves it) under <paramref name="prefix"/>:
     /// <list type="bullet">
@@ -45,6 +48,20 @@ public static class InferKitEndpointRouteBuilderExtensions
 
         var options = services.GetService<IOptions<InferKitEndpointOptions>>()?.Value ?? new InferKitEndpointOptions();
         options.Validate();
+
+        // A second mapping under the same prefix would make every one of these routes ambiguous: each request to them
+        // would fail with a 500 (AmbiguousMatchException) instead of the mistake showing here.
+        string normalized = "/" + prefix.Trim().Trim('/');
+        var mapped = MappedPrefixes.GetValue(endpoints, static _ => new HashSet<string>(StringComparer.OrdinalIgnoreCase));
+        lock (mapped)
+        {
+            if (!mapped.Add(normalized))
+            {
+                throw new InvalidOperationException(
+                    $"MapInferKit has already mapped the InferKit endpoints under the prefix '{prefix}' on this route builder; mapping them again makes every request to them ambiguous. Map them once, or under another prefix.");
+            }
+        }
+
         var logger = services.GetService<ILoggerFactory>()?.CreateLogger("InferKit.AspNetCore") ?? NullLogger.Instance;
         var handler = new InferKitHttpHandler(client, registry, options, services.GetService<IHostApplicationLifetime>(), logger);
 

@@ -614,6 +614,21 @@ public sealed class EndpointTests
     }
 
     [Fact]
+    public async Task Mapping_twice_under_the_same_prefix_fails_at_map_time_and_another_prefix_is_allowed()
+    {
+        // Mapped twice, every /v2 route would be ambiguous: each request a 500 from the router.
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
+        builder.Services.AddInferKit().AddModel("affine", _ => new AffineBackend());
+        await using var app = builder.Build();
+        app.MapInferKit();
+        var ex = Assert.Throws<InvalidOperationException>(() => app.MapInferKit("/"));
+        Assert.Contains("already mapped", ex.Message, StringComparison.Ordinal);
+
+        app.MapInferKit("/inference");
+        Assert.Throws<InvalidOperationException>(() => app.MapInferKit("/Inference/"));
+    }
+
+    [Fact]
     public async Task Invalid_endpoint_options_fail_at_map_time_naming_every_problem()
     {
         var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
