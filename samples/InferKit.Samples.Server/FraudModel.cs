@@ -20,26 +20,59 @@ public static class FraudModel
     /// <summary>The in-memory model, for computing expected outputs.</summary>
     public static MlpModel Create() => new(Features, Hidden, Classes, Seed);
 
-    /// <summary>Writes fraud.onnx into <paramref name="folder"/> unless it is already there, and returns its path.</summary>
+    /// <summary>
+    /// Writes fraud.onnx into <paramref name="folder"/> unless it is already there with the right contents, and returns
+    /// its path. A file that differs (truncated by a crash or a full disk, or otherwise damaged) is replaced, so that
+    /// the model is never served from a broken file that a restart would keep reusing.
+    /// </summary>
     public static string EnsureFile(string folder)
     {
         Directory.CreateDirectory(folder);
         string path = Path.Combine(folder, "fraud.onnx");
-        if (!File.Exists(path))
+        byte[] expected = Create().ToOnnx(); // a few KB, generated from a fixed seed: cheaper than trusting the disk
+        if (HasContents(path, expected))
         {
-            // Write beside and move, so a crash mid-write never leaves a truncated model to be reused.
-            string temp = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
-            File.WriteAllBytes(temp, Create().ToOnnx());
-            try
+            return path;
+        }
+
+        // Write beside, flush to the disk, then move over: a crash mid-write never leaves a truncated model in place.
+        string temp = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
             {
-                File.Move(temp, path, overwrite: false);
+                stream.Write(expected);
+                stream.Flush(flushToDisk: true);
             }
-            catch (IOException) when (File.Exists(path))
-            {
-                File.Delete(temp); // another process wrote it first
-            }
+
+            File.Move(temp, path, overwrite: true);
+        }
+        catch (IOException) when (HasContents(path, expected))
+        {
+            // Another process wrote it meanwhile (and may hold it open).
+        }
+        finally
+        {
+            File.Delete(temp); // no-op once moved
         }
 
         return path;
+    }
+
+    private static bool HasContents(string path, byte[] expected)
+    {
+        try
+        {
+            var info = new FileInfo(path);
+            return info.Exists && info.Length == expected.Length && File.ReadAllBytes(path).AsSpan().SequenceEqual(expected);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 }

@@ -137,6 +137,24 @@ public sealed class SampleServerTests : IDisposable
         Assert.Contains(name, ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(0)] // created, never written: a crash right after opening it
+    [InlineData(100)] // half-written
+    [InlineData(-1)] // the right length, damaged
+    public async Task A_damaged_fraud_file_left_by_an_earlier_start_is_replaced_not_served(int keep)
+    {
+        byte[] good = FraudModel.Create().ToOnnx();
+        byte[] damaged = keep >= 0 ? good[..keep] : good.Select((b, i) => i == good.Length / 2 ? (byte)~b : b).ToArray();
+        Directory.CreateDirectory(_models);
+        string path = Path.Combine(_models, "fraud.onnx");
+        await File.WriteAllBytesAsync(path, damaged);
+
+        Assert.Equal(path, FraudModel.EnsureFile(_models));
+
+        Assert.Equal(good, await File.ReadAllBytesAsync(path));
+        Assert.Equal([path], Directory.GetFiles(_models)); // no temporary file left beside it
+    }
+
     [Fact]
     public async Task The_sample_serves_all_three_models()
     {
