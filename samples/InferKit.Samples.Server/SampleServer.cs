@@ -42,10 +42,7 @@ public static class SampleServer
         var models = (builder.Configuration["Sample:Models"] ?? "fraud,resnet18,minilm")
             .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         string modelsPath = builder.Configuration["Sample:ModelsPath"] ?? Path.Combine(builder.Environment.ContentRootPath, "models");
-        var apiKeys = builder.Configuration.GetSection("Sample:ApiKeys").GetChildren()
-            .Where(static c => !string.IsNullOrEmpty(c.Value))
-            .Select(static c => new KeyValuePair<string, string>(c.Key, c.Value!))
-            .ToList();
+        var apiKeys = ReadApiKeys(builder.Configuration.GetSection("Sample:ApiKeys"));
         int permits = builder.Configuration.GetValue("Sample:RateLimit:Permits", 1000);
         var period = builder.Configuration.GetValue("Sample:RateLimit:Period", TimeSpan.FromSeconds(1));
 
@@ -145,6 +142,52 @@ public static class SampleServer
                 permits > 0 ? $"{permits} per {period} per client" : "off");
         });
         return app;
+    }
+
+    /// <summary>
+    /// Reads <c>Sample:ApiKeys:&lt;client&gt;=&lt;key&gt;</c>. A setting that cannot be used as a key stops the server: skipping
+    /// it would leave the endpoints open (or a client locked out) with no sign of why.
+    /// </summary>
+    private static List<KeyValuePair<string, string>> ReadApiKeys(IConfigurationSection section)
+    {
+        var errors = new List<string>();
+        var keys = new List<KeyValuePair<string, string>>();
+        if (!string.IsNullOrEmpty(section.Value))
+        {
+            errors.Add($"{section.Path} is a single value; give each client its key as {section.Path}:<client>=<key>.");
+        }
+
+        var clientsByKey = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var child in section.GetChildren())
+        {
+            string? key = child.Value;
+            if (string.IsNullOrEmpty(key))
+            {
+                errors.Add(child.GetChildren().Any()
+                    ? $"{child.Path} is a section; it must be the client's key."
+                    : $"{child.Path} is empty; remove it or give the client a key.");
+            }
+            else if (key.Trim().Length != key.Length || key.Any(char.IsControl))
+            {
+                // HTTP trims a header value and has no control characters: such a key could never be presented.
+                errors.Add($"{child.Path} starts or ends with white space or holds a control character; no X-Api-Key header can carry it.");
+            }
+            else if (!clientsByKey.TryAdd(key, child.Key))
+            {
+                errors.Add($"{child.Path} has the same key as {section.Path}:{clientsByKey[key]}; each client needs its own.");
+            }
+            else
+            {
+                keys.Add(new KeyValuePair<string, string>(child.Key, key));
+            }
+        }
+
+        if (errors.Count > 0)
+        {
+            throw new InvalidOperationException("The API keys are invalid: " + string.Join(" ", errors));
+        }
+
+        return keys;
     }
 
     private static void ConfigureRateLimiter(RateLimiterOptions options, int permits, TimeSpan period)

@@ -155,6 +155,28 @@ public sealed class SampleServerTests : IDisposable
         Assert.Equal([path], Directory.GetFiles(_models)); // no temporary file left beside it
     }
 
+    [Theory]
+    [InlineData("--Sample:ApiKeys=s3cret", "Sample:ApiKeys is a single value")] // would leave every endpoint open
+    [InlineData("--Sample:ApiKeys:alice=", "Sample:ApiKeys:alice is empty")] // an unset variable: would leave every endpoint open
+    [InlineData("--Sample:ApiKeys:alice= s3cret", "Sample:ApiKeys:alice starts or ends with white space")] // HTTP trims it: alice could never get in
+    public void Api_key_settings_that_cannot_be_used_fail_at_build_instead_of_leaving_the_endpoints_open(string setting, string message)
+    {
+        var ex = Assert.Throws<InvalidOperationException>(() => SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--Sample:ModelsPath={_models}", "--Sample:Models=fraud", setting],
+            b => b.Logging.ClearProviders()));
+        Assert.Contains(message, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Two_clients_with_the_same_api_key_fail_at_build()
+    {
+        // The key would authenticate as whichever client came first, and the other's rate limit and name would never apply.
+        var ex = Assert.Throws<InvalidOperationException>(() => SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--Sample:ModelsPath={_models}", "--Sample:Models=fraud", "--Sample:ApiKeys:alice=k1", "--Sample:ApiKeys:bob=k1"],
+            b => b.Logging.ClearProviders()));
+        Assert.Contains("Sample:ApiKeys:bob has the same key as Sample:ApiKeys:alice", ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task The_sample_serves_all_three_models()
     {
