@@ -104,12 +104,15 @@ public static class SampleServer
         configure?.Invoke(builder);
         var app = builder.Build();
 
+        // Rate limiting after authentication (a client's bucket is its API key's) but before authorization, so that
+        // requests with a wrong key spend their address's tokens too: otherwise keys could be guessed at full speed.
         app.UseAuthentication();
-        app.UseAuthorization();
         if (permits > 0)
         {
             app.UseRateLimiter();
         }
+
+        app.UseAuthorization();
 
         var group = app.MapInferKit();
         if (apiKeys.Count > 0)

@@ -125,6 +125,38 @@ public sealed class SampleServerTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task Requests_with_a_wrong_api_key_are_rate_limited_by_address()
+    {
+        // Otherwise a caller could try keys as fast as the server answers 401.
+        var (app, client) = await StartAsync("--Sample:Models=fraud", "--Sample:RateLimit:Permits=1", "--Sample:RateLimit:Period=01:00:00", "--Sample:ApiKeys:alice=key-a");
+        await using (app)
+        {
+            using (client)
+            {
+                async Task<HttpResponseMessage> GuessAsync(string key)
+                {
+                    using var request = new HttpRequestMessage(HttpMethod.Get, "/v2/models/fraud");
+                    request.Headers.Add(ApiKeyAuthentication.HeaderName, key);
+                    return await client.SendAsync(request);
+                }
+
+                using (var first = await GuessAsync("guess-1"))
+                {
+                    Assert.Equal(HttpStatusCode.Unauthorized, first.StatusCode);
+                }
+
+                using (var second = await GuessAsync("guess-2"))
+                {
+                    Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+                }
+
+                using var alice = await GuessAsync("key-a"); // her own bucket
+                Assert.Equal(HttpStatusCode.OK, alice.StatusCode);
+            }
+        }
+    }
+
     [Theory]
     [InlineData("--Sample:RateLimit:Period=00:00:00", "Sample:RateLimit:Period")]
     [InlineData("--Sample:RateLimit:Period=-00:00:01", "Sample:RateLimit:Period")]
