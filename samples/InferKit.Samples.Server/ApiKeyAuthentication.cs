@@ -19,7 +19,8 @@ public sealed class ApiKeyAuthenticationOptions : AuthenticationSchemeOptions
 
 /// <summary>
 /// A minimal API-key authentication scheme: the client sends its key in the <c>X-Api-Key</c> header and is
-/// authenticated under the client name the key is registered for. Keys are compared in constant time.
+/// authenticated under the client name the key is registered for. Keys are compared by their SHA-256 digests in
+/// constant time, every key on every request, so neither a key's length nor its client shows in the time taken.
 /// </summary>
 public sealed class ApiKeyAuthenticationHandler : AuthenticationHandler<ApiKeyAuthenticationOptions>
 {
@@ -37,14 +38,25 @@ public sealed class ApiKeyAuthenticationHandler : AuthenticationHandler<ApiKeyAu
             return Task.FromResult(AuthenticateResult.NoResult());
         }
 
-        var presented = Encoding.UTF8.GetBytes(values[0]!);
+        // Compare SHA-256 digests, every key, without stopping at a match: FixedTimeEquals returns at once when the
+        // lengths differ, and stopping at the first match would tell which client a key belongs to by how long it took.
+        Span<byte> presented = stackalloc byte[SHA256.HashSizeInBytes];
+        Span<byte> expected = stackalloc byte[SHA256.HashSizeInBytes];
+        SHA256.HashData(Encoding.UTF8.GetBytes(values[0]!), presented);
+        string? match = null;
         foreach (var (client, key) in Options.Keys)
         {
-            if (CryptographicOperations.FixedTimeEquals(presented, Encoding.UTF8.GetBytes(key)))
+            SHA256.HashData(Encoding.UTF8.GetBytes(key), expected);
+            if (CryptographicOperations.FixedTimeEquals(presented, expected))
             {
-                var identity = new ClaimsIdentity([new Claim(ClaimTypes.Name, client)], Scheme.Name);
-                return Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Scheme.Name)));
+                match ??= client;
             }
+        }
+
+        if (match is not null)
+        {
+            var identity = new ClaimsIdentity([new Claim(ClaimTypes.Name, match)], Scheme.Name);
+            return Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Scheme.Name)));
         }
 
         return Task.FromResult(AuthenticateResult.Fail("The API key is not valid."));
