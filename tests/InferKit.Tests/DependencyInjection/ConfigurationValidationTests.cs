@@ -1,3 +1,4 @@
+using InferKit.DependencyInjection;
 using InferKit.Models;
 using InferKit.Selection;
 using InferKit.Telemetry;
@@ -46,6 +47,17 @@ public sealed class ConfigurationValidationTests
         using var host = builder.Build();
         var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
         Assert.Contains("DrainTimeout", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Calling_AddInferKit_twice_reports_each_invalid_setting_once()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit(o => o.DrainTimeout = TimeSpan.FromSeconds(-1));
+        services.AddInferKit().AddModel("m", _ => new FakeBackend());
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IOptions<InferKitOptions>>().Value);
+        Assert.Equal(["InferKitOptions.DrainTimeout must be zero or positive."], ex.Failures);
     }
 
     [Fact]
