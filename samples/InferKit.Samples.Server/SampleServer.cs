@@ -14,7 +14,7 @@ namespace InferKit.Samples.Server;
 /// Builds the sample server. Configuration (appsettings.json, environment, or command line such as
 /// <c>--Sample:Models=fraud</c>):
 /// <list type="bullet">
-/// <item><c>Sample:Models</c>: which of fraud, resnet18, minilm to serve (comma-separated; all three by default).</item>
+/// <item><c>Sample:Models</c>: which of fraud, resnet18, minilm to serve (comma-separated, or a JSON array; all three by default).</item>
 /// <item><c>Sample:ModelsPath</c>: where fraud.onnx is generated on first start (default: <c>models</c> under the content root).</item>
 /// <item><c>Sample:ApiKeys:&lt;client&gt;=&lt;key&gt;</c>: when any is set, the <c>/v2</c> endpoints other than the health probes require an <c>X-Api-Key</c> header (<c>/healthz</c>, <c>/metrics</c> and <c>/</c> stay open).</item>
 /// <item><c>Sample:RateLimit:Permits</c> per <c>Sample:RateLimit:Period</c>: requests per client (API key, else IP address); 1000 a second by default, 0 switches it off.</item>
@@ -39,8 +39,7 @@ public static class SampleServer
             builder.WebHost.UseUrls(DefaultUrl);
         }
 
-        var models = (builder.Configuration["Sample:Models"] ?? "fraud,resnet18,minilm")
-            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var models = ReadModels(builder.Configuration.GetSection("Sample:Models"));
         string modelsPath = builder.Configuration["Sample:ModelsPath"] ?? Path.Combine(builder.Environment.ContentRootPath, "models");
         var apiKeys = ReadApiKeys(builder.Configuration.GetSection("Sample:ApiKeys"));
         int permits = builder.Configuration.GetValue("Sample:RateLimit:Permits", 1000);
@@ -145,6 +144,40 @@ public static class SampleServer
                 permits > 0 ? $"{permits} per {period} per client" : "off");
         });
         return app;
+    }
+
+    /// <summary>
+    /// Reads <c>Sample:Models</c>: a comma-separated list (<c>"fraud,minilm"</c>) or, in JSON, an array
+    /// (<c>["fraud", "minilm"]</c>, which configuration holds as <c>Sample:Models:0</c>, <c>:1</c>, ...). Unset means all three.
+    /// </summary>
+    private static string[] ReadModels(IConfigurationSection section)
+    {
+        var items = section.GetChildren().Select(static c => c.Value ?? string.Empty).ToList();
+        if (items.Count > 0 && !string.IsNullOrEmpty(section.Value))
+        {
+            // Two configuration sources disagree (say, the string in appsettings.json and an array in
+            // appsettings.Development.json); configuration keeps both and cannot say which came last.
+            throw new InvalidOperationException(
+                $"{section.Path} is set both as a list (\"{section.Value}\") and as an array ({string.Join(", ", items)}) in different configuration sources; use one form.");
+        }
+
+        if (!string.IsNullOrEmpty(section.Value))
+        {
+            items.Add(section.Value);
+        }
+        else if (items.Count == 0 && section.Value is null)
+        {
+            items.Add("fraud,resnet18,minilm");
+        }
+
+        var models = items.SelectMany(static i => i.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            .Distinct(StringComparer.Ordinal).ToArray();
+        if (models.Length == 0)
+        {
+            throw new InvalidOperationException($"{section.Path} is empty; name one or more of fraud, resnet18 and minilm, or leave it unset for all three.");
+        }
+
+        return models;
     }
 
     /// <summary>

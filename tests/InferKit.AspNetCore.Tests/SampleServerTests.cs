@@ -210,6 +210,37 @@ public sealed class SampleServerTests : IDisposable
     }
 
     [Fact]
+    public async Task Sample_models_given_as_a_json_array_are_the_models_served()
+    {
+        // "Models": ["fraud"] in appsettings.json is Sample:Models:0=fraud in configuration.
+        Directory.CreateDirectory(_models);
+        await File.WriteAllTextAsync(Path.Combine(_models, "appsettings.json"), """{ "Sample": { "Models": ["fraud"] } }""");
+        await using var app = SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--contentRoot={_models}", $"--Sample:ModelsPath={_models}"],
+            b => b.Logging.ClearProviders());
+        Assert.Equal(["fraud"], app.Services.GetRequiredService<IModelRegistry>().ModelNames);
+    }
+
+    [Fact]
+    public void Sample_models_set_both_as_a_list_and_as_an_array_fail_at_build()
+    {
+        // The sample's appsettings.json has the list; an array on top of it cannot be told apart from one below it.
+        var ex = Assert.Throws<InvalidOperationException>(() => SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--Sample:ModelsPath={_models}", "--Sample:Models:0=fraud"],
+            b => b.Logging.ClearProviders()));
+        Assert.Contains("Sample:Models is set both as a list", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Empty_sample_models_fail_at_build_naming_the_setting()
+    {
+        var ex = Assert.Throws<InvalidOperationException>(() => SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--Sample:ModelsPath={_models}", "--Sample:Models="],
+            b => b.Logging.ClearProviders()));
+        Assert.Contains("Sample:Models is empty", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task The_sample_serves_all_three_models()
     {
         var (app, client) = await StartAsync();
