@@ -59,14 +59,19 @@ internal static class RowOps
 
     /// <summary>
     /// A request with the same settings and an absolute deadline fixed at <paramref name="deadline"/>; a caller's
-    /// "no timeout at all" carries over, so a member's default timeout does not cut it short.
+    /// "no timeout at all" carries over, so a member's default timeout does not cut it short. With
+    /// <paramref name="asCaller"/> the member's answer goes to the caller as it is, so the caller's requested outputs and
+    /// continuation choice carry over too; without it (a cascade stage) the member returns every output, which the
+    /// acceptance rule reads.
     /// </summary>
-    public static InferenceRequest WithInputs(InferenceRequest original, Tensor[] inputs, DateTimeOffset? deadline) => new(inputs)
+    public static InferenceRequest WithInputs(InferenceRequest original, Tensor[] inputs, DateTimeOffset? deadline, bool asCaller = false) => new(inputs)
     {
         Id = original.Id,
         Priority = original.Priority,
         Deadline = deadline,
         Timeout = RequestChecks.ForMember(original),
+        RequestedOutputs = asCaller ? original.RequestedOutputs : null,
+        AllowSynchronousContinuation = asCaller && original.AllowSynchronousContinuation,
     };
 
     /// <summary>Copies the selected rows of a tensor into a new tensor.</summary>
@@ -490,15 +495,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
         // No deadline at all (an infinite timeout): every variant has time, the most accurate is chosen.
         double remaining = deadline is DateTimeOffset d ? Math.Max(0, (d - now).TotalSeconds) : double.PositiveInfinity;
         int chosen = Choose(request, remaining);
-        var routed = new InferenceRequest(request.InputArray)
-        {
-            Id = request.Id,
-            Priority = request.Priority,
-            Deadline = deadline,
-            Timeout = RequestChecks.ForMember(request),
-            RequestedOutputs = request.RequestedOutputs,
-            AllowSynchronousContinuation = request.AllowSynchronousContinuation,
-        };
+        var routed = RowOps.WithInputs(request, request.InputArray, deadline, asCaller: true);
 
         // A variant that refuses or fails hands the request to the next faster one; what each said goes into the note.
         string? note = null;
