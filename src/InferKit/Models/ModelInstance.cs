@@ -27,6 +27,7 @@ internal sealed class ModelInstance : IDisposable
     private long _totalFailures;
     private long _outUntilTimestamp;
     private int _timesTakenOut;
+    private int _disposed;
 
     /// <summary>Set by <see cref="CloseWhenIdleAsync"/>: the reservation released last closes the instance.</summary>
     private volatile bool _closeRequested;
@@ -252,8 +253,6 @@ internal sealed class ModelInstance : IDisposable
                 TimeSpan.FromSeconds(_peakEwmaSeconds), _consecutiveFailures, _totalFailures, outUntil, _completed);
         }
     }
-
-    private int _disposed;
 
     /// <summary>Disposes the backend once: a second call (the pool's and an unload's, say) does nothing.</summary>
     public void Dispose()

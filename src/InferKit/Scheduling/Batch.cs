@@ -224,7 +224,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 // starts on it next cannot come between (it would delay this batch's answer time, not its answers).
                 ended = time.GetTimestamp();
                 seconds = time.GetElapsedTime(t0, ended).TotalSeconds;
-                bool slow = health.RunTimeout is TimeSpan limit && seconds > limit.TotalSeconds;
+                bool slow = IsSlow(seconds);
 
                 // Outputs that cannot be cut into requests fault the model, not this instance: it ran, and another would fail alike.
                 bool unsplittable = error is UnsplittableOutputException;
@@ -258,6 +258,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 {
                     hooks.BatchFailed(instance, Rows, error!);
                 }
+
                 if (attempt == 0 && !unsplittable && health.RetryOnAnotherInstance && pool.TryAcquireAny(instance, out var other))
                 {
                     ModelTelemetry.BatchRetried(span, instance, error!);
@@ -337,6 +338,9 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         _owner.Complete(request, response, now);
     }
 
+    /// <summary>A run longer than the health options' RunTimeout: it counts against its instance, though it was answered.</summary>
+    private bool IsSlow(double seconds) => _owner.Health.RunTimeout is TimeSpan limit && seconds > limit.TotalSeconds;
+
     /// <summary>Releases the reservation of one run with its outcome (instance health, latency), and reports a change of rotation.</summary>
     private void Account(ModelInstance instance, int rows, double seconds, bool ok, bool unsplittable, bool slow, bool wasOut)
     {
@@ -362,7 +366,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     {
         var hooks = _owner;
         var time = _owner.Time;
-        var health = _owner.Health;
         int outputs = _signature.Outputs.Count;
         for (int j = 0; j < Count; j++)
         {
@@ -402,7 +405,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             _alone = -1;
             Array.Clear(_inputs);
             double seconds = time.GetElapsedTime(t0, ended).TotalSeconds;
-            bool slow = health.RunTimeout is TimeSpan limit && seconds > limit.TotalSeconds;
+            bool slow = IsSlow(seconds);
             if (!last)
             {
                 instance.ReserveAgain(); // the hold for the next request's run
