@@ -218,6 +218,14 @@ public sealed class TensorTests
         Assert.Equal(0, Tensor.ElementCountOf([5, 0]));
         Assert.Equal(-1, Tensor.ElementCountOf([-1, 4]));
         Assert.Equal(-1, Tensor.ElementCountOf([long.MaxValue, 2]));
+
+        // At the edge of a long: the largest products that fit, and the smallest that do not (the sign bit, the high half).
+        Assert.Equal(long.MaxValue, Tensor.ElementCountOf([long.MaxValue, 1]));
+        Assert.Equal(3037000499L * 3037000499L, Tensor.ElementCountOf([3037000499L, 3037000499L]));
+        Assert.Equal(-1, Tensor.ElementCountOf([3037000500L, 3037000500L]));
+        Assert.Equal(-1, Tensor.ElementCountOf([1L << 62, 2]));
+        Assert.Equal(-1, Tensor.ElementCountOf([1L << 32, 1L << 32]));
+        Assert.Equal(-1, Tensor.ElementCountOf([1L << 32, 1L << 32, 0, -1]));
         Assert.Equal("[?,3,224,224]", Tensor.FormatShape([-1, 3, 224, 224]));
         Assert.Equal("[]", Tensor.FormatShape([]));
         Assert.Equal("x: Float32[2,3]", Tensor.Create("x", new float[6], 2, 3).ToString());
