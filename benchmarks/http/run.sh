@@ -8,7 +8,8 @@
 # wrk (Debian package, installed here when missing) drives each in turn with the same connections and duration,
 # for several interleaved rounds; the table (each peer's median round) goes to stdout and benchmarks/results/http.md.
 # The table also gives the host's CPU time per request (user + system, from /proc/PID/stat): wrk shares the cores, so
-# throughput moves with the CPU both use, while this column is the host's own cost.
+# throughput moves with the CPU both use, while this column is the host's own cost. For InferKit it also gives the
+# rows per batch its model ran (read from the host's GET /breakdown/batches around each run).
 # BREAKDOWN=1 adds two endpoints that split InferKit's cost against the constant endpoint:
 #   hop        /breakdown/hop        the constant endpoint plus a hand-off to another thread and back per request
 #   scheduler  /breakdown/scheduler  the constant endpoint plus InferKit's scheduler and the model (no protocol code)
@@ -117,6 +118,8 @@ done
 # On a virtual machine the hypervisor may run other guests on these cores: the share of CPU time stolen during each
 # run (the steal column of /proc/stat, 0 where it is not reported) says how far a round's numbers can be trusted.
 cpu_times() { awk '/^cpu / { t = 0; for (i = 2; i <= 9 && i <= NF; i++) t += $i; print t, ($9 == "" ? 0 : $9); exit }' /proc/stat 2>/dev/null || echo "0 0"; }
+# Batches and rows InferKit's model has run so far ("BATCHES ROWS", from its own batch-size instrument).
+batches() { curl -fs "$base/breakdown/batches" 2>/dev/null || echo "-"; }
 # The host's CPU time (user + system) in clock ticks, and microseconds per tick.
 host_ticks() { awk '{ print $14 + $15 }' "/proc/$server/stat" 2>/dev/null || echo 0; }
 tick_us="$(awk -v h="$(getconf CLK_TCK 2>/dev/null || echo 100)" 'BEGIN { print 1e6 / h }')"
@@ -127,20 +130,24 @@ for round in $(seq 1 "$ROUNDS"); do
   for p in "${peers[@]}"; do
     read -r t0 s0 <<<"$(cpu_times)"
     h0="$(host_ticks)"
+    b0="$(batches)"
     line="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$work/post.lua" "$base${path[$p]}" | grep '^RESULT')"
     h1="$(host_ticks)"
+    b1="$(batches)"
+    # Rows per batch InferKit ran during this run (the endpoints that do not use InferKit run none: "-").
+    mb="$(echo "$b0 $b1" | awk '{ if (NF == 4 && $3 > $1) printf "%.1f", ($4 - $2) / ($3 - $1); else print "-" }')"
     read -r t1 s1 <<<"$(cpu_times)"
     read -r _ r l50 l90 l99 bad sock n <<<"$line"
     us="$(awk -v a="$h0" -v b="$h1" -v t="$tick_us" -v n="$n" 'BEGIN { printf "%.1f", (n > 0) ? (b - a) * t / n : 0 }')"
-    echo "round $round  $p: $r req/s, p50 $l50 ms, p90 $l90 ms, p99 $l99 ms, non-2xx $bad, socket errors $sock, host CPU $us µs/request, CPU stolen $(steal_pct "$t0" "$s0" "$t1" "$s1")%"
-    echo "$p $r $l50 $l90 $l99 $((bad + sock)) $us" >>"$work/rounds.txt"
+    echo "round $round  $p: $r req/s, p50 $l50 ms, p90 $l90 ms, p99 $l99 ms, non-2xx $bad, socket errors $sock, host CPU $us µs/request, rows per batch $mb, CPU stolen $(steal_pct "$t0" "$s0" "$t1" "$s1")%"
+    echo "$p $r $l50 $l90 $l99 $((bad + sock)) $us $mb" >>"$work/rounds.txt"
   done
 done
 read -r total1 steal1 <<<"$(cpu_times)"
 
 # middle FORMAT: the median of the numbers on stdin, printed with FORMAT.
 middle() { sort -g | awk -v f="$1" '{ v[NR] = $1 } END { printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-# median PEER COLUMN (2 req/s, 3 p50, 4 p90, 5 p99, 7 host CPU µs/request); errors are summed.
+# median PEER COLUMN (2 req/s, 3 p50, 4 p90, 5 p99, 7 host CPU µs/request, 8 rows per batch); errors are summed.
 median() { awk -v p="$1" -v c="$2" '$1 == p { print $c }' "$work/rounds.txt" | middle "%.2f"; }
 errors() { awk -v p="$1" '$1 == p { s += $6 } END { print s + 0 }' "$work/rounds.txt"; }
 # per_round A B COLUMN OP: A's value against B's in each round, as a ratio (OP /) or a difference (OP -).
@@ -165,11 +172,13 @@ p99_goal="$(awk -v r="$p99_vs_naive" 'BEGIN{print (r<1)?"met":"NOT met"}')"
   echo
   echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds (each column: the median round), after a $WARMUP warm-up per endpoint; $(nproc) CPU cores shared by wrk and the host; ONNX Runtime intra-op threads $INTRA_OP_THREADS for both peers; InferKit MaxBatchSize $MAX_BATCH, AllowInlineExecution $INLINE, MaxQueueDelay $MAX_QUEUE_DELAY_US µs."
   echo
-  echo "| endpoint | req/s | p50 ms | p90 ms | p99 ms | errors | host CPU µs/request |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| endpoint | req/s | p50 ms | p90 ms | p99 ms | errors | host CPU µs/request | rows per batch |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for p in "${peers[@]}"; do
     r="$(median "$p" 2)"
-    echo "| $p (${path[$p]}) | $r | $(median "$p" 3) | $(median "$p" 4) | $(median "$p" 5) | $(errors "$p") | $(median "$p" 7) |"
+    rows="-"
+    if [ "$p" = inferkit ] || [ "$p" = scheduler ]; then rows="$(median "$p" 8)"; fi
+    echo "| $p (${path[$p]}) | $r | $(median "$p" 3) | $(median "$p" 4) | $(median "$p" 5) | $(errors "$p") | $(median "$p" 7) | $rows |"
   done
   echo
   echo "Median of the per-round ratios (peers ran back to back within a round):"

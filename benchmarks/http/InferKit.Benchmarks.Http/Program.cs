@@ -16,6 +16,7 @@ using Ort = Microsoft.ML.OnnxRuntime;
 //                                 waiting, in one pass: the price of handing a request to another thread and back
 //   POST /breakdown/scheduler     the constant endpoint plus InferKit's scheduler and the model (the answer is dropped):
 //                                 what the scheduler costs beyond the hop, without InferKit's protocol reader and writer
+// and GET /breakdown/batches: "BATCHES ROWS" InferKit's model has run so far, for run.sh's rows-per-batch column.
 var builder = WebApplication.CreateSlimBuilder(args);
 builder.Logging.ClearProviders();
 int threads = builder.Configuration.GetValue("IntraOpThreads", 1);
@@ -135,7 +136,44 @@ app.MapPost("/breakdown/scheduler", async (HttpContext http) =>
     await http.Response.Body.WriteAsync(constant, http.RequestAborted);
 });
 
+// Batches and rows the model has run so far (from InferKit's own per-batch instrument): run.sh reads it around each
+// InferKit round to report how full the batches were.
+var batchCounter = new BatchCounter();
+app.MapGet("/breakdown/batches", () => Results.Text(batchCounter.Text, "text/plain"));
+
 await app.RunAsync();
+batchCounter.Dispose();
+
+/// <summary>Counts InferKit's batches and their rows, from the "inferkit.batch.size" histogram.</summary>
+internal sealed class BatchCounter : IDisposable
+{
+    private readonly System.Diagnostics.Metrics.MeterListener _listener = new();
+    private long _batches;
+    private long _rows;
+
+    public BatchCounter()
+    {
+        _listener.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == InferKit.Telemetry.InferKitTelemetry.Name && instrument.Name == "inferkit.batch.size")
+            {
+                listener.EnableMeasurementEvents(instrument, this);
+            }
+        };
+        _listener.SetMeasurementEventCallback<int>(static (_, rows, _, state) =>
+        {
+            var self = (BatchCounter)state!;
+            Interlocked.Increment(ref self._batches);
+            Interlocked.Add(ref self._rows, rows);
+        });
+        _listener.Start();
+    }
+
+    /// <summary>"BATCHES ROWS".</summary>
+    public string Text => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Interlocked.Read(ref _batches)} {Interlocked.Read(ref _rows)}");
+
+    public void Dispose() => _listener.Dispose();
+}
 
 /// <summary>
 /// A dedicated thread that ends every wait queued since its last pass, running each waiter's continuation on itself, as
