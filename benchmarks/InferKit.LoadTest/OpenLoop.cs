@@ -33,10 +33,11 @@ internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSp
     /// call. <paramref name="handed"/> is the generator's clock read just before it took the result from the peer (the
     /// delivery): a success taken after the deadline is late. <paramref name="now"/> is read after it returned; past the
     /// deadline only by then, the answer counts as late-after-read (the caller's own thread was descheduled in between).
+    /// <paramref name="batchSize"/> is the rows of the run that answered it (for the table's mean batch).
     /// </summary>
-    public void Answered(long arrival, long call, long handed, long now)
+    public void Answered(long arrival, long call, long handed, long now, int batchSize)
     {
-        Stats.Success(now - arrival);
+        Stats.Success(now - arrival, 1, batchSize);
         if (now - arrival > DeadlineTicks)
         {
             Stats.LateFromArrivalAnswer();
@@ -324,7 +325,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer, Arrivals arrivals) : I
                     case InferenceStatus.Success:
                         if (context.Workload.Matches(_id, response[MlpModel.ProbabilitiesName].GetSpan<float>()))
                         {
-                            context.Answered(_arrival, _call, handed, now);
+                            context.Answered(_arrival, _call, handed, now, response.BatchSize);
                             long server = (long)((response.QueueTime + response.ComputeTime).TotalSeconds * Stopwatch.Frequency);
                             stats.DeliveryLag.Record(now - _call - server);
                             if (server > context.DeadlineTicks)
@@ -439,7 +440,7 @@ internal sealed class NaiveOpenLoop(Workload workload) : IOpenLoopPeer
                 long now = Stopwatch.GetTimestamp();
                 if (owner.Workload.Matches(id, _result))
                 {
-                    context.Answered(_arrival, start, now, now);
+                    context.Answered(_arrival, start, now, now, batchSize: 1);
                 }
                 else
                 {

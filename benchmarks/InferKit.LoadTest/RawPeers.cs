@@ -140,7 +140,7 @@ internal sealed class NaivePeer : IClosedLoopPeer
                         long t1 = Stopwatch.GetTimestamp();
                         if (_workload.Matches(id, result))
                         {
-                            stats.Success(t1 - t0);
+                            stats.Success(t1 - t0, 1, batchSize: 1);
                         }
                         else
                         {
