@@ -154,6 +154,16 @@ internal sealed class ModelInstance : IDisposable
     public void Unreserve() => Released(Interlocked.Decrement(ref _outstanding));
 
     /// <summary>
+    /// Releases a reservation of <paramref name="rows"/> rows (see <see cref="AddRows"/>) whose run never started: it
+    /// leaves the instance's health, completed count, latency and throughput as they were, since it tells nothing of them.
+    /// </summary>
+    public void ReleaseUnrun(int rows)
+    {
+        Interlocked.Add(ref _outstandingRows, -rows);
+        Unreserve();
+    }
+
+    /// <summary>
     /// Records the outcome of a run and releases its reservation. Returns true when this failure took the instance out.
     /// A <paramref name="slow"/> run (longer than RunTimeout) counts as a failure for health, but it ran and its batch was
     /// answered: it is counted as completed and its latency and throughput are recorded like any other.

@@ -274,11 +274,13 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         }
         catch (Exception ex)
         {
-            // Joining the inputs failed (should not happen for validated requests); answer everyone with the error.
+            // Joining the inputs failed (should not happen for validated requests); answer everyone with the error. Nothing
+            // ran: the reservation is released without an outcome, neither a success (which would clear the instance's
+            // failures, or bring it back from its back-off) nor a failure (the instance is not at fault).
             error = ex;
             if (reserved)
             {
-                instance.Complete(Rows, 0, failed: false);
+                instance.ReleaseUnrun(Rows);
             }
 
             if (alone)
@@ -635,6 +637,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
     private void PrepareInputs(PaddingPlan padding)
     {
+        _owner.BeforeJoin?.Invoke(this);
         var first = _requests[0].Inputs;
         if (Count == 1)
         {

@@ -165,6 +165,9 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>Tests only: called on the admitting thread once a request passed the admission checks, before it is counted and queued.</summary>
     internal Action<InferenceRequest>? AfterAdmissionChecks { get; set; }
 
+    /// <summary>Tests only: called on the thread that runs a batch, with the batch, before its requests' inputs are joined (a throw fails the join).</summary>
+    internal Action<Batch>? BeforeJoin { get; set; }
+
     /// <summary>Metrics, spans, alert windows and audit of this model version; null without a telemetry hub.</summary>
     internal ModelTelemetry? Telemetry => _telemetry;
 

@@ -96,6 +96,54 @@ public sealed class PassiveHealthTests
     }
 
     [Fact]
+    public async Task A_batch_whose_inputs_cannot_be_joined_fails_its_callers_and_leaves_its_instance_health_as_it_was()
+    {
+        // Joining the inputs fails before anything runs: not the instance's fault, and no run of it either. It used to be
+        // recorded as a good run, which cleared the instance's consecutive failures (so a failing instance was never taken
+        // out) and counted a run that never happened.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 8;
+            o.Health.FailureThreshold = 2;
+            o.Health.BackOff = TimeSpan.FromSeconds(10);
+        });
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        long completed = h.Registry.GetModel("m").Instances[0].Completed;
+
+        // One failed run on the only instance, while three requests queue behind it.
+        h.Backend.Failure = () => new InvalidOperationException("instance down");
+        var first = await h.OccupyAsync(100);
+        var queued = Enumerable.Range(1, 3).Select(i => h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask()).ToArray();
+        scheduler.BeforeJoin = _ => throw new InvalidOperationException("join broke");
+        h.Backend.Release();
+
+        var ex = await Assert.ThrowsAsync<InferenceFailedException>(() => first.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("instance down", ex.Message, StringComparison.Ordinal);
+        foreach (var t in queued)
+        {
+            ex = await Assert.ThrowsAsync<InferenceFailedException>(() => t.WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal("m", ex.Model);
+            Assert.Contains("join broke", ex.Message, StringComparison.Ordinal);
+        }
+
+        // The batch that could not be joined never ran, and changed nothing of the instance but its reservation.
+        Assert.Equal(1, h.Backend.Runs);
+        var info = h.Registry.GetModel("m").Instances[0];
+        Assert.Equal(1, info.ConsecutiveFailures);
+        Assert.Equal(1, info.TotalFailures);
+        Assert.Equal(completed, info.Completed);
+        Assert.Null(info.OutUntil);
+        Assert.Equal(0, info.Outstanding);
+        Assert.Equal(0, info.OutstandingRows);
+        Assert.Equal(0, scheduler.Active);
+
+        // So the next failure is the second in a row, and takes the instance out.
+        scheduler.BeforeJoin = null;
+        await Assert.ThrowsAsync<InferenceFailedException>(async () => await h.Client.InferAsync("m", FakeBackend.Request(9)));
+        Assert.NotNull(h.Registry.GetModel("m").Instances[0].OutUntil);
+    }
+
+    [Fact]
     public async Task A_slow_run_counts_against_the_instance_but_its_answered_batch_and_latency_are_still_recorded()
     {
         // Each batch takes 2 s against a RunTimeout of 1 s: answered, counted as a failure, and seen as slow by PeakEwma.
