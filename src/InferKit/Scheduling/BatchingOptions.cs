@@ -71,7 +71,10 @@ public sealed class AdaptiveBatchingOptions
 
 /// <summary>
 /// Padding of variable-length inputs: requests whose dynamic non-batch dimensions differ are padded up to
-/// the longest in the batch, and the padding is cut away from outputs that share the padded axis.
+/// the longest in the batch, and the padding is cut away from outputs that share the padded axis. Dynamic axes that share
+/// a dimension name are one padded axis, and a request must give them one length. Unnamed dynamic axes at the same
+/// position of inputs of the same rank (input_ids and attention_mask [batch, ?]) may be one axis: a request that gives
+/// them different lengths is not joined with others, and runs as it came.
 /// </summary>
 public sealed class PaddingOptions
 {

@@ -10,11 +10,12 @@ namespace InferKit.Scheduling;
 /// </summary>
 internal sealed class PaddingPlan
 {
-    private PaddingPlan(bool[][] paddedInputAxes, byte[][] padValues, (int Axis, int Input, int InputAxis)[][] outputTrims)
+    private PaddingPlan(bool[][] paddedInputAxes, byte[][] padValues, (int Axis, int Input, int InputAxis)[][] outputTrims, (int Input, int Axis, int SameAsInput)[] unnamedTies)
     {
         PaddedInputAxes = paddedInputAxes;
         PadValues = padValues;
         OutputTrims = outputTrims;
+        UnnamedTies = unnamedTies;
     }
 
     /// <summary>Per input, per axis: whether the axis is padded.</summary>
@@ -26,6 +27,15 @@ internal sealed class PaddingPlan
     /// <summary>Per output: the axes cut back to a request's own length, and the input axis that length comes from.</summary>
     public (int Axis, int Input, int InputAxis)[][] OutputTrims { get; }
 
+    /// <summary>
+    /// Padded axes without a dimension name that may be one axis: axis <c>Axis</c> of input <c>Input</c> sits at the same
+    /// position as <c>Axis</c> of the earlier input <c>SameAsInput</c>, of the same rank (input_ids and attention_mask
+    /// [batch, ?]). The model does not say whether they are; a request that gives them different lengths is therefore
+    /// never joined (see <see cref="Compatible"/>). Axes that share a name are one axis, and admission refuses a request
+    /// that disagrees on one (see <see cref="RequestValidator"/>).
+    /// </summary>
+    public (int Input, int Axis, int SameAsInput)[] UnnamedTies { get; }
+
     public bool Enabled { get; private init; }
 
     public static PaddingPlan Create(string model, ModelSignature signature, PaddingOptions options)
@@ -34,6 +44,8 @@ internal sealed class PaddingPlan
         var padded = new bool[inputs.Count][];
         var values = new byte[inputs.Count][];
         var byName = new Dictionary<string, (int Input, int Axis)>(StringComparer.Ordinal);
+        var unnamed = new Dictionary<(int Rank, int Axis), int>();
+        var ties = new List<(int, int, int)>();
         bool any = false;
         for (int i = 0; i < inputs.Count; i++)
         {
@@ -60,6 +72,10 @@ internal sealed class PaddingPlan
                     if (inputs[i].DimensionNames[d] is string dimName)
                     {
                         byName.TryAdd(dimName, (i, d));
+                    }
+                    else if (!unnamed.TryAdd((inputs[i].Rank, d), i))
+                    {
+                        ties.Add((i, d, unnamed[(inputs[i].Rank, d)]));
                     }
                 }
             }
@@ -113,7 +129,7 @@ internal sealed class PaddingPlan
             }
         }
 
-        return new PaddingPlan(padded, values, trims) { Enabled = any };
+        return new PaddingPlan(padded, values, trims, ties.ToArray()) { Enabled = any };
     }
 
     /// <summary>
@@ -161,9 +177,19 @@ internal sealed class PaddingPlan
         _ => (0, 0),
     };
 
-    /// <summary>True when two validated requests may share a batch.</summary>
+    /// <summary>
+    /// True when two validated requests may share a batch. A request whose inputs disagree on axes that may be one
+    /// (<see cref="UnnamedTies"/>, 7 ids with a mask of 5) shares with none: padded beside others, each of its inputs
+    /// would grow to the batch's own longest (its mask to 7, read as "the last two tokens are padding"), an answer it did
+    /// not ask for. Alone, it reaches the model as it came, and the model's own answer or error is the request's.
+    /// </summary>
     public bool Compatible(Tensor[] a, Tensor[] b)
     {
+        if (UnnamedTies.Length > 0 && (Disagrees(a) || Disagrees(b)))
+        {
+            return false;
+        }
+
         for (int i = 0; i < a.Length; i++)
         {
             var sa = a[i].Shape;
@@ -179,5 +205,19 @@ internal sealed class PaddingPlan
         }
 
         return true;
+    }
+
+    /// <summary>True when the request's inputs give axes that may be one (<see cref="UnnamedTies"/>) different lengths.</summary>
+    private bool Disagrees(Tensor[] inputs)
+    {
+        foreach (var (input, axis, sameAs) in UnnamedTies)
+        {
+            if (inputs[input].Shape[axis] != inputs[sameAs].Shape[axis])
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 }

@@ -187,6 +187,103 @@ public sealed class JoiningTests
         Assert.True(square.IsSuccess, square.Message);
     }
 
+    /// <summary>input_ids, attention_mask: Int64 [batch, ?] (the sequence axis unnamed, as some exports leave it) → tokens = Σ mask [batch].</summary>
+    private static ScriptedBackend UnnamedTokens() => new(
+        new ModelSignature(
+            [
+                new TensorSpec("input_ids", TensorElementType.Int64, [-1, -1], ["batch", null]),
+                new TensorSpec("attention_mask", TensorElementType.Int64, [-1, -1], ["batch", null]),
+            ],
+            [new TensorSpec("tokens", TensorElementType.Int64, [-1], ["batch"])]),
+        static (inputs, sink) =>
+        {
+            var mask = inputs[1].GetSpan<long>();
+            long rows = inputs[1].Shape[0];
+            var tokens = new long[rows];
+            for (int i = 0; i < mask.Length; i++)
+            {
+                tokens[i / (int)inputs[1].Shape[1]] += mask[i];
+            }
+
+            sink.OnOutput(0, TensorElementType.Int64, [rows], System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));
+        });
+
+    private static InferenceRequest UnnamedTokens(int ids, int mask) => new(
+        Tensor.Create("input_ids", new long[ids], 1, ids),
+        Tensor.Create("attention_mask", Enumerable.Repeat(1L, mask).ToArray(), 1, mask));
+
+    [Fact]
+    public async Task With_padding_a_request_whose_unnamed_padded_axes_disagree_runs_alone_as_it_came()
+    {
+        // input_ids' and attention_mask's unnamed axis 1 may be one axis; the model does not say. A request of 7 ids and a
+        // mask of 5 used to be joined: its mask was padded to 7, which the model read as "the last two tokens are
+        // padding", an answer the request did not ask for. Now it runs alone, as it came; the others still join.
+        var backend = UnnamedTokens();
+        await using var host = await ScriptedBackend.StartAsync(backend, o => o.Batching.Padding.Enabled = true, JoinDelay);
+
+        var mismatched = host.Send(UnnamedTokens(ids: 7, mask: 5));
+        var seven = host.Send(UnnamedTokens(ids: 7, mask: 7));
+        var five = host.Send(UnnamedTokens(ids: 5, mask: 5));
+        host.Time.Advance(JoinDelay);
+
+        using (var r = await mismatched)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal([5L], r["tokens"].ToArray<long>()); // its own mask of 5, not padded to anything
+        }
+
+        using (var r = await seven)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal([7L], r["tokens"].ToArray<long>());
+        }
+
+        using (var r = await five)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal([5L], r["tokens"].ToArray<long>());
+        }
+
+        Assert.Equal(
+            ["input_ids: Int64[1,7] attention_mask: Int64[1,5]", "input_ids: Int64[2,7] attention_mask: Int64[2,7]"],
+            backend.Runs);
+    }
+
+    [Fact]
+    public async Task With_padding_requests_whose_unnamed_axes_differ_between_inputs_but_agree_with_themselves_join()
+    {
+        // The other reading of the same signature: two unrelated axes. Requests that each agree with themselves join and
+        // are padded; one that does not (3 and 4 below) runs alone, so neither reading ever gets a wrong answer.
+        var backend = UnnamedTokens();
+        await using var host = await ScriptedBackend.StartAsync(backend, o => o.Batching.Padding.Enabled = true, JoinDelay);
+
+        var three = host.Send(UnnamedTokens(ids: 3, mask: 3));
+        var four = host.Send(UnnamedTokens(ids: 4, mask: 4));
+        var odd = host.Send(UnnamedTokens(ids: 3, mask: 4));
+        host.Time.Advance(JoinDelay);
+        foreach (var (task, tokens) in new[] { (three, 3L), (four, 4L), (odd, 4L) })
+        {
+            using var r = await task;
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal([tokens], r["tokens"].ToArray<long>());
+        }
+
+        Assert.Equal(
+            ["input_ids: Int64[2,4] attention_mask: Int64[2,4]", "input_ids: Int64[1,3] attention_mask: Int64[1,4]"],
+            backend.Runs);
+    }
+
+    [Fact]
+    public async Task Without_padding_unnamed_axes_of_two_inputs_are_not_tied()
+    {
+        // Nothing pads them, so InferKit does not decide they are one axis: the model gets the request as it came.
+        var backend = UnnamedTokens();
+        await using var host = await ScriptedBackend.StartAsync(backend);
+        using var r = await host.Send(UnnamedTokens(ids: 7, mask: 5));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal(["input_ids: Int64[1,7] attention_mask: Int64[1,5]"], backend.Runs);
+    }
+
     /// <summary>
     /// ids, mask: Int64 [batch, sequence] → echo = 100·ids + mask [batch, sequence] and length = Σ mask [batch]; the
     /// joined inputs of every run are kept.
