@@ -17,7 +17,7 @@ namespace InferKit.Samples.Server;
 /// <item><c>Sample:Models</c>: which of fraud, resnet18, minilm to serve (comma-separated, or a JSON array; all three by default).</item>
 /// <item><c>Sample:ModelsPath</c>: where fraud.onnx is generated on first start (default: <c>models</c> under the content root).</item>
 /// <item><c>Sample:ApiKeys:&lt;client&gt;=&lt;key&gt;</c>: when any is set, the <c>/v2</c> endpoints other than the health probes require an <c>X-Api-Key</c> header (<c>/healthz</c>, <c>/metrics</c> and <c>/</c> stay open).</item>
-/// <item><c>Sample:RateLimit:Permits</c> per <c>Sample:RateLimit:Period</c>: requests per client (API key, else IP address); 1000 a second by default, 0 switches it off.</item>
+/// <item><c>Sample:RateLimit:Permits</c> per <c>Sample:RateLimit:Period</c>: requests per client (API key, else IP address); 1000 a second by default, 0 switches it off; the period is from 1 ms to about 49.7 days.</item>
 /// </list>
 /// </summary>
 public static class SampleServer
@@ -27,6 +27,12 @@ public static class SampleServer
 
     /// <summary>The name of the per-client rate-limiting policy.</summary>
     public const string RateLimitPolicy = "per-client";
+
+    /// <summary>The shortest <c>Sample:RateLimit:Period</c>: the token bucket's timer counts whole milliseconds.</summary>
+    private static readonly TimeSpan MinRateLimitPeriod = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>The longest <c>Sample:RateLimit:Period</c>: the longest period a <see cref="Timer"/> takes (4294967294 ms).</summary>
+    private static readonly TimeSpan MaxRateLimitPeriod = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
 
     /// <summary>Builds the application from command-line arguments.</summary>
     /// <param name="args">Command-line arguments, for example <c>--urls http://0.0.0.0:8080</c>.</param>
@@ -51,9 +57,12 @@ public static class SampleServer
             throw new InvalidOperationException($"Sample:RateLimit:Permits must be 0 (no rate limit) or more; it is {permits}.");
         }
 
-        if (permits > 0 && period <= TimeSpan.Zero)
+        // The token bucket replenishes on a timer, whose period is whole milliseconds up to 4294967294 (about 49.7 days):
+        // a period outside that range is refused here, at start, with the setting's name.
+        if (permits > 0 && (period < MinRateLimitPeriod || period > MaxRateLimitPeriod))
         {
-            throw new InvalidOperationException($"Sample:RateLimit:Period must be positive; it is {period}.");
+            throw new InvalidOperationException(
+                $"Sample:RateLimit:Period must be from {MinRateLimitPeriod} to {MaxRateLimitPeriod} (about 49.7 days, the longest period a timer takes); it is {period}.");
         }
 
         var inferKit = builder.Services.AddInferKit(o => o.DrainTimeout = TimeSpan.FromSeconds(20));

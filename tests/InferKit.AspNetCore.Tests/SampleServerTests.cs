@@ -170,6 +170,37 @@ public sealed class SampleServerTests : IDisposable
     }
 
     [Theory]
+    [InlineData("50.00:00:00")] // past the replenishment timer's limit: the first request would fail with a 500
+    [InlineData("49.17:02:47.2950000")] // one millisecond past it
+    [InlineData("00:00:00.0001000")] // under a millisecond: the bucket would be replenished once, then never
+    public void A_rate_limit_period_a_timer_cannot_take_fails_at_build_naming_the_setting_the_value_and_the_range(string period)
+    {
+        var ex = Assert.Throws<InvalidOperationException>(() => SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--Sample:ModelsPath={_models}", "--Sample:Models=fraud", $"--Sample:RateLimit:Period={period}"],
+            b => b.Logging.ClearProviders()));
+        Assert.Contains("Sample:RateLimit:Period", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"it is {period}", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("from 00:00:00.0010000 to 49.17:02:47.2940000", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_rate_limit_period_at_the_timers_limit_is_served()
+    {
+        // The client's token bucket (and its timer) is made on its first request.
+        var (app, client) = await StartAsync("--Sample:Models=fraud", "--Sample:RateLimit:Permits=1", "--Sample:RateLimit:Period=49.17:02:47.294");
+        await using (app)
+        {
+            using (client)
+            {
+                using var first = await client.PostAsync("/v2/models/fraud/infer", new StringContent(FraudRequest(new float[FraudModel.Features])));
+                Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+                using var second = await client.PostAsync("/v2/models/fraud/infer", new StringContent(FraudRequest(new float[FraudModel.Features])));
+                Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(0)] // created, never written: a crash right after opening it
     [InlineData(100)] // half-written
     [InlineData(-1)] // the right length, damaged
