@@ -179,11 +179,21 @@ public static class SampleServer
             items.Add("fraud,resnet18,minilm");
         }
 
-        var models = items.SelectMany(static i => i.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-            .Distinct(StringComparer.Ordinal).ToArray();
+        var models = items.SelectMany(static i => i.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
         if (models.Length == 0)
         {
             throw new InvalidOperationException($"{section.Path} is empty; name one or more of fraud, resnet18 and minilm, or leave it unset for all three.");
+        }
+
+        // A model named twice is a mistake (a copy-paste, or one meant to be another), not a wish to serve it twice. Names
+        // compare as the registry compares them (ordinal); one in another case is refused below as a model the sample lacks.
+        var named = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var model in models)
+        {
+            if (!named.Add(model))
+            {
+                throw new InvalidOperationException($"{section.Path} names '{model}' more than once ({string.Join(", ", models)}); name each model once.");
+            }
         }
 
         return models;

@@ -271,6 +271,28 @@ public sealed class SampleServerTests : IDisposable
         Assert.Contains("Sample:Models is empty", ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("--Sample:Models=fraud,fraud")]
+    [InlineData("--Sample:Models=fraud, resnet18 ,fraud")]
+    public void A_model_named_twice_in_sample_models_fails_at_build_naming_the_setting_and_the_model(string models)
+    {
+        var ex = Assert.Throws<InvalidOperationException>(() => SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--Sample:ModelsPath={_models}", models],
+            b => b.Logging.ClearProviders()));
+        Assert.Contains("Sample:Models names 'fraud' more than once", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_model_named_twice_in_a_sample_models_json_array_fails_at_build()
+    {
+        Directory.CreateDirectory(_models);
+        await File.WriteAllTextAsync(Path.Combine(_models, "appsettings.json"), """{ "Sample": { "Models": ["fraud", "fraud"] } }""");
+        var ex = Assert.Throws<InvalidOperationException>(() => SampleServer.Build(
+            ["--urls=http://127.0.0.1:0", $"--contentRoot={_models}", $"--Sample:ModelsPath={_models}"],
+            b => b.Logging.ClearProviders()));
+        Assert.Contains("Sample:Models names 'fraud' more than once", ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task The_sample_serves_all_three_models()
     {
