@@ -212,65 +212,35 @@ public sealed class JoiningTests
         Tensor.Create("input_ids", new long[ids], 1, ids),
         Tensor.Create("attention_mask", Enumerable.Repeat(1L, mask).ToArray(), 1, mask));
 
-    [Fact]
-    public async Task With_padding_a_request_whose_unnamed_padded_axes_disagree_runs_alone_as_it_came()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task With_padding_a_request_whose_unnamed_padded_axes_disagree_runs_alone_as_it_came(bool mismatchedFirst)
     {
-        // input_ids' and attention_mask's unnamed axis 1 may be one axis; the model does not say. A request of 7 ids and a
-        // mask of 5 used to be joined: its mask was padded to 7, which the model read as "the last two tokens are
-        // padding", an answer the request did not ask for. Now it runs alone, as it came; the others still join.
+        // input_ids' and attention_mask's unnamed axis 1 may be one axis, or two unrelated ones: the model does not say. A
+        // request of 7 ids and a mask of 5 used to be joined: its mask was padded to 7, which the model read as "the last
+        // two tokens are padding", an answer the request did not ask for. Now it runs alone, as it came, whether it heads
+        // the queue or comes after requests that agree with themselves; those still join.
         var backend = UnnamedTokens();
         await using var host = await ScriptedBackend.StartAsync(backend, o => o.Batching.Padding.Enabled = true, JoinDelay);
 
-        var mismatched = host.Send(UnnamedTokens(ids: 7, mask: 5));
+        var mismatched = mismatchedFirst ? host.Send(UnnamedTokens(ids: 7, mask: 5)) : null;
         var seven = host.Send(UnnamedTokens(ids: 7, mask: 7));
         var five = host.Send(UnnamedTokens(ids: 5, mask: 5));
+        mismatched ??= host.Send(UnnamedTokens(ids: 7, mask: 5));
         host.Time.Advance(JoinDelay);
 
-        using (var r = await mismatched)
-        {
-            Assert.True(r.IsSuccess, r.Message);
-            Assert.Equal([5L], r["tokens"].ToArray<long>()); // its own mask of 5, not padded to anything
-        }
-
-        using (var r = await seven)
-        {
-            Assert.True(r.IsSuccess, r.Message);
-            Assert.Equal([7L], r["tokens"].ToArray<long>());
-        }
-
-        using (var r = await five)
-        {
-            Assert.True(r.IsSuccess, r.Message);
-            Assert.Equal([5L], r["tokens"].ToArray<long>());
-        }
-
-        Assert.Equal(
-            ["input_ids: Int64[1,7] attention_mask: Int64[1,5]", "input_ids: Int64[2,7] attention_mask: Int64[2,7]"],
-            backend.Runs);
-    }
-
-    [Fact]
-    public async Task With_padding_requests_whose_unnamed_axes_differ_between_inputs_but_agree_with_themselves_join()
-    {
-        // The other reading of the same signature: two unrelated axes. Requests that each agree with themselves join and
-        // are padded; one that does not (3 and 4 below) runs alone, so neither reading ever gets a wrong answer.
-        var backend = UnnamedTokens();
-        await using var host = await ScriptedBackend.StartAsync(backend, o => o.Batching.Padding.Enabled = true, JoinDelay);
-
-        var three = host.Send(UnnamedTokens(ids: 3, mask: 3));
-        var four = host.Send(UnnamedTokens(ids: 4, mask: 4));
-        var odd = host.Send(UnnamedTokens(ids: 3, mask: 4));
-        host.Time.Advance(JoinDelay);
-        foreach (var (task, tokens) in new[] { (three, 3L), (four, 4L), (odd, 4L) })
+        // Tokens = the sum of each request's own mask: 5 for the mismatched one, not padded to anything.
+        foreach (var (task, tokens) in new[] { (mismatched, 5L), (seven, 7L), (five, 5L) })
         {
             using var r = await task;
             Assert.True(r.IsSuccess, r.Message);
             Assert.Equal([tokens], r["tokens"].ToArray<long>());
         }
 
-        Assert.Equal(
-            ["input_ids: Int64[2,4] attention_mask: Int64[2,4]", "input_ids: Int64[1,3] attention_mask: Int64[1,4]"],
-            backend.Runs);
+        const string Alone = "input_ids: Int64[1,7] attention_mask: Int64[1,5]";
+        const string Joined = "input_ids: Int64[2,7] attention_mask: Int64[2,7]";
+        Assert.Equal(mismatchedFirst ? [Alone, Joined] : [Joined, Alone], backend.Runs);
     }
 
     [Fact]
