@@ -1030,6 +1030,7 @@ internal sealed class ModelScheduler : IDisposable
 
     private void OnCancelled(PendingRequest request)
     {
+        request.CancellationCallbackRan();
         if (!request.TryEndAny(out int previous))
         {
             return;

@@ -25,6 +25,12 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     private int _state;
     private bool _unregistered;
 
+    /// <summary>
+    /// Set when the cancellation callback ran (see <see cref="CancellationCallbackRan"/>). Never cleared: such an object is
+    /// never reused.
+    /// </summary>
+    private volatile bool _cancellationCallbackRan;
+
     public PendingRequest(ModelScheduler owner, int inputCount)
     {
         Owner = owner;
@@ -100,6 +106,14 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
         InlineException = null;
         Volatile.Write(ref _state, Queued);
     }
+
+    /// <summary>
+    /// Called first thing by the cancellation callback. A token cancelled as the callback is registered runs it
+    /// synchronously inside the registration, which then returns no registration (default): nothing is left to
+    /// unregister, yet the callback ran, and it may have ended the request while a queue entry or a batch still pointed at
+    /// it. <see cref="Recycle"/> reads this rather than trust an empty registration.
+    /// </summary>
+    public void CancellationCallbackRan() => _cancellationCallbackRan = true;
 
     public bool TryStart() => Interlocked.CompareExchange(ref _state, Running, Queued) == Queued;
 
@@ -229,12 +243,13 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     /// <summary>
     /// Clears references and returns the object to its scheduler's pool when that is safe: it never registered a
     /// cancellation callback, or one unregistration of it succeeded (the callback never ran and never will). A request
-    /// whose callback ran, or runs now, was abandoned while queued or running and is left untouched to the garbage
-    /// collector: the batch that took it may still be reading its inputs, and a stale queue entry may still point at it.
+    /// whose callback ran (even synchronously inside its registration, which then returns an empty one), or runs now, was
+    /// abandoned while queued or running and is left untouched to the garbage collector: the batch that took it may still
+    /// be reading its inputs, and a stale queue entry may still point at it.
     /// </summary>
     public void Recycle()
     {
-        if (!(Registration == default || _unregistered || Registration.Unregister()))
+        if (_cancellationCallbackRan || !(Registration == default || _unregistered || Registration.Unregister()))
         {
             return;
         }
