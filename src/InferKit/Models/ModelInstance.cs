@@ -157,7 +157,10 @@ internal sealed class ModelInstance : IDisposable
     /// Releases a reservation of <paramref name="rows"/> rows (see <see cref="AddRows"/>) whose run never started: it
     /// leaves the instance's health, completed count, latency and throughput as they were, since it tells nothing of them.
     /// </summary>
-    public void ReleaseUnrun(int rows)
+    public void ReleaseUnrun(int rows) => Release(rows);
+
+    /// <summary>Releases a reservation of <paramref name="rows"/> rows: the rows, then the slot (closing the instance if a close waits for it).</summary>
+    private void Release(int rows)
     {
         Interlocked.Add(ref _outstandingRows, -rows);
         Unreserve();
@@ -223,8 +226,7 @@ internal sealed class ModelInstance : IDisposable
             }
         }
 
-        Interlocked.Add(ref _outstandingRows, -rows);
-        Released(Interlocked.Decrement(ref _outstanding));
+        Release(rows);
         return takenOut;
     }
 
@@ -242,7 +244,7 @@ internal sealed class ModelInstance : IDisposable
         Outstanding = Outstanding,
         OutstandingRows = OutstandingRows,
         MaxConcurrency = MaxConcurrency,
-        Weight = _configuredWeight ?? (Volatile.Read(ref _rowsPerSecond) is > 0 and var r ? r : unmeasuredWeight),
+        Weight = _configuredWeight ?? (LearnedRate is > 0 and var r ? r : unmeasuredWeight),
         SmoothedLatencySeconds = SmoothedLatencySeconds,
         Completed = Volatile.Read(ref _completed),
     };
