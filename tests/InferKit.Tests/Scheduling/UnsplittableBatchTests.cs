@@ -156,27 +156,25 @@ public sealed class UnsplittableBatchTests
         await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 8, services: s => s.AddLogging(b => b.AddProvider(logs)));
         h.Backend.FirstRowOnlyWhenJoined = true;
 
-        // First wave: the joined run shows the output does not follow the batch; each request runs again alone.
-        var first = await h.OccupyAsync(100);
-        var wave1 = Enumerable.Range(1, 3).Select(i => Send(h, i).AsTask()).ToArray();
-        h.Backend.Release();
-        (await first).Dispose();
-        for (int i = 0; i < wave1.Length; i++)
+        // Requests from..from+2 queued behind a held request, then released; each must get its own answer.
+        async Task WaveAsync(int held, int from)
         {
-            using var r = await wave1[i];
-            AssertAnswer(r, i + 1);
+            var occupied = await h.OccupyAsync(held);
+            var wave = Enumerable.Range(from, 3).Select(i => Send(h, i).AsTask()).ToArray();
+            h.Backend.Release();
+            (await occupied).Dispose();
+            for (int i = 0; i < wave.Length; i++)
+            {
+                using var r = await wave[i];
+                AssertAnswer(r, from + i);
+            }
         }
 
+        // First wave: the joined run shows the output does not follow the batch; each request runs again alone.
+        await WaveAsync(100, 1);
+
         // Second wave, queued the same way: no joined run is wasted any more, each request runs once, alone.
-        var second = await h.OccupyAsync(200);
-        var wave2 = Enumerable.Range(4, 3).Select(i => Send(h, i).AsTask()).ToArray();
-        h.Backend.Release();
-        (await second).Dispose();
-        for (int i = 0; i < wave2.Length; i++)
-        {
-            using var r = await wave2[i];
-            AssertAnswer(r, i + 4);
-        }
+        await WaveAsync(200, 4);
 
         var batches = h.BatchIds();
         Assert.Equal([[100f], [1f, 2f, 3f], [1f], [2f], [3f], [200f]], batches.Take(6));
