@@ -294,8 +294,8 @@ public sealed class LifecycleTests
         var logs = new FakeLoggerProvider();
         using var gate = new ManualResetEventSlim();
         var blocking = new ProbeBackend(new FakeBackend()) { DisposeGate = gate };
-        var sibling = new FakeBackend();
-        var other = new FakeBackend();
+        var sibling = new ProbeBackend(new FakeBackend());
+        var other = new ProbeBackend(new FakeBackend());
         var services = new ServiceCollection();
         services.AddSingleton<TimeProvider>(time);
         services.AddLogging(b => b.AddProvider(logs));
@@ -311,11 +311,19 @@ public sealed class LifecycleTests
             var unloading = Task.Run(() => registry.DisposeAsync().AsTask());
             await blocking.Disposing.Task.WaitAsync(TimeSpan.FromSeconds(30));
 
+            // The other instance and the other model dispose without the clock moving. Waiting for them before the
+            // clock moves keeps the test to one pending disposal: every model unloads under one shared deadline, so a
+            // model reached only after the advance would get no time left and rightly be reported pending as well.
+            await sibling.DisposeReturned.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            await other.DisposeReturned.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(SpinWait.SpinUntil(() => registry.GetModel("b").State == ModelState.Unloaded, TimeSpan.FromSeconds(30)),
+                "model 'b' did not finish unloading without the clock moving");
+
             // The drain timeout passes on the injected clock: the unload returns though the backend's Dispose has not.
             time.Advance(drain);
             await unloading.WaitAsync(TimeSpan.FromSeconds(30));
-            Assert.True(sibling.Disposed, "the other instance of the same model was left undisposed");
-            Assert.True(other.Disposed, "another model was left undisposed");
+            Assert.Equal(1, sibling.DisposeCalls);
+            Assert.Equal(1, other.DisposeCalls);
             Assert.Equal(ModelState.Unloaded, registry.GetModel("a").State);
             var warning = Assert.Single(logs.Collector.GetSnapshot(), r => r.Id.Id == 1009);
             Assert.Equal(LogLevel.Warning, warning.Level);
