@@ -86,6 +86,9 @@ internal sealed class OnnxModelBackend : IModelBackend
     /// <summary>Runs whose outputs ONNX Runtime wrote into this backend's own buffers (diagnostics and tests).</summary>
     internal long PreallocatedRuns => Volatile.Read(ref _preallocatedRuns);
 
+    /// <summary>Run contexts waiting in the pool for the next run (diagnostics and tests).</summary>
+    internal int PooledContexts => _contexts.Count;
+
     /// <summary>True while runs write their outputs into this backend's own buffers (see <see cref="PlanOutputs"/>).</summary>
     internal bool PreallocatesOutputs => Volatile.Read(ref _preallocate) == Planned;
 
@@ -358,14 +361,53 @@ internal sealed class OnnxModelBackend : IModelBackend
                 handles[i] = default;
             }
 
-            if (terminated || _disposed != 0)
+            if (terminated)
             {
                 context.Dispose();
             }
             else
             {
-                _contexts.Add(context);
+                ReturnContext(context);
             }
+        }
+    }
+
+    /// <summary>
+    /// Tests only: called on the run's thread with its context after the run checked that the backend is not disposed and
+    /// before the context goes back to the pool, where a concurrent <see cref="Dispose"/> can land.
+    /// </summary>
+    internal Action<RunContext>? BeforeContextPooled { get; set; }
+
+    /// <summary>
+    /// Hands a run's context back to the pool, or disposes it once the backend is disposed. <see cref="Dispose"/> can land
+    /// between the check and the add, after it emptied the pool: the context would then sit in the pool of a disposed
+    /// backend, its run options and values never released. So the add is followed by a second check (a full fence
+    /// between, as <see cref="Dispose"/> sets the flag before it empties the pool): either Dispose's emptying finds the
+    /// context, or this check sees the flag and empties the pool itself. Each pooled context is taken by one of them only.
+    /// </summary>
+    private void ReturnContext(RunContext context)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            context.Dispose();
+            return;
+        }
+
+        BeforeContextPooled?.Invoke(context);
+        _contexts.Add(context);
+        Interlocked.MemoryBarrier();
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            DisposePooledContexts();
+        }
+    }
+
+    /// <summary>Disposes every context in the pool (each is no longer used by any run).</summary>
+    private void DisposePooledContexts()
+    {
+        while (_contexts.TryTake(out var context))
+        {
+            context.Dispose();
         }
     }
 
@@ -644,11 +686,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
 
         DisposeSessions(_session, _lane);
-        while (_contexts.TryTake(out var context))
-        {
-            context.Dispose();
-        }
-
+        DisposePooledContexts();
         Interlocked.Decrement(ref s_liveSessions);
     }
 
