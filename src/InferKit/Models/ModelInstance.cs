@@ -154,8 +154,9 @@ internal sealed class ModelInstance : IDisposable
     public void Unreserve() => Released(Interlocked.Decrement(ref _outstanding));
 
     /// <summary>
-    /// Releases a reservation of <paramref name="rows"/> rows (see <see cref="AddRows"/>) whose run never started: it
-    /// leaves the instance's health, completed count, latency and throughput as they were, since it tells nothing of them.
+    /// Releases a reservation of <paramref name="rows"/> rows (see <see cref="AddRows"/>) whose run never started, or was
+    /// stopped by its caller's cancellation: it leaves the instance's health, completed count, latency and throughput as
+    /// they were, since it tells nothing of them.
     /// </summary>
     public void ReleaseUnrun(int rows) => Release(rows);
 

@@ -55,6 +55,13 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     /// <summary>How long the last successful run took, in seconds (0 when it failed).</summary>
     public double Seconds { get; private set; }
 
+    /// <summary>
+    /// The token of the one request an inline run carries (see <see cref="ModelScheduler.InferAsync"/>), passed to the
+    /// backend so that its cancellation stops the run, whose caller waits on it; default for every other batch, whose
+    /// requests are answered at once when cancelled while the run goes on for the rest.
+    /// </summary>
+    public CancellationToken RunToken { get; set; }
+
     public PendingRequest this[int index] => _requests[index];
 
     public void Add(PendingRequest request)
@@ -185,7 +192,8 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
     /// <summary>
     /// The run itself; returns the error every request was failed with, or, when the joined outputs could not be split
-    /// and each request ran again alone, that joined run's error (each request then got its own answer); else null.
+    /// and each request ran again alone, that joined run's error (each request then got its own answer), or the
+    /// cancellation that stopped the run (see <see cref="RunToken"/>); else null.
     /// </summary>
     private Exception? RunCore(long started, Activity? span)
     {
@@ -193,8 +201,10 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         var time = _owner.Time;
         var pool = _owner.Pool;
         var health = _owner.Health;
+        var token = RunToken;
         bool reserved = true;
         bool alone = false;
+        bool cancelled = false;
         long ended = 0;
         Exception? error = null;
         double seconds = 0;
@@ -210,7 +220,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 bool ok;
                 try
                 {
-                    instance.Backend.Run(_inputs, this, CancellationToken.None);
+                    instance.Backend.Run(_inputs, this, token);
                     ok = true;
                     error = null;
                 }
@@ -224,6 +234,16 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 // starts on it next cannot come between (it would delay this batch's answer time, not its answers).
                 ended = time.GetTimestamp();
                 seconds = time.GetElapsedTime(t0, ended).TotalSeconds;
+                if (!ok && error is OperationCanceledException && token.IsCancellationRequested)
+                {
+                    // Stopped by its caller: neither a failure of the instance nor a run to measure, and not retried.
+                    cancelled = true;
+                    reserved = false;
+                    instance.ReleaseUnrun(Rows);
+                    DiscardResponses();
+                    break;
+                }
+
                 bool slow = IsSlow(seconds);
 
                 // Outputs that cannot be cut into requests fault the model, not this instance: it ran, and another would fail alike.
@@ -300,6 +320,19 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         {
             // The joined run's failure stays on the batch span; each request has its own answer from its own run.
             RunEachAlone(instance, started);
+            return error;
+        }
+
+        if (cancelled || (error is null && token.IsCancellationRequested))
+        {
+            // Stopped by the cancellation, or cancelled while it ran though the run finished: the caller is answered as
+            // cancelled, as a queued request cancelled while its batch runs is.
+            DiscardResponses();
+            for (int j = 0; j < Count; j++)
+            {
+                hooks.CancelRunning(_requests[j]);
+            }
+
             return error;
         }
 
@@ -440,6 +473,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         Rows = 0;
         Seconds = 0;
         Instance = null;
+        RunToken = default;
     }
 
     public void OnOutput(int outputIndex, TensorElementType elementType, ReadOnlySpan<long> shape, ReadOnlySpan<byte> data)

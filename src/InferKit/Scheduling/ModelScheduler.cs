@@ -517,6 +517,22 @@ internal sealed class ModelScheduler : IDisposable
             Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds, 0), InferenceOutcome.DeadlineExceeded, now);
     }
 
+    /// <summary>
+    /// A running request whose run its caller's token stopped, or that was cancelled while its run went on (an inline
+    /// run, see <see cref="Batch.RunToken"/>): answered as cancelled, as <see cref="OnCancelled"/> answers a queued one.
+    /// </summary>
+    internal void CancelRunning(PendingRequest request)
+    {
+        if (!request.TryFinishRunning())
+        {
+            return;
+        }
+
+        _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, InferenceOutcome.Cancelled, null, null);
+        EndActive();
+        request.DeliverException(new OperationCanceledException($"The request to model '{ModelName}' was cancelled.", request.Token));
+    }
+
     internal void Fail(PendingRequest request, Exception exception)
     {
         if (!request.TryFinishRunning())
@@ -574,12 +590,20 @@ internal sealed class ModelScheduler : IDisposable
         var batch = RentBatch();
         batch.Add(pending);
         batch.Instance = instance;
+        // The caller waits on this thread, with no cancellation callback registered: its token reaches the run instead.
+        var token = pending.Token;
+        batch.RunToken = token;
         instance.AddRows(pending.Rows);
         RunBatch(batch);
         var result = pending.InlineResult;
         var error = pending.InlineException;
         pending.Recycle();
         HandOff();
+        if (error is OperationCanceledException && token.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<InferenceResponse>(token);
+        }
+
         if (error is not null)
         {
             return ValueTask.FromException<InferenceResponse>(error);
