@@ -707,6 +707,9 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             {
                 int count = checked((int)Tensor.ElementCountOf(shape));
                 var buffer = ArrayPool<string>.Shared.Rent(Math.Max(1, count));
+
+                // Recorded as soon as rented: a copy below that throws leaves it to ReleaseInputs, which returns it once.
+                _rentedStrings[i] = buffer;
                 if (ragged)
                 {
                     buffer.AsSpan(0, count).Fill(string.Empty);
@@ -718,7 +721,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                     BatchTensorOps.CopyBox(t.GetStrings(), t.Shape, 0, buffer, shape, _rowOffsets[j], t.Shape);
                 }
 
-                _rentedStrings[i] = buffer;
                 _inputs[i] = Tensor.WrapStrings(specs[i].Name, shape, buffer, count);
             }
             else
@@ -726,6 +728,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 int size = type.SizeOf();
                 int bytes = checked((int)(Tensor.ElementCountOf(shape) * size));
                 var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, bytes));
+                _rentedInputs[i] = buffer; // as for strings above
                 if (ragged)
                 {
                     BatchTensorOps.Fill(buffer.AsSpan(0, bytes), padding.PadValues[i]);
@@ -737,7 +740,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                     BatchTensorOps.CopyBox(t.RawBytes, t.Shape, 0, buffer, shape, _rowOffsets[j], t.Shape, size);
                 }
 
-                _rentedInputs[i] = buffer;
                 _inputs[i] = Tensor.Wrap(specs[i].Name, type, shape, buffer, bytes);
             }
         }
