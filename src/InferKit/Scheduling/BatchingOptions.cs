@@ -35,7 +35,8 @@ public sealed class BatchingOptions
     /// <summary>
     /// Let a lone caller run its request on its own thread when the queue is empty and an instance is idle,
     /// saving the thread hop (the default). Callers that start many requests without awaiting them in between
-    /// should switch this off so the requests queue and batch.
+    /// should switch this off so the requests queue and batch. The caller's cancellation token reaches such a run: a
+    /// cancel stops it (the backend is asked to terminate) and the caller is answered as cancelled.
     /// </summary>
     public bool AllowInlineExecution { get; set; } = true;
 
