@@ -353,6 +353,12 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null, $"Model '{entry.Name}' is not available: {why}")));
     }
 
+    /// <summary>
+    /// The model's <see cref="Scheduling.BatchingOptions.DeliveryMargin"/>: time kept in hand before a deadline for handing
+    /// a result to its caller.
+    /// </summary>
+    internal TimeSpan DeliveryMargin(string model) => Find(model).Options.Batching.DeliveryMargin;
+
     /// <summary>True when the model has a loaded version that takes requests now (no load to wait for).</summary>
     internal bool IsLoaded(string model) => _entries.TryGetValue(model, out var e) && e.Current is not null;
 

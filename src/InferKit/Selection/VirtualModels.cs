@@ -116,8 +116,9 @@ internal static class RowOps
 /// and <see cref="InferenceResponse.Stage"/> say which stage answered each row, <see cref="InferenceResponse.Note"/>
 /// says which stage could not answer and why, and <c>inferkit.cascade.fallbacks</c> counts those rows. That earlier
 /// answer is returned only while the caller still wants it: a request whose token was cancelled ends cancelled, and one
-/// whose own deadline (its timeout or deadline) has passed ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real
-/// model never answers after the deadline. Stage 1's refusals, deadline misses and errors are the request's own.
+/// whose own deadline (its timeout or deadline) has passed, or is closer than the delivery margin
+/// (<see cref="Scheduling.BatchingOptions.DeliveryMargin"/>, the largest among the stages whose answers it would be given),
+/// ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real model never hands an answer over that late. Stage 1's refusals, deadline misses and errors are the request's own.
 /// A later stage that is loading or failed to load refuses at once (its failed load is retried in the background)
 /// rather than make the request wait for the load.
 /// </para>
@@ -129,6 +130,13 @@ internal static class RowOps
 internal sealed class CascadeModel(string name, CascadeOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
 {
     private readonly CascadeStage[] _stages = options.Stages.ToArray();
+
+    /// <summary>
+    /// [s]: the largest delivery margin among stages 1..s (0-based 0..s-1), the stages whose answers a request that stage
+    /// s + 1 could not answer is given: a fallback keeps the same margin before the deadline that those stages' own
+    /// answers keep, so it is never handed over late.
+    /// </summary>
+    private readonly TimeSpan[] _fallbackMargin = FallbackMargins(options.Stages, registry);
 
     public string Name { get; } = name;
 
@@ -237,11 +245,25 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 // The earlier answer stands only for a caller that still waits for it, within its deadline.
                 cancellationToken.ThrowIfCancellationRequested();
                 string stage = $"Stage {missedStage + 1} ('{_stages[missedStage].Model}')";
-                if (deadline is DateTimeOffset d && time.GetUtcNow() >= d)
+                if (deadline is DateTimeOffset d)
                 {
-                    DisposeAll(stageResponses);
-                    return InferenceResponse.Expired(Name, request.Id,
-                        $"Cascade '{Name}': the request's deadline passed before the rows it sent on were answered; stage {missedStage}'s answer for them was discarded rather than answered late. {stage} {missedWhy}");
+                    // As a model's own answer, the earlier answer must reach the caller before the deadline with the
+                    // delivery margin kept in hand; one later than that would be handed over late.
+                    var now = time.GetUtcNow();
+                    var margin = _fallbackMargin[missedStage];
+                    if (now >= d)
+                    {
+                        DisposeAll(stageResponses);
+                        return InferenceResponse.Expired(Name, request.Id,
+                            $"Cascade '{Name}': the request's deadline passed before the rows it sent on were answered; stage {missedStage}'s answer for them was discarded rather than answered late. {stage} {missedWhy}");
+                    }
+
+                    if (now + margin > d)
+                    {
+                        DisposeAll(stageResponses);
+                        return InferenceResponse.Expired(Name, request.Id,
+                            $"Cascade '{Name}': the rows it sent on were not answered until {(d - now).TotalMilliseconds:F1} ms before the request's deadline, within the {margin.TotalMilliseconds:F1} ms delivery margin; stage {missedStage}'s answer for them was discarded rather than risk a late answer. {stage} {missedWhy}");
+                    }
                 }
 
                 note = $"{stage} {missedWhy} Stage {missedStage} answered those rows.";
@@ -406,6 +428,20 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         }
 
         return merged;
+    }
+
+    private static TimeSpan[] FallbackMargins(IList<CascadeStage> stages, ModelRegistry registry)
+    {
+        var margins = new TimeSpan[stages.Count];
+        var largest = TimeSpan.Zero;
+        for (int s = 1; s < margins.Length; s++)
+        {
+            var margin = registry.DeliveryMargin(stages[s - 1].Model);
+            largest = margin > largest ? margin : largest;
+            margins[s] = largest;
+        }
+
+        return margins;
     }
 
     private DateTimeOffset? Deadline(InferenceRequest request)

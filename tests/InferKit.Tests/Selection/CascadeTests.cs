@@ -100,7 +100,7 @@ public sealed class CascadeTests
     }
 
     private static (ServiceProvider Provider, Classifier Small, Classifier Large, FakeTimeProvider Time) Build(AcceptanceRule rule, TimeSpan smallDelay,
-        Action<ModelOptions>? configureLarge = null)
+        Action<ModelOptions>? configureLarge = null, Action<ModelOptions>? configureSmall = null)
     {
         var time = new FakeTimeProvider();
         var small = new Classifier(large: false, time);
@@ -112,6 +112,7 @@ public sealed class CascadeTests
             {
                 o.Batching.MaxBatchSize = 64;
                 o.Batching.MaxQueueDelay = smallDelay;
+                configureSmall?.Invoke(o);
             })
             .AddModel("large", _ => large, o => configureLarge?.Invoke(o))
             .AddCascade("cascade", c => c.Then("small", rule).Then("large"));
@@ -233,6 +234,42 @@ public sealed class CascadeTests
         Assert.Equal("cascade", r.Model);
         Assert.Contains("Stage 2 ('large')", r.Message, StringComparison.Ordinal);
         Assert.Contains("deadline", r.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(99, 2, true, true)] // 1 ms left: inside the default 2 ms margin
+    [InlineData(99, 2, false, true)] // stage 2's own answer, 1 ms before the deadline, was discarded by stage 2
+    [InlineData(97, 2, true, false)] // 3 ms left: outside the margin, stage 1's answer is delivered
+    [InlineData(95, 10, true, true)] // 5 ms left: inside stage 1's configured 10 ms margin
+    public async Task A_fallback_to_the_earlier_stage_keeps_the_delivery_margin_before_the_deadline(int stage2Ms, int stage1MarginMs, bool stageFails, bool expires)
+    {
+        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero,
+            configureSmall: o => o.Batching.DeliveryMargin = TimeSpan.FromMilliseconds(stage1MarginMs));
+        await using var _ = provider;
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        // The large model takes stage2Ms of a 100 ms budget (on the fake clock), then fails or answers.
+        large.Compute = TimeSpan.FromMilliseconds(stage2Ms);
+        if (stageFails)
+        {
+            large.Failure = () => new InvalidOperationException("CUDA error: device lost");
+        }
+
+        using var r = await client.InferAsync("cascade", Rows(1, 2, TimeSpan.FromMilliseconds(100)));
+        if (expires)
+        {
+            Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
+            Assert.Equal("cascade", r.Model);
+            Assert.StartsWith($"Cascade 'cascade': the rows it sent on were not answered until {100 - stage2Ms:F1} ms before the request's deadline, within the {stage1MarginMs:F1} ms delivery margin;",
+                r.Message, StringComparison.Ordinal);
+            Assert.Contains("Stage 2 ('large')", r.Message, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal([1, 1], r.RowStages);
+            Assert.Contains("Stage 2 ('large') failed", r.Note, StringComparison.Ordinal);
+        }
     }
 
     [Fact]
