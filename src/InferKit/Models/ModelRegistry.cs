@@ -359,6 +359,9 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     /// </summary>
     internal TimeSpan DeliveryMargin(string model) => Find(model).Options.Batching.DeliveryMargin;
 
+    /// <summary>Whether the loaded model's axis 0 is a batch axis (<see cref="ModelSignature.IsBatchable"/>); null when it is not loaded.</summary>
+    internal bool? IsBatchable(string model) => _entries.TryGetValue(model, out var e) ? e.Current?.Signature.IsBatchable : null;
+
     /// <summary>True when the model has a loaded version that takes requests now (no load to wait for).</summary>
     internal bool IsLoaded(string model) => _entries.TryGetValue(model, out var e) && e.Current is not null;
 

@@ -57,6 +57,21 @@ internal static class RowOps
 {
     public static int RowsOf(InferenceRequest request) => request.InputArray.Length == 0 || request.InputArray[0].Rank == 0 ? 1 : (int)request.InputArray[0].Shape[0];
 
+    /// <summary>True when every input has an axis 0 and they agree on its length (a request that could be split by rows).</summary>
+    public static bool HasRowAxis(InferenceRequest request)
+    {
+        var inputs = request.InputArray;
+        for (int i = 0; i < inputs.Length; i++)
+        {
+            if (inputs[i].Rank == 0 || inputs[i].Shape[0] != inputs[0].Shape[0])
+            {
+                return false;
+            }
+        }
+
+        return inputs.Length > 0;
+    }
+
     /// <summary>
     /// A request with the same settings and an absolute deadline fixed at <paramref name="deadline"/>; a caller's
     /// "no timeout at all" carries over, so a member's default timeout does not cut it short. With
@@ -111,6 +126,12 @@ internal static class RowOps
 /// </summary>
 /// <remarks>
 /// <para>
+/// Rows are taken along the batch axis that stage 1's signature declares (<see cref="Backends.ModelSignature.IsBatchable"/>).
+/// A model without one (an input that is a scalar, a fixed first dimension, <c>AxisZeroIsBatch = false</c>) takes each
+/// request as a single item: the acceptance rule reads stage 1's whole score output as that item's scores, an item it
+/// rejects goes on to the next stage with its inputs as they came, and the caller gets the answering stage's outputs whole.
+/// </para>
+/// <para>
 /// A later stage that cannot answer the rows sent to it (it refuses, misses its deadline, or fails: its backend throws)
 /// leaves the earlier stage's answer for those rows: the response succeeds, <see cref="InferenceResponse.RowStages"/>
 /// and <see cref="InferenceResponse.Stage"/> say which stage answered each row, <see cref="InferenceResponse.Note"/>
@@ -150,11 +171,14 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
     {
         RequestChecks.Check(Name, request);
         DateTimeOffset? deadline = Deadline(request);
-        int rows = RowOps.RowsOf(request);
         var stageResponses = new List<InferenceResponse>(_stages.Length);
-        var answerStage = new int[rows];
-        var answerRow = new int[rows];
-        int[] current = Enumerable.Range(0, rows).ToArray();
+
+        // Set from stage 1's answer: whether the request is judged row by row (stage 1 has a batch axis) or whole.
+        bool byRows = false;
+        int rows = 0;
+        int[] answerStage = [];
+        int[] answerRow = [];
+        int[] current = [];
         var stageRequest = RowOps.WithInputs(request, request.InputArray, deadline);
 
         // Set when a later stage could not answer the rows sent to it: that stage (0-based), how it ended, and why.
@@ -203,6 +227,14 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 if (s == 0)
                 {
                     CheckRequestedOutputs(request, response);
+
+                    // Rows exist only along a batch axis: a model without one (a scalar input, a fixed first dimension,
+                    // AxisZeroIsBatch = false) takes each request as one item, judged and sent on whole.
+                    byRows = registry.IsBatchable(_stages[0].Model) ?? RowOps.HasRowAxis(request);
+                    rows = byRows ? RowOps.RowsOf(request) : 1;
+                    answerStage = new int[rows];
+                    answerRow = new int[rows];
+                    current = Enumerable.Range(0, rows).ToArray();
                 }
 
                 for (int k = 0; k < current.Length; k++)
@@ -229,10 +261,14 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                     rejectedLocal[i] = Array.IndexOf(current, rejected[i]);
                 }
 
-                var inputs = new Tensor[stageRequest.InputArray.Length];
-                for (int i = 0; i < inputs.Length; i++)
+                var inputs = stageRequest.InputArray;
+                if (byRows)
                 {
-                    inputs[i] = RowOps.TakeRows(stageRequest.InputArray[i], rejectedLocal);
+                    inputs = new Tensor[stageRequest.InputArray.Length];
+                    for (int i = 0; i < inputs.Length; i++)
+                    {
+                        inputs[i] = RowOps.TakeRows(stageRequest.InputArray[i], rejectedLocal);
+                    }
                 }
 
                 stageRequest = RowOps.WithInputs(request, inputs, deadline);
@@ -269,7 +305,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 note = $"{stage} {missedWhy} Stage {missedStage} answered those rows.";
             }
 
-            var answer = Assemble(request, stageResponses, answerStage, answerRow, rows, note);
+            var answer = Assemble(request, stageResponses, answerStage, answerRow, rows, byRows, note);
             RecordAnswered(answerStage, missedStage, missedOutcome, current.Length);
             return answer;
         }
@@ -349,7 +385,11 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         throw new InvalidOperationException($"Model '{response.AnsweredBy ?? response.Model}' has no float32 output for the cascade's acceptance rule.");
     }
 
-    private InferenceResponse Assemble(InferenceRequest request, List<InferenceResponse> responses, int[] answerStage, int[] answerRow, int rows, string? note)
+    /// <summary>
+    /// The caller's answer from the stages' answers: row r from stage answerStage[r], its row answerRow[r]. Without
+    /// <paramref name="byRows"/> the request is one item (rows = 1) and each output is the answering stage's whole.
+    /// </summary>
+    private InferenceResponse Assemble(InferenceRequest request, List<InferenceResponse> responses, int[] answerStage, int[] answerRow, int rows, bool byRows, string? note)
     {
         var requested = request.RequestedOutputs;
         var first = responses[0];
@@ -374,11 +414,15 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         var outputs = new Tensor[names.Count];
         for (int o = 0; o < names.Count; o++)
         {
-            var template = first[names[o]];
+            var template = byRows ? first[names[o]] : responses[answerStage[0]][names[o]];
             var shape = template.Shape.ToArray();
-            shape[0] = rows;
+            if (byRows)
+            {
+                shape[0] = rows;
+            }
+
             int rowElements = (int)(Tensor.ElementCountOf(shape) / Math.Max(1, rows));
-            for (int s = 1; s < responses.Count; s++)
+            for (int s = 1; byRows && s < responses.Count; s++)
             {
                 var other = responses[s][names[o]];
                 if (other.ElementType != template.ElementType || !other.Shape[1..].SequenceEqual(template.Shape[1..]))

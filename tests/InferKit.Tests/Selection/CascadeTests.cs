@@ -6,6 +6,7 @@ using InferKit.Models;
 using InferKit.Selection;
 using InferKit.Telemetry;
 using InferKit.Tensors;
+using InferKit.Tests.Fakes;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Options;
@@ -447,6 +448,118 @@ public sealed class CascadeTests
         Assert.Contains("cascade 'one': needs at least two stages", all, StringComparison.Ordinal);
         Assert.Contains("cascade 'bad': stage 1 ('small') has no acceptance rule", all, StringComparison.Ordinal);
         Assert.Contains("member 'missing' is not a registered model", all, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A text classifier whose one input is a single string (a scalar, as a model with its tokenizer in the graph takes):
+    /// the small model is sure (0.95) of texts that start with "sure" and unsure (0.55) of the rest; the large model answers
+    /// (0.1, 0.9). Each also returns a scalar "label": 0 from the small model, 1 from the large one.
+    /// </summary>
+    private static ScriptedBackend TextClassifier(bool large) => new(
+        new ModelSignature(
+            [new TensorSpec("text", TensorElementType.String, [])],
+            [new TensorSpec("probabilities", TensorElementType.Float32, [2]), new TensorSpec("label", TensorElementType.Int64, [])]),
+        (inputs, sink) =>
+        {
+            bool sure = inputs[0].GetStrings()[0].StartsWith("sure", StringComparison.Ordinal);
+            float[] p = large ? [0.1f, 0.9f] : sure ? [0.95f, 0.05f] : [0.55f, 0.45f];
+            long[] label = [large ? 1 : 0];
+            sink.OnOutput(0, TensorElementType.Float32, [2], MemoryMarshal.AsBytes(p.AsSpan()));
+            sink.OnOutput(1, TensorElementType.Int64, [], MemoryMarshal.AsBytes(label.AsSpan()));
+        });
+
+    private static InferenceRequest Text(string text, params string[] outputs)
+        => new(Tensor.Create("text", new[] { text }, ReadOnlySpan<long>.Empty)) { RequestedOutputs = outputs.Length == 0 ? null : outputs };
+
+    [Fact]
+    public async Task A_cascade_over_models_with_a_scalar_input_judges_each_request_whole_and_sends_it_on_as_it_came()
+    {
+        var small = TextClassifier(large: false);
+        var large = TextClassifier(large: true);
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => small)
+            .AddModel("large", _ => large)
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
+        await using var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        large.Runs.Clear(); // warm-up
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        // Sure: stage 1's answer, with its shapes.
+        using (var r = await client.InferAsync("cascade", Text("sure, it is")))
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal(1, r.Stage);
+            Assert.Equal([1], r.RowStages);
+            Assert.Equal([2L], r["probabilities"].Shape.ToArray());
+            Assert.Equal([0.95f, 0.05f], r["probabilities"].GetSpan<float>().ToArray());
+        }
+
+        Assert.Empty(large.Runs);
+
+        // Unsure: the request goes on whole, its scalar input as it came, and stage 2's outputs are the answer.
+        using (var r = await client.InferAsync("cascade", Text("maybe")))
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("cascade", r.Model);
+            Assert.Equal("large", r.AnsweredBy);
+            Assert.Equal(2, r.Stage);
+            Assert.Equal([2], r.RowStages);
+            Assert.Equal([2L], r["probabilities"].Shape.ToArray());
+            Assert.Equal([0.1f, 0.9f], r["probabilities"].GetSpan<float>().ToArray());
+            Assert.Equal(0, r["label"].Rank);
+            Assert.Equal([1L], r["label"].GetSpan<long>().ToArray());
+        }
+
+        Assert.Equal(["text: String[]"], large.Runs.ToArray());
+
+        // A requested scalar output, from either stage.
+        foreach (var (text, stage, label) in new[] { ("sure", 1, 0L), ("maybe", 2, 1L) })
+        {
+            using var r = await client.InferAsync("cascade", Text(text, "label"));
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal(stage, r.Stage);
+            var output = Assert.Single(r.Outputs);
+            Assert.Equal("label", output.Name);
+            Assert.Equal(0, output.Rank);
+            Assert.Equal([label], output.GetSpan<long>().ToArray());
+        }
+    }
+
+    [Fact]
+    public async Task A_cascade_over_models_whose_axis_0_is_not_a_batch_axis_judges_each_request_whole()
+    {
+        // AxisZeroIsBatch = false: axis 0 of "x" is, say, a sequence of frames, not rows. The rule accepts an item only
+        // when every frame is sure; frame 1 of the request is not, so the whole item, both frames, goes on.
+        var small = new Classifier(large: false);
+        var large = new Classifier(large: true);
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => small, o => o.AxisZeroIsBatch = false)
+            .AddModel("large", _ => large, o => o.AxisZeroIsBatch = false)
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.Custom(static scores =>
+            {
+                for (int i = 0; i < scores.Length; i += 2)
+                {
+                    if (Math.Max(scores[i], scores[i + 1]) < 0.9f)
+                    {
+                        return false;
+                    }
+                }
+
+                return true;
+            }, output: "probabilities")).Then("large"));
+        await using var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        using var r = await client.InferAsync("cascade", Rows(1, 2));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal(2, r.Stage);
+        Assert.Equal([2], r.RowStages);
+        Assert.Equal([2], large.BatchRows.ToArray());
+        Assert.Equal([0.1f, 0.9f, 0.1f, 0.9f], r["probabilities"].GetSpan<float>().ToArray());
     }
 
     [Fact]
