@@ -314,11 +314,12 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
     /// <summary>
     /// Runs a request on a member of a virtual model that has another way to answer it (a cascade's later stage, whose
-    /// rows keep the earlier stage's answer; an adaptive model's variant while a faster one serves). Unlike a direct call,
-    /// it does not wait for a member that is loading or that failed to load: the member refuses at once
+    /// rows keep the earlier stage's answer; an adaptive model's variant while another one serves). Unlike a direct call,
+    /// it does not wait for a member that is not loaded yet, loading or that failed to load: the member refuses at once
     /// (<see cref="RefusalReason.ModelNotReady"/>, counted like any refusal), so the virtual model answers the other way
-    /// within the request's deadline. A failed member's load is retried in the background, as a direct request would
-    /// retry it, so the member comes back. A member not loaded yet loads on first use, as with a direct call.
+    /// within the request's deadline, however long the load takes. A member not loaded yet starts loading in the
+    /// background, and a failed member's load is retried there, as a direct request would retry it, so the member comes
+    /// (back) into service for later requests.
     /// </summary>
     internal ValueTask<InferenceResponse> InferMemberAsync(string model, InferenceRequest request, CancellationToken cancellationToken)
     {
@@ -333,7 +334,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         }
 
         var state = entry.State;
-        if (state is not (ModelState.Loading or ModelState.Failed))
+        if (state is not (ModelState.NotLoaded or ModelState.Loading or ModelState.Failed))
         {
             return InferWhenLoadedAsync(entry, request, cancellationToken);
         }
@@ -343,12 +344,17 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             return ValueTask.FromCanceled<InferenceResponse>(cancellationToken);
         }
 
-        if (state == ModelState.Failed)
+        if (state != ModelState.Loading)
         {
-            RetryLoadInBackground(entry);
+            LoadInBackground(entry);
         }
 
-        string why = state == ModelState.Loading ? "it is still loading." : $"it failed to load ({entry.Error ?? "unknown error"}); the load is being retried.";
+        string why = state switch
+        {
+            ModelState.NotLoaded => "it is not loaded yet; its load has started in the background.",
+            ModelState.Loading => "it is still loading.",
+            _ => $"it failed to load ({entry.Error ?? "unknown error"}); the load is being retried.",
+        };
         return new ValueTask<InferenceResponse>(_metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
             InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null, $"Model '{entry.Name}' is not available: {why}")));
     }
@@ -452,12 +458,18 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         return await dep.Scheduler.InferAsync(request, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Starts the retry of a failed load, unless one runs already; its failure is logged by the load itself.</summary>
-    private void RetryLoadInBackground(ModelEntry entry)
+    /// <summary>
+    /// Starts the model's load in the background: its first load, or the retry of a failed one, unless one runs already.
+    /// Returns the load, which completes (faulted when it fails) once the model is loaded or failed to load; a failure is
+    /// logged by the load itself and never has to be observed.
+    /// </summary>
+    internal Task LoadInBackground(string model) => LoadInBackground(Find(model));
+
+    private Task LoadInBackground(ModelEntry entry)
     {
         if (_disposed != 0)
         {
-            return;
+            return Task.CompletedTask;
         }
 
         Task load;
@@ -467,11 +479,31 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         }
         catch (ObjectDisposedException)
         {
-            return;
+            return Task.CompletedTask;
         }
 
-        // Nobody awaits this load: observe its failure, which LoadCoreAsync has logged and recorded in entry.Error.
+        // Nobody has to await this load: observe its failure, which LoadCoreAsync has logged and recorded in entry.Error.
         load.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return load;
+    }
+
+    /// <summary>How long the model's current load has been running; null when it is not loading.</summary>
+    internal TimeSpan? LoadingFor(string model)
+    {
+        var entry = Find(model);
+        long started = entry.LoadStarted;
+        return entry.State == ModelState.Loading && entry.Current is null ? _time.GetElapsedTime(started) : null;
+    }
+
+    /// <summary>
+    /// A refusal for a request that a virtual model could not give to <paramref name="model"/> or any other member because
+    /// none was loaded in time: <see cref="RefusalReason.ModelNotReady"/>, counted under <paramref name="model"/> like its own.
+    /// </summary>
+    internal InferenceResponse RefuseNotReady(string model, InferenceRequest request, TimeSpan? retryAfter, string message)
+    {
+        var entry = Find(model);
+        return _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
+            InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, retryAfter, message));
     }
 
     /// <summary>Predicted seconds until a request to a loaded model would be answered; null when unknown.</summary>
@@ -497,6 +529,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             {
                 entry.RetryLoad = false;
                 entry.State = ModelState.Loading;
+                entry.LoadStarted = _time.GetTimestamp();
                 entry.LoadTask = Task.Run(() => LoadCoreAsync(entry), CancellationToken.None);
             }
 
@@ -839,6 +872,9 @@ internal sealed class ModelEntry(string name, ModelOptions options)
     public string? Error { get; set; }
 
     public bool RetryLoad { get; set; }
+
+    /// <summary>When the current (or last) load started, on the registry's clock.</summary>
+    public long LoadStarted { get; set; }
 }
 
 /// <summary>One loaded version of a model: its instances, its scheduler and what they share.</summary>

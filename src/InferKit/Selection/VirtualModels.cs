@@ -140,8 +140,8 @@ internal static class RowOps
 /// whose own deadline (its timeout or deadline) has passed, or is closer than the delivery margin
 /// (<see cref="Scheduling.BatchingOptions.DeliveryMargin"/>, the largest among the stages whose answers it would be given),
 /// ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real model never hands an answer over that late. Stage 1's refusals, deadline misses and errors are the request's own.
-/// A later stage that is loading or failed to load refuses at once (its failed load is retried in the background)
-/// rather than make the request wait for the load.
+/// A later stage that is not loaded yet, loading or failed to load refuses at once (its load starts, goes on or is retried
+/// in the background) rather than make the request wait for the load.
 /// </para>
 /// <para>
 /// <c>inferkit.cascade.rows</c> counts each row of an answered request once, under the stage whose answer the caller
@@ -192,8 +192,8 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 InferenceResponse response;
                 try
                 {
-                    // Stage 1 is called as the model itself would be; a later stage that is loading or failed to load
-                    // refuses at once instead of making the request wait for the load, since stage 1's answer stands.
+                    // Stage 1 is called as the model itself would be; a later stage that is not loaded yet, loading or
+                    // failed to load refuses at once instead of making the request wait for the load, since stage 1's answer stands.
                     response = s == 0
                         ? await registry.InferRealAsync(_stages[s].Model, null, stageRequest, cancellationToken).ConfigureAwait(false)
                         : await registry.InferMemberAsync(_stages[s].Model, stageRequest, cancellationToken).ConfigureAwait(false);
@@ -546,12 +546,26 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
 /// or fails (its backend throws), and then <see cref="InferenceResponse.Note"/> says which variants could not answer and
 /// why. The fastest variant's refusal, deadline miss or failure is the request's own. Cancellation and the request's
 /// deadline carry over to each variant tried: a cancelled request ends cancelled, an expired one DeadlineExceeded.
-/// While a faster variant is loaded, a variant that is loading or failed to load refuses at once (its failed load is
-/// retried in the background) rather than make the request wait for the load.
 /// </summary>
+/// <remarks>
+/// A request never waits for a variant's load while another variant is loaded: a variant that is not loaded yet, loading
+/// or failed to load refuses at once (<see cref="RefusalReason.ModelNotReady"/>, in the note) and its load starts, goes
+/// on or is retried in the background. When none of the chosen and faster variants is loaded, the fastest loaded one of
+/// the more accurate variants is tried last. When no variant is loaded at all, a request with a deadline (its timeout,
+/// deadline or <see cref="AdaptiveModelOptions.DefaultBudget"/>) starts every variant's load and waits for the first to
+/// finish only until its deadline, less the delivery margin; if none has by then, it is refused
+/// (<see cref="RefusalReason.ModelNotReady"/>, naming each variant's state, with a retry-after hint) while the loads go
+/// on. Only a request with no deadline at all waits for a load without limit, as a direct call would.
+/// </remarks>
 internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
 {
+    /// <summary>The longest wait for a load that is timed; a request whose deadline is further away waits without a timer.</summary>
+    private static readonly TimeSpan LongestTimedWait = TimeSpan.FromDays(30);
+
     private readonly string[] _variants = options.Variants.ToArray();
+
+    /// <summary>The largest delivery margin among the variants: a wait for a variant's load ends that long before the deadline.</summary>
+    private readonly TimeSpan _margin = LargestMargin(options.Variants, registry);
 
     public string Name { get; } = name;
 
@@ -572,32 +586,50 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             deadline = byBudget;
         }
 
+        // No variant loaded (a cold start without LoadModelsOnStart, or every load failed): a request with a deadline
+        // waits for a load only while a variant could still answer in time.
+        if (deadline is DateTimeOffset due && !AnyLoaded())
+        {
+            var refusal = await WaitForAVariantAsync(request, due, cancellationToken).ConfigureAwait(false);
+            if (refusal is not null)
+            {
+                refusal.RenameTo(Name);
+                return refusal;
+            }
+
+            now = time.GetUtcNow();
+        }
+
         // No deadline at all (an infinite timeout): every variant has time, the most accurate is chosen.
         double remaining = deadline is DateTimeOffset d ? Math.Max(0, (d - now).TotalSeconds) : double.PositiveInfinity;
         int chosen = Choose(request, remaining);
         var routed = RowOps.WithInputs(request, request.InputArray, deadline, asCaller: true);
 
-        // A variant that refuses or fails hands the request to the next faster one; what each said goes into the note.
+        // A variant that refuses or fails hands the request to the next one to try; what each said goes into the note.
         string? note = null;
-        for (int v = chosen; ; v++)
+        bool triedLoaded = false;
+        for (int v = chosen; ;)
         {
-            bool fastest = v == _variants.Length - 1;
+            bool loaded = registry.IsLoaded(_variants[v]);
+            triedLoaded |= loaded;
+            int next = Next(v, chosen, triedLoaded);
             InferenceResponse response;
             try
             {
-                // A variant that is loading or failed to load refuses at once while a faster one is loaded, rather than
-                // make the request wait for the load; without one loaded, the request waits as a direct call would.
-                response = FasterOneLoaded(v)
-                    ? await registry.InferMemberAsync(_variants[v], routed, cancellationToken).ConfigureAwait(false)
-                    : await registry.InferRealAsync(_variants[v], null, routed, cancellationToken).ConfigureAwait(false);
+                // A variant that is not loaded refuses at once, its load starting or going on in the background, unless
+                // the request has no deadline and no variant is loaded: then it waits for the load, as a direct call would.
+                response = loaded || (deadline is null && !AnyLoaded())
+                    ? await registry.InferRealAsync(_variants[v], null, routed, cancellationToken).ConfigureAwait(false)
+                    : await registry.InferMemberAsync(_variants[v], routed, cancellationToken).ConfigureAwait(false);
             }
-            catch (InferenceFailedException ex) when (!fastest)
+            catch (InferenceFailedException ex) when (next >= 0)
             {
                 note = $"{note}Variant '{_variants[v]}' failed: {ex.Message} ";
+                v = next;
                 continue;
             }
 
-            if (response.IsSuccess || response.Status == InferenceStatus.DeadlineExceeded || fastest)
+            if (response.IsSuccess || response.Status == InferenceStatus.DeadlineExceeded || next < 0)
             {
                 if (response.Status != InferenceStatus.Refused)
                 {
@@ -611,20 +643,124 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
 
             note = $"{note}Variant '{_variants[v]}' could not answer ({response.Status} {response.RefusalReason}): {response.Message} ";
             response.Dispose();
+            v = next;
         }
     }
 
-    private bool FasterOneLoaded(int variant)
+    /// <summary>
+    /// The variant to try after <paramref name="v"/>: the next faster one; after the fastest, when no loaded variant has been
+    /// tried (none of <paramref name="chosen"/> and the faster ones is loaded), the fastest loaded one of those more
+    /// accurate than <paramref name="chosen"/>; -1 when there is none.
+    /// </summary>
+    private int Next(int v, int chosen, bool triedLoaded)
     {
-        for (int v = variant + 1; v < _variants.Length; v++)
+        if (v >= chosen && v < _variants.Length - 1)
         {
-            if (registry.IsLoaded(_variants[v]))
+            return v + 1;
+        }
+
+        if (triedLoaded)
+        {
+            return -1;
+        }
+
+        for (int u = Math.Min(v, chosen) - 1; u >= 0; u--)
+        {
+            if (registry.IsLoaded(_variants[u]))
+            {
+                return u;
+            }
+        }
+
+        return -1;
+    }
+
+    private bool AnyLoaded()
+    {
+        foreach (var variant in _variants)
+        {
+            if (registry.IsLoaded(variant))
             {
                 return true;
             }
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// With no variant loaded: starts every variant's load (a failed one is retried) and waits until one is loaded, every
+    /// load has failed, or only the delivery margin is left before <paramref name="due"/>. Null when a variant is loaded;
+    /// otherwise the refusal, naming each variant's state, while the loads go on in the background.
+    /// </summary>
+    private async Task<InferenceResponse?> WaitForAVariantAsync(InferenceRequest request, DateTimeOffset due, CancellationToken cancellationToken)
+    {
+        var loads = new Task[_variants.Length];
+        for (int v = 0; v < loads.Length; v++)
+        {
+            loads[v] = registry.LoadInBackground(_variants[v]);
+        }
+
+        while (!AnyLoaded())
+        {
+            var left = due - time.GetUtcNow() - _margin;
+            var pending = Array.FindAll(loads, static t => !t.IsCompleted);
+            if (pending.Length == 0 || left <= TimeSpan.Zero)
+            {
+                break;
+            }
+
+            try
+            {
+                await Task.WhenAny(pending).WaitAsync(left > LongestTimedWait ? Timeout.InfiniteTimeSpan : left, time, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                break;
+            }
+        }
+
+        if (AnyLoaded())
+        {
+            return null;
+        }
+
+        // The retry-after hint: how long the longest-running load has taken so far (a load is expected to need about as
+        // long again); none when no load is running (every one failed: the message says why).
+        TimeSpan? retryAfter = null;
+        var states = new string[_variants.Length];
+        for (int v = 0; v < _variants.Length; v++)
+        {
+            var info = registry.GetModel(_variants[v]);
+            var loadingFor = registry.LoadingFor(_variants[v]);
+            states[v] = info.State switch
+            {
+                ModelState.Loading => $"variant '{_variants[v]}' is loading ({(loadingFor ?? TimeSpan.Zero).TotalMilliseconds:F0} ms so far)",
+                ModelState.Failed => $"variant '{_variants[v]}' failed to load ({info.Error ?? "unknown error"})",
+                _ => $"variant '{_variants[v]}' is {info.State}",
+            };
+            if (loadingFor is TimeSpan t && (retryAfter is null || t > retryAfter))
+            {
+                retryAfter = t < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : t;
+            }
+        }
+
+        var now = time.GetUtcNow();
+        int chosen = Choose(request, Math.Max(0, (due - now).TotalSeconds));
+        return registry.RefuseNotReady(_variants[chosen], request, retryAfter,
+            $"Model '{Name}': no variant is loaded, and none finished loading in time for the request's deadline ({(due - now).TotalMilliseconds:F1} ms away, {_margin.TotalMilliseconds:F1} ms of it kept as the delivery margin): {string.Join("; ", states)}. The loads go on in the background.");
+    }
+
+    private static TimeSpan LargestMargin(IList<string> variants, ModelRegistry registry)
+    {
+        var largest = TimeSpan.Zero;
+        foreach (var variant in variants)
+        {
+            var margin = registry.DeliveryMargin(variant);
+            largest = margin > largest ? margin : largest;
+        }
+
+        return largest;
     }
 
     /// <summary>The index of the variant to try first.</summary>

@@ -171,6 +171,136 @@ public sealed class AdaptiveTests
         Assert.Equal("large", r.AnsweredBy);
     }
 
+    /// <summary>
+    /// "auto" over "large" and "small" on a fake clock, neither loaded; a model whose gate is given loads only once the
+    /// gate opens. "large" is built by <paramref name="large"/> when given.
+    /// </summary>
+    private static (ServiceProvider Provider, IModelRegistry Registry, IInferenceClient Client, FakeTimeProvider Time) CreateCold(
+        Task? largeGate, Task? smallGate, Func<FakeTimeProvider, FakeBackend>? large = null)
+    {
+        var time = new FakeTimeProvider();
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit()
+            .AddModel("large", _ =>
+            {
+                largeGate?.Wait();
+                return large?.Invoke(time) ?? new FakeBackend("large");
+            }, o => o.Batching.MaxBatchSize = 1)
+            .AddModel("small", _ =>
+            {
+                smallGate?.Wait();
+                return new FakeBackend("small");
+            }, o => o.Batching.MaxBatchSize = 1)
+            .AddAdaptiveModel("auto", a =>
+            {
+                a.Variants.Add("large");
+                a.Variants.Add("small");
+                a.DefaultBudget = TimeSpan.FromMilliseconds(50);
+            });
+        var provider = services.BuildServiceProvider();
+        return (provider, provider.GetRequiredService<IModelRegistry>(), provider.GetRequiredService<IInferenceClient>(), time);
+    }
+
+    [Fact]
+    public async Task A_more_accurate_variant_not_loaded_yet_is_not_waited_for_a_loaded_one_answers_and_the_load_starts_in_the_background()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (provider, registry, client, _) = CreateCold(gate.Task, null);
+        await using var owned = provider;
+        await registry.LoadAsync("small");
+        try
+        {
+            Assert.Equal(ModelState.NotLoaded, registry.GetModel("large").State);
+
+            // The WaitAsync is only a safety net: before, the request waited for the whole load of "large", held at the gate.
+            using var r = await client.InferAsync("auto", FakeBackend.Request(1)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("small", r.AnsweredBy);
+            Assert.Equal(
+                "Variant 'large' could not answer (Refused ModelNotReady): Model 'large' is not available: it is not loaded yet; its load has started in the background. Variant 'small' answered.",
+                r.Note);
+            Assert.Equal(ModelState.Loading, registry.GetModel("large").State);
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+
+        await registry.LoadAsync("large"); // the load the request started
+        using var later = await client.InferAsync("auto", FakeBackend.Request(2));
+        Assert.Equal("large", later.AnsweredBy);
+    }
+
+    [Fact]
+    public async Task When_the_faster_variant_is_not_loaded_yet_a_loaded_more_accurate_one_answers_rather_than_wait_for_the_load()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (provider, registry, client, _) = CreateCold(null, gate.Task,
+            time => new FakeBackend("large", time: time, computeTime: _ => TimeSpan.FromMilliseconds(300)));
+        await using var owned = provider;
+        await registry.LoadAsync("large"); // its warm-up teaches it 300 ms a run
+        try
+        {
+            // 80% of 350 ms does not fit large's predicted 300 ms, so "small" is chosen; it is not loaded, so "large",
+            // which can still answer in time, does.
+            using var r = await client.InferAsync("auto", FakeBackend.Request(1, timeout: TimeSpan.FromMilliseconds(350))).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("large", r.AnsweredBy);
+            Assert.Equal(
+                "Variant 'small' could not answer (Refused ModelNotReady): Model 'small' is not available: it is not loaded yet; its load has started in the background. Variant 'large' answered.",
+                r.Note);
+            Assert.Equal(ModelState.Loading, registry.GetModel("small").State);
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+    }
+
+    [Fact]
+    public async Task With_no_variant_loaded_a_request_waits_for_a_load_only_until_its_deadline_and_is_then_refused_with_a_retry_after_hint()
+    {
+        var largeGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var smallGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (provider, registry, client, time) = CreateCold(largeGate.Task, smallGate.Task);
+        await using var owned = provider;
+        try
+        {
+            var call = client.InferAsync("auto", FakeBackend.Request(1, timeout: TimeSpan.FromMilliseconds(50))).AsTask();
+
+            // The request started every variant's load and waits for one of them, while one could still answer in time.
+            Assert.Equal(ModelState.Loading, registry.GetModel("large").State);
+            Assert.Equal(ModelState.Loading, registry.GetModel("small").State);
+            Assert.False(call.IsCompleted);
+
+            // 48 ms later only the 2 ms delivery margin is left: refused, the loads going on.
+            time.Advance(TimeSpan.FromMilliseconds(48));
+            using var r = await call.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(InferenceStatus.Refused, r.Status);
+            Assert.Equal(RefusalReason.ModelNotReady, r.RefusalReason);
+            Assert.Equal("auto", r.Model);
+            Assert.Equal(TimeSpan.FromMilliseconds(48), r.RetryAfter);
+            Assert.Equal(
+                "Model 'auto': no variant is loaded, and none finished loading in time for the request's deadline (2.0 ms away, 2.0 ms of it kept as the delivery margin): variant 'large' is loading (48 ms so far); variant 'small' is loading (48 ms so far). The loads go on in the background.",
+                r.Message);
+            Assert.Equal(ModelState.Loading, registry.GetModel("small").State);
+
+            // A request that arrives while the loads run is answered as soon as one of them finishes within its deadline.
+            var next = client.InferAsync("auto", FakeBackend.Request(2, timeout: TimeSpan.FromMilliseconds(50))).AsTask();
+            smallGate.SetResult();
+            using var answered = await next.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(answered.IsSuccess, answered.Message);
+            Assert.Equal("small", answered.AnsweredBy);
+            Assert.Contains("Model 'large' is not available: it is still loading.", answered.Note, StringComparison.Ordinal);
+        }
+        finally
+        {
+            largeGate.TrySetResult();
+            smallGate.TrySetResult();
+        }
+    }
+
     /// <summary>"auto" over "large" (<paramref name="largeCompute"/> a run) and "small" (3 ms), a 50 ms default budget, on fake time.</summary>
     private static async Task<(ServiceProvider Provider, IInferenceClient Client, FakeBackend Large, FakeBackend Small)> CreateAsync(TimeSpan largeCompute)
     {

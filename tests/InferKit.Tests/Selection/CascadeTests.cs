@@ -100,7 +100,11 @@ public sealed class CascadeTests
         return provider;
     }
 
-    private static (ServiceProvider Provider, Classifier Small, Classifier Large, FakeTimeProvider Time) Build(AcceptanceRule rule, TimeSpan smallDelay,
+    /// <summary>
+    /// The cascade small → large on a fake clock, both models loaded (a stage that is not loaded yet is not waited for:
+    /// it refuses, and stage 1's answer stands, while it loads).
+    /// </summary>
+    private static async Task<(ServiceProvider Provider, Classifier Small, Classifier Large, FakeTimeProvider Time)> BuildAsync(AcceptanceRule rule, TimeSpan smallDelay,
         Action<ModelOptions>? configureLarge = null, Action<ModelOptions>? configureSmall = null)
     {
         var time = new FakeTimeProvider();
@@ -117,15 +121,16 @@ public sealed class CascadeTests
             })
             .AddModel("large", _ => large, o => configureLarge?.Invoke(o))
             .AddCascade("cascade", c => c.Then("small", rule).Then("large"));
-        return (services.BuildServiceProvider(), small, large, time);
+        var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        return (provider, small, large, time);
     }
 
     [Fact]
     public async Task Rows_are_split_between_stages_inside_a_mixed_batch_and_each_request_gets_its_rows_in_order()
     {
-        var (provider, small, large, time) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.FromSeconds(1));
+        var (provider, small, large, time) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.FromSeconds(1));
         await using var _ = provider;
-        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
         var client = provider.GetRequiredService<IInferenceClient>();
 
         // Four requests of three rows queue on the small model and run there as one batch of 12 rows.
@@ -154,7 +159,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task A_request_whose_rows_are_all_accepted_never_reaches_the_next_stage()
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.Margin(0.5), TimeSpan.Zero);
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.Margin(0.5), TimeSpan.Zero);
         await using var __ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         var data = new float[] { 5, 0, 5, 2 }; // both rows sure
@@ -181,9 +186,54 @@ public sealed class CascadeTests
     }
 
     [Fact]
+    public async Task A_later_stage_not_loaded_yet_is_not_waited_for_its_load_starts_in_the_background_and_stage_1_answers()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(new FakeTimeProvider());
+        services.AddInferKit()
+            .AddModel("small", _ => new Classifier(large: false))
+            .AddModel("large", _ =>
+            {
+                gate.Task.Wait();
+                return new Classifier(large: true);
+            })
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
+        await using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<IModelRegistry>();
+        var client = provider.GetRequiredService<IInferenceClient>();
+        await registry.LoadAsync("small");
+        try
+        {
+            Assert.Equal(ModelState.NotLoaded, registry.GetModel("large").State);
+
+            // Row 1 is unsure; "large" is not loaded (and its load is held at the gate): stage 1's answer stands within
+            // the 100 ms deadline. The WaitAsync is only a safety net: before, the request waited for the whole load.
+            using var r = await client.InferAsync("cascade", Rows(1, 2, TimeSpan.FromMilliseconds(100))).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal([1, 1], r.RowStages);
+            Assert.Equal(
+                "Stage 2 ('large') could not answer (Refused ModelNotReady): Model 'large' is not available: it is not loaded yet; its load has started in the background. Stage 1 answered those rows.",
+                r.Note);
+
+            // The request started the load, which goes on without it.
+            Assert.Equal(ModelState.Loading, registry.GetModel("large").State);
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+
+        await registry.LoadAsync("large"); // the load the request started
+        using var later = await client.InferAsync("cascade", Rows(2, 2, TimeSpan.FromMilliseconds(100)));
+        Assert.True(later.IsSuccess, later.Message);
+        Assert.Equal([1, 2], later.RowStages);
+    }
+
+    [Fact]
     public async Task When_the_next_stage_fails_the_first_stages_answer_stands_and_says_so()
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         large.Failure = () => new InvalidOperationException("CUDA error: device lost");
@@ -205,7 +255,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task A_first_stage_failure_stays_an_error()
     {
-        var (provider, small, _, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        var (provider, small, _, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         small.Failure = () => new InvalidOperationException("CUDA error: device lost");
@@ -219,7 +269,7 @@ public sealed class CascadeTests
     [InlineData(true)]
     public async Task When_the_deadline_passes_while_the_next_stage_runs_the_request_expires_rather_than_answer_late(bool stageFails)
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
 
@@ -244,7 +294,7 @@ public sealed class CascadeTests
     [InlineData(95, 10, true, true)] // 5 ms left: inside stage 1's configured 10 ms margin
     public async Task A_fallback_to_the_earlier_stage_keeps_the_delivery_margin_before_the_deadline(int stage2Ms, int stage1MarginMs, bool stageFails, bool expires)
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero,
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero,
             configureSmall: o => o.Batching.DeliveryMargin = TimeSpan.FromMilliseconds(stage1MarginMs));
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
@@ -276,7 +326,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task When_the_next_stage_expires_by_its_own_default_timeout_a_request_without_a_deadline_keeps_the_first_stages_answer()
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero, o => o.Batching.DefaultTimeout = TimeSpan.FromMilliseconds(100));
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero, o => o.Batching.DefaultTimeout = TimeSpan.FromMilliseconds(100));
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         large.Compute = TimeSpan.FromMilliseconds(200);
@@ -291,7 +341,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task A_request_with_no_timeout_at_all_is_not_cut_short_by_a_stages_default_timeout()
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero, o => o.Batching.DefaultTimeout = TimeSpan.FromMilliseconds(100));
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero, o => o.Batching.DefaultTimeout = TimeSpan.FromMilliseconds(100));
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         large.Compute = TimeSpan.FromMilliseconds(200);
@@ -306,7 +356,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task A_request_cancelled_while_the_next_stage_runs_is_cancelled_even_when_that_stage_then_fails()
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -326,7 +376,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task Cascade_rows_count_each_answered_row_once_under_the_stage_that_answered_it_and_fallbacks_by_outcome()
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
         await using var _ = provider;
         var factory = provider.GetRequiredService<IMeterFactory>();
         using var answered = new MetricCollector<long>(factory, InferKitTelemetry.Name, "inferkit.cascade.rows");
@@ -384,9 +434,8 @@ public sealed class CascadeTests
     public async Task A_first_stage_refusal_is_the_cascades_answer_and_its_message_still_names_the_stage_that_refused()
     {
         // The small model holds requests up to 1 s for a batch; this one's 100 ms pass first, in the queue.
-        var (provider, _, _, time) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.FromSeconds(1));
+        var (provider, _, _, time) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.FromSeconds(1));
         await using var _ = provider;
-        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
         var client = provider.GetRequiredService<IInferenceClient>();
         var call = client.InferAsync("cascade", Rows(1, 2, TimeSpan.FromMilliseconds(100))).AsTask();
         time.Advance(TimeSpan.FromMilliseconds(100));
@@ -401,7 +450,7 @@ public sealed class CascadeTests
     {
         // Accept only rows whose second probability is tiny: the same as "sure" here, decided by user code.
         var rule = AcceptanceRule.Custom(scores => scores[1] < 0.1f, output: "probabilities");
-        var (provider, _, large, _) = Build(rule, TimeSpan.Zero);
+        var (provider, _, large, _) = await BuildAsync(rule, TimeSpan.Zero);
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         using var r = await client.InferAsync("cascade", Rows(9, 4));
@@ -412,7 +461,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task Requested_outputs_are_honoured_after_merging()
     {
-        var (provider, _, _, _) = Build(AcceptanceRule.Entropy(0.3), TimeSpan.Zero);
+        var (provider, _, _, _) = await BuildAsync(AcceptanceRule.Entropy(0.3), TimeSpan.Zero);
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         var request = new InferenceRequest(Rows(3, 2).Inputs.ToArray()) { RequestedOutputs = ["echo"] };
@@ -424,7 +473,7 @@ public sealed class CascadeTests
     [Fact]
     public async Task An_unknown_requested_output_is_invalid_input_naming_the_cascade_and_its_outputs()
     {
-        var (provider, _, large, _) = Build(AcceptanceRule.Entropy(0.3), TimeSpan.Zero);
+        var (provider, _, large, _) = await BuildAsync(AcceptanceRule.Entropy(0.3), TimeSpan.Zero);
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
         var request = new InferenceRequest(Rows(3, 2).Inputs.ToArray()) { RequestedOutputs = ["labels"] };
@@ -565,10 +614,9 @@ public sealed class CascadeTests
     [Fact]
     public async Task A_cascade_is_described_like_a_model()
     {
-        var (provider, _, _, _) = Build(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
+        var (provider, _, _, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
         await using var _ = provider;
         var registry = provider.GetRequiredService<IModelRegistry>();
-        await registry.LoadAllAsync();
         Assert.Contains("cascade", registry.ModelNames);
         var info = registry.GetModel("cascade");
         Assert.Equal("cascade", info.Kind);
