@@ -139,9 +139,10 @@ internal static class RowOps
 /// answer is returned only while the caller still wants it: a request whose token was cancelled ends cancelled, and one
 /// whose own deadline (its timeout or deadline) has passed, or is closer than the delivery margin
 /// (<see cref="Scheduling.BatchingOptions.DeliveryMargin"/>, the largest among the stages whose answers it would be given),
-/// ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real model never hands an answer over that late. Stage 1's refusals, deadline misses and errors are the request's own.
-/// A later stage that is not loaded yet, loading or failed to load refuses at once (its load starts, goes on or is retried
-/// in the background) rather than make the request wait for the load.
+/// ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real model never hands an answer over that late. Stage 1's
+/// refusals, deadline misses and errors are the request's own. A later stage that is not loaded yet, loading or failed
+/// to load refuses at once (its load starts, goes on or is retried in the background) rather than make the request wait
+/// for the load.
 /// </para>
 /// <para>
 /// <c>inferkit.cascade.rows</c> counts each row of an answered request once, under the stage whose answer the caller
