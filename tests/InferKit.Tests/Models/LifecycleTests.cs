@@ -265,21 +265,30 @@ public sealed class LifecycleTests
     [Fact]
     public async Task Unloading_while_a_warm_up_hangs_gives_up_after_the_drain_timeout_and_the_late_load_unloads_itself()
     {
+        // On the injected clock. On the real one, the late load's own unload (bounded by the same drain timeout) could
+        // give up before a pool thread got to the backend's Dispose on a busy machine, and the load then ended before it.
+        var drain = TimeSpan.FromMilliseconds(100);
+        var time = new FakeTimeProvider();
         using var gate = new SemaphoreSlim(0);
         var backend = new ProbeBackend(new FakeBackend()) { WarmupGate = gate };
         var services = new ServiceCollection();
-        services.AddInferKit(o => o.DrainTimeout = TimeSpan.FromMilliseconds(100)).AddModel("m", _ => backend);
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit(o => o.DrainTimeout = drain).AddModel("m", _ => backend);
         var provider = services.BuildServiceProvider();
         var registry = provider.GetRequiredService<ModelRegistry>();
         var loading = registry.LoadAsync("m");
         await backend.WarmupEntered.Task.WaitAsync(TimeSpan.FromSeconds(30));
 
+        // The unload waits for the hung load until the drain timeout passes (its deadline is taken when it starts).
         var disposing = registry.DisposeAsync().AsTask();
-        var outcome = await Record.ExceptionAsync(() => disposing.WaitAsync(TimeSpan.FromSeconds(20)));
+        Assert.False(disposing.IsCompleted, "the unload did not wait for the load in progress");
+        time.Advance(drain);
+        var outcome = await Record.ExceptionAsync(() => disposing.WaitAsync(TimeSpan.FromSeconds(30)));
         gate.Release(100);
         Assert.IsNotType<TimeoutException>(outcome);
 
-        // The load finishes after the unload: it must not publish a serving model; its instances are disposed.
+        // The load finishes after the unload: it must not publish a serving model; its instances are disposed. The clock
+        // no longer moves, so the late load's own unload waits for that disposal before the load ends.
         await Assert.ThrowsAsync<ObjectDisposedException>(() => loading.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal(1, backend.DisposeCalls);
         Assert.NotEqual(ModelState.Ready, registry.GetModel("m").State);
