@@ -35,6 +35,9 @@ internal sealed class ModelInstance : IDisposable
     /// <summary>Completed once the instance is closed after <see cref="CloseWhenIdleAsync"/> asked for it.</summary>
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    /// <summary>Completed once the backend's Dispose has returned (or thrown).</summary>
+    private readonly TaskCompletionSource _disposeReturned = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     public ModelInstance(int index, string id, IModelBackend backend, double? weight, int maxConcurrency, InstanceHealthOptions health, TimeProvider time)
     {
         Index = index;
@@ -267,12 +270,25 @@ internal sealed class ModelInstance : IDisposable
         }
     }
 
+    /// <summary>
+    /// Completes once the backend's Dispose has returned or thrown: the moment an unload that gives up at its drain timeout
+    /// reads to tell whether the instance is still being disposed.
+    /// </summary>
+    public Task DisposeReturned => _disposeReturned.Task;
+
     /// <summary>Disposes the backend once: a second call (the pool's and an unload's, say) does nothing.</summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            Backend.Dispose();
+            try
+            {
+                Backend.Dispose();
+            }
+            finally
+            {
+                _disposeReturned.TrySetResult();
+            }
         }
     }
 

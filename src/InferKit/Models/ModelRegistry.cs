@@ -939,10 +939,12 @@ internal sealed class ModelDeployment(string version, ModelSignature signature, 
             return;
         }
 
+        // Pending is what the instance itself says: its backend's Dispose has not returned (or never started). The work
+        // item that ran it may still be finishing after the Dispose returned; that is not a disposal still under way.
         bool instancePending = false;
         for (int i = 0; i < instances.Length; i++)
         {
-            if (!disposed[i].IsCompleted)
+            if (!instances[i].DisposeReturned.IsCompleted)
             {
                 instancePending = true;
                 Log.DisposalPending(logger, model, Version, $"instance {instances[i].Id}", timeout,

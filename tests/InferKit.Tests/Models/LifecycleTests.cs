@@ -314,6 +314,8 @@ public sealed class LifecycleTests
         var provider = services.BuildServiceProvider();
         var registry = provider.GetRequiredService<ModelRegistry>();
         await registry.LoadAllAsync();
+        var siblingInstance = registry.GetScheduler("a").Pool.Instances[1];
+        Assert.Same(sibling, siblingInstance.Backend);
         try
         {
             // On its own thread: a disposal that blocked its caller would block the test too.
@@ -323,7 +325,9 @@ public sealed class LifecycleTests
             // The other instance and the other model dispose without the clock moving. Waiting for them before the
             // clock moves keeps the test to one pending disposal: every model unloads under one shared deadline, so a
             // model reached only after the advance would get no time left and rightly be reported pending as well.
-            await sibling.DisposeReturned.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            // The sibling is waited for as the unload sees it (its instance's Dispose returned), not from inside the
+            // backend's Dispose: signalled from there, its thread could still be on its way out when the clock moved.
+            await siblingInstance.DisposeReturned.WaitAsync(TimeSpan.FromSeconds(30));
             await other.DisposeReturned.Task.WaitAsync(TimeSpan.FromSeconds(30));
             Assert.True(SpinWait.SpinUntil(() => registry.GetModel("b").State == ModelState.Unloaded, TimeSpan.FromSeconds(30)),
                 "model 'b' did not finish unloading without the clock moving");
