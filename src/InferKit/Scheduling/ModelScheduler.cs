@@ -1307,7 +1307,10 @@ internal sealed class ModelScheduler : IDisposable
     {
         public void Execute()
         {
-            Volatile.Write(ref owner._pumpQueued, 0);
+            // A full fence, not a release store: Pump reads _queued next, and a store may pass a later load. A
+            // caller that queued meanwhile and still saw the flag set (so queued no work item) would then be missed
+            // by this pass too, and its request would wait for the next arrival or batch to be picked up.
+            Interlocked.Exchange(ref owner._pumpQueued, 0);
             owner.Pump(DispatchMode.Worker, null);
         }
     }
