@@ -23,6 +23,11 @@ internal sealed class BatchLatencyModel
 
     public bool HasData { get; private set; }
 
+    /// <summary>How many latencies were recorded so far: it changes whenever a run refreshes the estimate.</summary>
+    public long Samples => Volatile.Read(ref _samples);
+
+    private long _samples;
+
     public void Record(int rows, double seconds)
     {
         if (rows <= 0 || seconds <= 0 || double.IsNaN(seconds))
@@ -36,6 +41,7 @@ internal sealed class BatchLatencyModel
             SpreadEstimate.Add(ref _mean[i], ref _deviation[i], seconds);
             Volatile.Write(ref _seconds[i], _mean[i] + (SpreadEstimate.DeviationWeight * _deviation[i]));
             HasData = true;
+            Volatile.Write(ref _samples, _samples + 1);
         }
     }
 

@@ -46,7 +46,12 @@ public sealed class BatchingOptions
     /// </summary>
     public TimeSpan DeliveryMargin { get; set; } = TimeSpan.FromMilliseconds(2);
 
-    /// <summary>Refuse at admission a request whose deadline cannot be met given the queue ahead and the measured batch latency.</summary>
+    /// <summary>
+    /// Refuse at admission a request whose deadline cannot be met given the queue ahead and the measured batch latency.
+    /// The latency is learned from batches that run, so once no batch has run for 100 ms, and the model is idle (nothing
+    /// queued, an instance free), one such request per 100 ms is admitted anyway to measure it again: an estimate made
+    /// stale by one slow run cannot refuse all traffic for good. That request still never gets a late answer.
+    /// </summary>
     public bool RefuseInfeasibleDeadlines { get; set; } = true;
 
     /// <summary>Learn the batch latency per size and adjust the batch cap to a latency target (opt-in).</summary>

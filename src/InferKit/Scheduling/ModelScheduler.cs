@@ -76,6 +76,14 @@ internal sealed class ModelScheduler : IDisposable
     private const int RunnerAgain = 2;
     private readonly long _deliveryMargin;
 
+    /// <summary>Ticks between two requests admitted to re-measure an estimate that refuses them (see <see cref="TryAdmitProbe"/>).</summary>
+    private readonly long _probeInterval;
+
+    /// <summary><see cref="BatchLatencyModel.Samples"/> when admission last looked, and since when it has not changed.</summary>
+    private long _seenSamples;
+
+    private long _samplesUnchangedSince;
+
     /// <summary>
     /// At most this much of the delivery margin is still kept when the caller reads its result: the caller reads its own
     /// clock after that, so a success read closer than this to the deadline is answered DeadlineExceeded.
@@ -98,6 +106,7 @@ internal sealed class ModelScheduler : IDisposable
         _logger = SafeLogger.Wrap(logger);
         _batchable = signature.IsBatchable && _options.Enabled;
         _deliveryMargin = (long)(_options.DeliveryMargin.TotalSeconds * time.TimestampFrequency);
+        _probeInterval = (long)(InfeasibleProbeInterval.TotalSeconds * time.TimestampFrequency);
         ReadMargin = (long)(Math.Min(_options.DeliveryMargin.TotalSeconds, ReadMarginSeconds) * time.TimestampFrequency);
         _queueFullMessage = $"Model '{model}': the queue is full ({_options.MaxQueueLength} requests).";
         Padding = PaddingPlan.Create(model, signature, _options.Padding);
@@ -1160,7 +1169,7 @@ internal sealed class ModelScheduler : IDisposable
         {
             double wait = EstimateWait(lane, rows, now);
             double remaining = (deadline - now - _deliveryMargin) / (double)Time.TimestampFrequency;
-            if (wait > remaining)
+            if (wait > remaining && !TryAdmitProbe(now))
             {
                 return Refuse(request, InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
                     static (r, away, needs) => $"Model '{r.Model}': the deadline ({away:F1} ms away) cannot be met; the queue ahead needs about {needs:F1} ms.",
@@ -1169,6 +1178,38 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         return null;
+    }
+
+    /// <summary>The shortest time between two requests admitted by <see cref="TryAdmitProbe"/>.</summary>
+    internal static readonly TimeSpan InfeasibleProbeInterval = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// True for a request that the latency estimate refuses but that is admitted anyway to measure again. The estimate is
+    /// learned only from batches that run, so refusing every request would keep one made stale (a slow warm-up, a run
+    /// slowed by a pause of the process) for good, and the model would refuse all traffic with deadlines while idle.
+    /// Only with nothing queued and an instance free, where the request's wait is its own run and delays no one, and
+    /// only once no batch has run for <see cref="InfeasibleProbeInterval"/>: at most one such request per interval, and
+    /// none while runs keep the estimate fresh. Its deadline still holds: if the run is as slow as estimated, it is
+    /// answered DeadlineExceeded, never late.
+    /// </summary>
+    private bool TryAdmitProbe(long now)
+    {
+        if (Volatile.Read(ref _queued) != 0 || !HasRoom(now))
+        {
+            return false;
+        }
+
+        long samples = Latency.Samples;
+        long since = Volatile.Read(ref _samplesUnchangedSince);
+        if (samples != Volatile.Read(ref _seenSamples))
+        {
+            // A run measured since admission last looked: the estimate is fresh, and the interval starts again.
+            Volatile.Write(ref _seenSamples, samples);
+            Volatile.Write(ref _samplesUnchangedSince, now);
+            return false;
+        }
+
+        return now - since >= _probeInterval && Interlocked.CompareExchange(ref _samplesUnchangedSince, now, since) == since;
     }
 
     private InferenceResponse RefuseShuttingDown(InferenceRequest request, long admitted, Activity? activity)

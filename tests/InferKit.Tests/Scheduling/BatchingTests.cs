@@ -302,6 +302,67 @@ public sealed class BatchingTests
     }
 
     [Fact]
+    public async Task An_estimate_made_stale_by_a_slow_warm_up_does_not_refuse_an_idle_model_for_good()
+    {
+        // The warm-up's runs take 80 ms of fake time, every later run 1 ms; requests allow 50 ms. Refusing every request
+        // as infeasible would never run one, so the estimate (learned from runs) would stay at 80 ms for good.
+        bool slow = true;
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 1, computeTime: _ => TimeSpan.FromMilliseconds(slow ? 80 : 1));
+        slow = false;
+        var timeout = TimeSpan.FromMilliseconds(50);
+
+        int probes = 0;
+        bool recovered = false;
+        for (int round = 0; round < 200 && !recovered; round++)
+        {
+            using var first = await Send(h, (2 * round) + 1, timeout: timeout);
+            using var second = await Send(h, (2 * round) + 2, timeout: timeout);
+            foreach (var r in new[] { first, second })
+            {
+                // Each one either runs (and, at 1 ms, answers in time) or is refused as infeasible: nothing else.
+                Assert.True(r.IsSuccess || r.RefusalReason == RefusalReason.DeadlineInfeasible, $"{r.Status} {r.RefusalReason}: {r.Message}");
+            }
+
+            // Back to back, on an idle model: while the estimate refuses, at most the first is let through to measure again.
+            Assert.False(second.IsSuccess && !first.IsSuccess, "a request admitted to measure came right after a refused one, within the interval");
+            probes += first.IsSuccess && !second.IsSuccess ? 1 : 0;
+            recovered = first.IsSuccess && second.IsSuccess;
+            h.Time.Advance(ModelScheduler.InfeasibleProbeInterval);
+        }
+
+        Assert.True(recovered, $"the model still refused back-to-back requests after {probes} re-measuring runs");
+        Assert.True(probes > 0, "the stale estimate never refused: the test did not exercise it");
+    }
+
+    [Fact]
+    public async Task A_model_truly_slower_than_the_deadline_runs_one_request_per_interval_without_runs_and_never_answers_it_late()
+    {
+        // Every run takes 80 ms of fake time; requests allow 50 ms.
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 1, computeTime: _ => TimeSpan.FromMilliseconds(80));
+        using (var fresh = await Send(h, 99, timeout: TimeSpan.FromMilliseconds(50)))
+        {
+            // Just after the warm-up measured it, the estimate is fresh: refused, not run.
+            Assert.Equal(RefusalReason.DeadlineInfeasible, fresh.RefusalReason);
+        }
+
+        for (int round = 0; round < 3; round++)
+        {
+            // No run for an interval: the estimate may be stale.
+            h.Time.Advance(ModelScheduler.InfeasibleProbeInterval);
+            var answers = new List<InferenceResponse>();
+            for (int i = 0; i < 5; i++)
+            {
+                answers.Add(await Send(h, (10 * round) + i, timeout: TimeSpan.FromMilliseconds(50)));
+            }
+
+            // The first of each interval runs, and its result (80 ms, past its deadline) is not delivered; the rest are refused at once.
+            Assert.Equal(InferenceStatus.DeadlineExceeded, answers[0].Status);
+            Assert.All(answers.Skip(1), r => Assert.Equal(RefusalReason.DeadlineInfeasible, r.RefusalReason));
+            answers.ForEach(r => r.Dispose());
+        }
+    }
+
+    [Fact]
     public async Task A_deadline_that_cannot_be_met_is_refused_at_admission_with_a_retry_hint()
     {
         // Runs take 10 ms of fake time (warm-up measures it); five requests queue ahead of one allowing 20 ms.
