@@ -240,7 +240,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                     cancelled = true;
                     reserved = false;
                     instance.ReleaseUnrun(Rows);
-                    DiscardResponses();
                     break;
                 }
 

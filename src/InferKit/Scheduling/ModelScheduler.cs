@@ -537,6 +537,12 @@ internal sealed class ModelScheduler : IDisposable
             return;
         }
 
+        AnswerCancelled(request);
+    }
+
+    /// <summary>Answers a request that its caller's token ended (its state already moved to done) as cancelled.</summary>
+    private void AnswerCancelled(PendingRequest request)
+    {
         _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, InferenceOutcome.Cancelled, null, null);
         EndActive();
         request.DeliverException(new OperationCanceledException($"The request to model '{ModelName}' was cancelled.", request.Token));
@@ -1079,9 +1085,7 @@ internal sealed class ModelScheduler : IDisposable
             }
         }
 
-        _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, InferenceOutcome.Cancelled, null, null);
-        EndActive();
-        request.DeliverException(new OperationCanceledException($"The request to model '{ModelName}' was cancelled.", request.Token));
+        AnswerCancelled(request);
     }
 
     private void FailQueuedNoInstance()
