@@ -300,6 +300,8 @@ internal static class Program
             s.Extra["capacity_per_s"] = capacities.Count > 0 ? capacities.Average() : rates.Average() / 2;
             s.Extra["arrivals"] = s.Ok + s.Refused + s.Expired + s.Errors;
             s.Extra["overloaded"] = s.Refused + s.Expired > 0.01 * s.Extra["arrivals"] ? 1 : 0;
+            s.Extra["offered_per_s"] = s.Extra.GetValueOrDefault("generation_s") > 0 ? s.Extra["fired"] / s.Extra["generation_s"] : double.NaN;
+            notes.Add(Inv($"open-2x {peer.Name}: offered {s.Extra["offered_per_s"]:N0} arrivals/s against the {s.Rate:N0}/s asked for ({s.Extra["offered_per_s"] / s.Extra["capacity_per_s"]:F2}× the measured capacity); the generator's lag behind its schedule, p99 {s.GeneratorLag.PercentileMs(0.99):F1} ms."));
             rows.Add(s);
         }
 

@@ -88,7 +88,11 @@ internal static class Report
             // The median of paired rounds (each round's capacity probe, then its open loop), when the run has them.
             double ratio = o.Extra.TryGetValue("goodput_ratio", out var paired) ? paired : goodput / capacity;
             bool overloaded = o.Extra.TryGetValue("overloaded", out var ov) && ov > 0;
-            goals.Add(("open loop 2× capacity: goodput / capacity", Inv($"{ratio:P0} (median round; whole run {goodput:N0} of {capacity:N0}/s){(overloaded ? "" : "; NOT an overload: under 1% refused or expired, so the closed-loop capacity under-measures InferKit")}"), "≥ 90%", ratio >= 0.9));
+            // The generator shares the cores: when it cannot fire arrivals as fast as asked, the load offered is less than 2x.
+            string offered = o.Extra.TryGetValue("offered_per_s", out var reached) && !double.IsNaN(reached)
+                ? Inv($"; offered {reached / capacity:F2}× capacity{(reached < 0.95 * o.Rate ? Inv($": the generator reached {reached:N0} of the {o.Rate:N0} arrivals/s asked for") : "")}")
+                : "";
+            goals.Add(("open loop 2× capacity: goodput / capacity", Inv($"{ratio:P0} (median round; whole run {goodput:N0} of {capacity:N0}/s{offered}){(overloaded ? "" : "; NOT an overload: under 1% refused or expired, so the closed-loop capacity under-measures InferKit")}"), "≥ 90%", ratio >= 0.9));
             goals.Add(("open loop: successes taken by the caller after its deadline (clock read before taking the result, deadline from the InferAsync call)", Inv($"{o.Late} of {o.Ok}{(o.Late > 0 ? $", at most {o.LateMaxMs:F3} ms late" : "")} (delivery hop p99 {o.DeliveryLag.PercentileMs(0.99):F2} ms; taken in time but the caller's clock read after taking it was past the deadline: {o.LateAfterRead}{(o.LateAfterRead > 0 ? $", at most {o.LateAfterReadMaxMs:F3} ms" : "")})"), "0", o.Late == 0));
             goals.Add(("open loop: answers whose batch ended after the deadline (QueueTime + ComputeTime)", Inv($"{o.ServerLate}"), "0", o.ServerLate == 0));
             if (o.Refused > 0)
