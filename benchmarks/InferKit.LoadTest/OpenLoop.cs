@@ -9,7 +9,7 @@ namespace InferKit.LoadTest;
 /// <summary>What one open-loop run shares with the requests it fires.</summary>
 internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSpan deadline)
 {
-    private long _started; // written by the generator's thread only
+    private PaddedCounter _started;
     private PaddedCounter _ended;
 
     public PeerStats Stats { get; } = stats;
@@ -20,11 +20,11 @@ internal sealed class OpenLoopContext(PeerStats stats, Workload workload, TimeSp
 
     public long DeadlineTicks { get; } = (long)(deadline.TotalSeconds * Stopwatch.Frequency);
 
-    /// <summary>Arrivals started and not yet ended; read by the generator's thread.</summary>
-    public long Outstanding => Volatile.Read(ref _started) - Interlocked.Read(ref _ended.Value);
+    /// <summary>Arrivals started and not yet ended.</summary>
+    public long Outstanding => Interlocked.Read(ref _started.Value) - Interlocked.Read(ref _ended.Value);
 
-    /// <summary>Counts an arrival; called by the generator's thread only, so a plain write (no cache line shared with the threads that end requests).</summary>
-    public void Begin() => Volatile.Write(ref _started, _started + 1);
+    /// <summary>Counts an arrival (on a cache line of its own, apart from the one the threads that end requests write).</summary>
+    public void Begin() => Interlocked.Increment(ref _started.Value);
 
     public void End() => Interlocked.Increment(ref _ended.Value);
 
@@ -73,6 +73,9 @@ internal interface IOpenLoopPeer
     /// than the reserve covers), so that the memory measured after a run is the peer's, not the generator's backlog.
     /// </summary>
     void TrimToReserve();
+
+    /// <summary>Called once every generator thread of a run has stopped firing.</summary>
+    void GeneratorsDone();
 }
 
 /// <summary>
@@ -82,7 +85,7 @@ internal interface IOpenLoopPeer
 /// </summary>
 internal static class OpenLoop
 {
-    public static void Run(IOpenLoopPeer peer, double rate, TimeSpan duration, OpenLoopContext context, int seed, bool measureBefore, bool measureAfter)
+    public static void Run(IOpenLoopPeer peer, double rate, TimeSpan duration, OpenLoopContext context, int seed, bool measureBefore, bool measureAfter, int generators = 1)
     {
         var stats = context.Stats;
         if (measureBefore)
@@ -94,33 +97,42 @@ internal static class OpenLoop
 
         double peak = 0;
         using var sampler = new Timer(_ => peak = Math.Max(peak, GC.GetTotalMemory(false) / 1048576.0), null, 0, 100);
-        var rng = new Random(seed);
         long freq = Stopwatch.Frequency;
         long start = Stopwatch.GetTimestamp();
         long end = start + (long)(duration.TotalSeconds * freq);
-        double t = 0;
+
+        // Each generator thread fires its own Poisson stream at rate / generators (together a Poisson stream at the rate):
+        // one thread sharing the cores with the server can fall behind a rate the server's admission keeps up with.
         long fired = 0;
-        while (true)
+        if (generators <= 1)
         {
-            t += -Math.Log(1.0 - rng.NextDouble()) / rate;
-            long due = start + (long)(t * freq);
-            if (due >= end)
-            {
-                break;
-            }
-
-            long now = Stopwatch.GetTimestamp();
-            while (due > now)
-            {
-                Thread.Sleep(1);
-                now = Stopwatch.GetTimestamp();
-            }
-
-            stats.GeneratorLag.Record(now - due);
-            context.Begin();
-            peer.Fire(context, now);
-            fired++;
+            fired = Generate(peer, rate, context, new Random(seed), start, end);
         }
+        else
+        {
+            var threads = new Thread[generators];
+            for (int g = 0; g < generators; g++)
+            {
+                var rng = new Random(seed * 7919 + g);
+                threads[g] = new Thread(() =>
+                {
+                    long n = Generate(peer, rate / generators, context, rng, start, end);
+                    Interlocked.Add(ref fired, n);
+                })
+                {
+                    IsBackground = true,
+                    Name = $"open-loop generator {g}",
+                };
+                threads[g].Start();
+            }
+
+            foreach (var thread in threads)
+            {
+                thread.Join();
+            }
+        }
+
+        peer.GeneratorsDone();
 
         // What was offered: a generator that cannot keep up fires every scheduled arrival late, over a longer time, so
         // the rate it reached is below the one asked for.
@@ -146,6 +158,35 @@ internal static class OpenLoop
             var (heap, ws) = Memory();
             stats.HeapAfterMb = heap;
             stats.WorkingSetAfterMb = ws;
+        }
+    }
+
+    /// <summary>Fires Poisson arrivals at <paramref name="rate"/> from <paramref name="start"/> until <paramref name="end"/>; returns how many.</summary>
+    private static long Generate(IOpenLoopPeer peer, double rate, OpenLoopContext context, Random rng, long start, long end)
+    {
+        long freq = Stopwatch.Frequency;
+        double t = 0;
+        long fired = 0;
+        while (true)
+        {
+            t += -Math.Log(1.0 - rng.NextDouble()) / rate;
+            long due = start + (long)(t * freq);
+            if (due >= end)
+            {
+                return fired;
+            }
+
+            long now = Stopwatch.GetTimestamp();
+            while (due > now)
+            {
+                Thread.Sleep(1);
+                now = Stopwatch.GetTimestamp();
+            }
+
+            context.Stats.GeneratorLag.Record(now - due);
+            context.Begin();
+            peer.Fire(context, now);
+            fired++;
         }
     }
 
@@ -187,14 +228,15 @@ internal enum Arrivals
 /// InferKit in the open loop: each arrival calls InferAsync with an absolute deadline 50 ms (configurable) after the
 /// call, from the generator's thread (<see cref="Arrivals.Direct"/>) or from a pool work item of its own.
 /// </summary>
-internal sealed class InferKitOpenLoop(InferKitPeer peer, Arrivals arrivals) : IOpenLoopPeer
+internal sealed class InferKitOpenLoop(InferKitPeer peer, Arrivals arrivals) : IOpenLoopPeer, IDisposable
 {
     private readonly ConcurrentQueue<Call> _pool = new();
 
-    // Direct arrivals answered at once (refusals) come back on the generator's thread: reused last in, first out, so the
-    // few slots they cycle through stay in cache. Through the shared queue every arrival would take the slot used
-    // longest ago, a cold object among tens of thousands. Touched by the generator's thread only.
-    private readonly Stack<Call> _hot = new();
+    // Direct arrivals answered at once (refusals) come back on the generator thread that fired them: reused last in,
+    // first out, so the few slots they cycle through stay in cache. Through the shared queue every arrival would take
+    // the slot used longest ago, a cold object among tens of thousands. One stack per generator thread, emptied into
+    // the shared queue when the generators stop (their threads end with the run).
+    private readonly ThreadLocal<Stack<Call>> _hot = new(() => new Stack<Call>(), trackAllValues: true);
     private int _created;
     private int _reserved;
 
@@ -202,7 +244,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer, Arrivals arrivals) : I
 
     public void Fire(OpenLoopContext context, long arrival)
     {
-        if (!_hot.TryPop(out var call) && !_pool.TryDequeue(out call))
+        if (!_hot.Value!.TryPop(out var call) && !_pool.TryDequeue(out call))
         {
             call = new Call(this, context.Workload, Interlocked.Increment(ref _created));
         }
@@ -223,6 +265,19 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer, Arrivals arrivals) : I
     }
 
     public void TrimToReserve() => OpenLoop.Trim(_pool, _reserved);
+
+    public void Dispose() => _hot.Dispose();
+
+    public void GeneratorsDone()
+    {
+        foreach (var stack in _hot.Values)
+        {
+            while (stack.TryPop(out var call))
+            {
+                _pool.Enqueue(call);
+            }
+        }
+    }
 
     /// <summary>
     /// One reusable request slot: its own input row and input array. Each arrival gets a new request object carrying an
@@ -365,7 +420,7 @@ internal sealed class InferKitOpenLoop(InferKitPeer peer, Arrivals arrivals) : I
             if (_synchronous)
             {
                 _synchronous = false;
-                _owner._hot.Push(this);
+                _owner._hot.Value!.Push(this);
             }
             else
             {
@@ -416,6 +471,10 @@ internal sealed class NaiveOpenLoop(Workload workload) : IOpenLoopPeer
     }
 
     public void TrimToReserve() => OpenLoop.Trim(_pool, _reserved);
+
+    public void GeneratorsDone()
+    {
+    }
 
     private sealed class Call(NaiveOpenLoop owner, int id) : IThreadPoolWorkItem
     {
