@@ -11,6 +11,13 @@ public interface IInferenceClient
     /// <exception cref="ModelNotFoundException">No model has this name.</exception>
     /// <exception cref="InvalidInferenceRequestException">The request does not fit the model's signature.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <remarks>
+    /// A model that is not loaded yet (no host load, a load still running, a retry after a failed one) is loaded first.
+    /// A request with a deadline (its timeout or deadline, else the model's <c>Batching.DefaultTimeout</c>) waits for
+    /// that load only until its deadline less the model's <c>Batching.DeliveryMargin</c>; then it is refused with
+    /// <see cref="RefusalReason.ModelNotReady"/> and a <see cref="InferenceResponse.RetryAfter"/> hint while the load goes
+    /// on. Time spent waiting counts against its deadline. A request with no deadline at all waits for the whole load.
+    /// </remarks>
     ValueTask<InferenceResponse> InferAsync(string model, InferenceRequest request, CancellationToken cancellationToken = default);
 
     /// <summary>Runs one request against a given version of a model (null for the current one).</summary>

@@ -25,7 +25,10 @@ public enum RefusalReason
     DeadlineInfeasible,
     /// <summary>The model has no healthy instance to run on.</summary>
     NoHealthyInstance,
-    /// <summary>The model is not loaded yet, or failed to load.</summary>
+    /// <summary>
+    /// The model is not loaded yet (its load did not finish before the request's deadline, less the delivery margin), or
+    /// failed to load.
+    /// </summary>
     ModelNotReady,
     /// <summary>The host is shutting down and takes no new work.</summary>
     ShuttingDown,

@@ -41,6 +41,9 @@ internal sealed record VirtualRegistration(
 /// </summary>
 internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDisposable, IDisposable
 {
+    /// <summary>The longest wait for a load that is timed; a request whose deadline is further away waits without a timer.</summary>
+    internal static readonly TimeSpan LongestTimedWait = TimeSpan.FromDays(30);
+
     private readonly Dictionary<string, ModelEntry> _entries;
     private readonly Dictionary<string, Selection.IVirtualModel> _virtuals = new(StringComparer.Ordinal);
     private readonly string[] _names;
@@ -436,11 +439,28 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         return left > TimeSpan.Zero ? left : TimeSpan.Zero;
     }
 
+    /// <summary>
+    /// Runs a request on a model that has no loaded version yet, once its load (started here when none runs) finishes. A
+    /// request with a deadline (its timeout or deadline, else the model's <see cref="Scheduling.BatchingOptions.DefaultTimeout"/>,
+    /// as the scheduler reads them) waits for the load only until that deadline less the delivery margin; then it is
+    /// refused with <see cref="RefusalReason.ModelNotReady"/> while the load goes on in the background. It keeps that
+    /// deadline once the load has finished: time spent waiting for the load counts against it. A request with no deadline
+    /// at all waits for the whole load.
+    /// </summary>
     private async ValueTask<InferenceResponse> InferWhenLoadedAsync(ModelEntry entry, InferenceRequest request, CancellationToken cancellationToken)
     {
+        RequestChecks.Check(entry.Name, request);
+        var due = DeadlineOf(request, entry.Options.Batching.DefaultTimeout);
         try
         {
-            await EnsureLoadedAsync(entry, cancellationToken).ConfigureAwait(false);
+            if (due is not DateTimeOffset d)
+            {
+                await EnsureLoadedAsync(entry, cancellationToken).ConfigureAwait(false);
+            }
+            else if (!await WaitForLoadAsync(entry, d, cancellationToken).ConfigureAwait(false))
+            {
+                return RefuseStillLoading(entry, request, d);
+            }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
@@ -455,7 +475,68 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
                 InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null, $"Model '{entry.Name}' is not loaded."));
         }
 
-        return await dep.Scheduler.InferAsync(request, cancellationToken).ConfigureAwait(false);
+        // The deadline fixed on arrival, not a timeout counted again from now.
+        var admitted = due is DateTimeOffset fixedDue ? Selection.RowOps.WithInputs(request, request.InputArray, fixedDue, asCaller: true) : request;
+        return await dep.Scheduler.InferAsync(admitted, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The request's deadline from now, read as the scheduler reads it: the earlier of its deadline and its finite timeout,
+    /// else <paramref name="defaultTimeout"/> when it has neither; null when it has no deadline at all.
+    /// </summary>
+    private DateTimeOffset? DeadlineOf(InferenceRequest request, TimeSpan? defaultTimeout)
+    {
+        DateTimeOffset? deadline = request.Deadline;
+        if (RequestChecks.FiniteOr(request, defaultTimeout) is TimeSpan t)
+        {
+            var fromTimeout = RequestChecks.After(_time.GetUtcNow(), t);
+            deadline = deadline is null || fromTimeout < deadline ? fromTimeout : deadline;
+        }
+
+        return deadline;
+    }
+
+    /// <summary>
+    /// Starts or joins the model's load and waits for it until only the delivery margin is left before
+    /// <paramref name="due"/>. True when the load finished (a failed load throws its error here); false when the time ran
+    /// out first, the load going on in the background.
+    /// </summary>
+    private async Task<bool> WaitForLoadAsync(ModelEntry entry, DateTimeOffset due, CancellationToken cancellationToken)
+    {
+        var load = LoadInBackground(entry);
+        if (!load.IsCompleted)
+        {
+            var left = due - _time.GetUtcNow() - entry.Options.Batching.DeliveryMargin;
+            if (left <= TimeSpan.Zero)
+            {
+                return false;
+            }
+
+            try
+            {
+                // WhenAny: a timeout here is the wait's, never a load that failed with a TimeoutException.
+                await Task.WhenAny(load).WaitAsync(left > LongestTimedWait ? Timeout.InfiniteTimeSpan : left, _time, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                return false;
+            }
+        }
+
+        await load.ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>
+    /// The refusal for a request whose deadline came before the model's load finished. The retry-after hint is how long the
+    /// load has run so far (a load is expected to need about as long again).
+    /// </summary>
+    private InferenceResponse RefuseStillLoading(ModelEntry entry, InferenceRequest request, DateTimeOffset due)
+    {
+        var loadingFor = _time.GetElapsedTime(entry.LoadStarted);
+        var retryAfter = loadingFor < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : loadingFor;
+        return RefuseNotReady(entry, request, retryAfter,
+            $"Model '{entry.Name}' is not available: it is still loading ({loadingFor.TotalMilliseconds:F0} ms so far), and the load did not finish in time for the request's deadline ({(due - _time.GetUtcNow()).TotalMilliseconds:F1} ms away, {entry.Options.Batching.DeliveryMargin.TotalMilliseconds:F1} ms of it kept as the delivery margin). The load goes on in the background.");
     }
 
     /// <summary>
@@ -500,11 +581,11 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     /// none was loaded in time: <see cref="RefusalReason.ModelNotReady"/>, counted under <paramref name="model"/> like its own.
     /// </summary>
     internal InferenceResponse RefuseNotReady(string model, InferenceRequest request, TimeSpan? retryAfter, string message)
-    {
-        var entry = Find(model);
-        return _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
+        => RefuseNotReady(Find(model), request, retryAfter, message);
+
+    private InferenceResponse RefuseNotReady(ModelEntry entry, InferenceRequest request, TimeSpan? retryAfter, string message)
+        => _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
             InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, retryAfter, message));
-    }
 
     /// <summary>Predicted seconds until a request to a loaded model would be answered; null when unknown.</summary>
     internal double? PredictLatency(string model, InferencePriority priority, int rows)

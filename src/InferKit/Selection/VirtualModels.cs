@@ -140,9 +140,11 @@ internal static class RowOps
 /// whose own deadline (its timeout or deadline) has passed, or is closer than the delivery margin
 /// (<see cref="Scheduling.BatchingOptions.DeliveryMargin"/>, the largest among the stages whose answers it would be given),
 /// ends <see cref="InferenceStatus.DeadlineExceeded"/>, as a real model never hands an answer over that late. Stage 1's
-/// refusals, deadline misses and errors are the request's own. A later stage that is not loaded yet, loading or failed
-/// to load refuses at once (its load starts, goes on or is retried in the background) rather than make the request wait
-/// for the load.
+/// refusals, deadline misses and errors are the request's own. A stage 1 that is not loaded yet is waited for as a
+/// direct call to it would wait: with a deadline, only until the deadline less stage 1's delivery margin; then the
+/// request is refused (<see cref="RefusalReason.ModelNotReady"/>) while the load goes on. A later stage that is not
+/// loaded yet, loading or failed to load refuses at once (its load starts, goes on or is retried in the background)
+/// rather than make the request wait for the load.
 /// </para>
 /// <para>
 /// <c>inferkit.cascade.rows</c> counts each row of an answered request once, under the stage whose answer the caller
@@ -193,8 +195,9 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 InferenceResponse response;
                 try
                 {
-                    // Stage 1 is called as the model itself would be; a later stage that is not loaded yet, loading or
-                    // failed to load refuses at once instead of making the request wait for the load, since stage 1's answer stands.
+                    // Stage 1 is called as the model itself would be (its load is waited for only while the deadline
+                    // allows); a later stage that is not loaded yet, loading or failed to load refuses at once instead
+                    // of making the request wait for the load, since stage 1's answer stands.
                     response = s == 0
                         ? await registry.InferRealAsync(_stages[s].Model, null, stageRequest, cancellationToken).ConfigureAwait(false)
                         : await registry.InferMemberAsync(_stages[s].Model, stageRequest, cancellationToken).ConfigureAwait(false);
@@ -560,9 +563,6 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
 /// </remarks>
 internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, ModelRegistry registry, TimeProvider time, SelectionMetrics metrics) : IVirtualModel
 {
-    /// <summary>The longest wait for a load that is timed; a request whose deadline is further away waits without a timer.</summary>
-    private static readonly TimeSpan LongestTimedWait = TimeSpan.FromDays(30);
-
     private readonly string[] _variants = options.Variants.ToArray();
 
     /// <summary>The largest delivery margin among the variants: a wait for a variant's load ends that long before the deadline.</summary>
@@ -713,7 +713,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
 
             try
             {
-                await Task.WhenAny(pending).WaitAsync(left > LongestTimedWait ? Timeout.InfiniteTimeSpan : left, time, cancellationToken).ConfigureAwait(false);
+                await Task.WhenAny(pending).WaitAsync(left > ModelRegistry.LongestTimedWait ? Timeout.InfiniteTimeSpan : left, time, cancellationToken).ConfigureAwait(false);
             }
             catch (TimeoutException)
             {

@@ -231,6 +231,57 @@ public sealed class CascadeTests
     }
 
     [Fact]
+    public async Task Stage_1_not_loaded_yet_is_waited_for_only_until_the_deadline_less_its_delivery_margin_and_without_a_deadline_for_the_whole_load()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var time = new FakeTimeProvider();
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit()
+            .AddModel("small", _ =>
+            {
+                gate.Task.Wait();
+                return new Classifier(large: false);
+            })
+            .AddModel("large", _ => new Classifier(large: true))
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
+        await using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<IModelRegistry>();
+        var client = provider.GetRequiredService<IInferenceClient>();
+        await registry.LoadAsync("large");
+        try
+        {
+            var bounded = client.InferAsync("cascade", Rows(1, 2, TimeSpan.FromMilliseconds(100))).AsTask();
+            var unbounded = client.InferAsync("cascade", Rows(2, 2, Timeout.InfiniteTimeSpan)).AsTask();
+            Assert.Equal(ModelState.Loading, registry.GetModel("small").State);
+
+            // 98 ms later only stage 1's 2 ms delivery margin is left: refused, the load going on. The WaitAsync is only
+            // a safety net: before, the request waited for the whole load, held at the gate.
+            time.Advance(TimeSpan.FromMilliseconds(97));
+            Assert.False(bounded.IsCompleted);
+            time.Advance(TimeSpan.FromMilliseconds(1));
+            using var r = await bounded.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(InferenceStatus.Refused, r.Status);
+            Assert.Equal(RefusalReason.ModelNotReady, r.RefusalReason);
+            Assert.Equal("cascade", r.Model);
+            Assert.Equal(TimeSpan.FromMilliseconds(98), r.RetryAfter);
+            Assert.StartsWith("Model 'small' is not available: it is still loading (98 ms so far)", r.Message, StringComparison.Ordinal);
+            Assert.Equal(ModelState.Loading, registry.GetModel("small").State);
+
+            // A request with no deadline at all waits for the load and is answered once it finishes.
+            Assert.False(unbounded.IsCompleted);
+            gate.SetResult();
+            using var answered = await unbounded.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(answered.IsSuccess, answered.Message);
+            Assert.Equal([1, 2], answered.RowStages);
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+    }
+
+    [Fact]
     public async Task When_the_next_stage_fails_the_first_stages_answer_stands_and_says_so()
     {
         var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
