@@ -11,7 +11,8 @@ namespace InferKit.Backends.Onnx;
 /// <summary>
 /// One ONNX Runtime session. Every ONNX Runtime object it creates (session options, session, run options,
 /// input and output values) is created, used and disposed here; outputs leave only as spans handed to the
-/// sink while the output values are still alive.
+/// sink while the output values are still alive. <see cref="Dispose"/> may be called while runs are in flight: the
+/// sessions and run contexts are then released by the last run to leave, never under a run.
 /// </summary>
 internal sealed class OnnxModelBackend : IModelBackend
 {
@@ -52,6 +53,12 @@ internal sealed class OnnxModelBackend : IModelBackend
     private readonly ConcurrentBag<RunContext> _contexts = new();
     private int _disposed;
 
+    /// <summary>Runs inside <see cref="RunEntered"/>, plus runs that counted themselves in and are backing out.</summary>
+    private int _inFlight;
+
+    /// <summary>1 once the sessions and pooled contexts are released (see <see cref="Release"/>).</summary>
+    private int _released;
+
     private OnnxModelBackend(InferenceSession session, InferenceSession? lane, int lanes, ModelSignature signature, ExecutionProviderInfo provider)
     {
         _session = session;
@@ -85,6 +92,9 @@ internal sealed class OnnxModelBackend : IModelBackend
 
     /// <summary>Runs whose outputs ONNX Runtime wrote into this backend's own buffers (diagnostics and tests).</summary>
     internal long PreallocatedRuns => Volatile.Read(ref _preallocatedRuns);
+
+    /// <summary>True once the sessions and pooled run contexts are released: at <see cref="Dispose"/>, or after it when the last run in flight leaves.</summary>
+    internal bool SessionsReleased => Volatile.Read(ref _released) != 0;
 
     /// <summary>Run contexts waiting in the pool for the next run (diagnostics and tests).</summary>
     internal int PooledContexts => _contexts.Count;
@@ -268,13 +278,37 @@ internal sealed class OnnxModelBackend : IModelBackend
 
     public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
     {
-        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         cancellationToken.ThrowIfCancellationRequested();
         if (inputs.Length != _inputNames.Length)
         {
             throw new ArgumentException($"Expected {_inputNames.Length} inputs, got {inputs.Length}.", nameof(inputs));
         }
 
+        // Count in, then check the flag again (Dispose sets the flag, then reads the count; both steps are full fences):
+        // either Dispose sees this run and leaves the release to the last run out, or this run sees the flag and backs
+        // out before it touches a session or a pooled context.
+        Interlocked.Increment(ref _inFlight);
+        try
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            RunEntered(inputs, sink, cancellationToken);
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref _inFlight) == 0 && Volatile.Read(ref _disposed) != 0)
+            {
+                Release();
+            }
+        }
+    }
+
+    /// <summary>Tests only: called on the run's thread after it chose its session and before it runs it.</summary>
+    internal Action? AfterSessionChosen { get; set; }
+
+    /// <summary>The body of <see cref="Run"/>, counted in <see cref="_inFlight"/>: the sessions and pooled contexts stay alive throughout.</summary>
+    private void RunEntered(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
+    {
         // Per-run native objects and arrays come from a small pool: one context per concurrent run.
         if (!_contexts.TryTake(out var context))
         {
@@ -292,6 +326,7 @@ internal sealed class OnnxModelBackend : IModelBackend
         {
             // First in the try: the finally below releases what this counts.
             session = ChooseSession(rows);
+            AfterSessionChosen?.Invoke();
             var kept = KeptInputs(context, inputs, rows);
             if (kept is null)
             {
@@ -380,10 +415,8 @@ internal sealed class OnnxModelBackend : IModelBackend
 
     /// <summary>
     /// Hands a run's context back to the pool, or disposes it once the backend is disposed. <see cref="Dispose"/> can land
-    /// between the check and the add, after it emptied the pool: the context would then sit in the pool of a disposed
-    /// backend, its run options and values never released. So the add is followed by a second check (a full fence
-    /// between, as <see cref="Dispose"/> sets the flag before it empties the pool): either Dispose's emptying finds the
-    /// context, or this check sees the flag and empties the pool itself. Each pooled context is taken by one of them only.
+    /// between the check and the add; the pool is then emptied by <see cref="Release"/>, which runs only after this run
+    /// left (it is still counted in <see cref="_inFlight"/> here), so the context cannot stay in a disposed backend's pool.
     /// </summary>
     private void ReturnContext(RunContext context)
     {
@@ -395,11 +428,6 @@ internal sealed class OnnxModelBackend : IModelBackend
 
         BeforeContextPooled?.Invoke(context);
         _contexts.Add(context);
-        Interlocked.MemoryBarrier();
-        if (Volatile.Read(ref _disposed) != 0)
-        {
-            DisposePooledContexts();
-        }
     }
 
     /// <summary>Disposes every context in the pool (each is no longer used by any run).</summary>
@@ -678,9 +706,31 @@ internal sealed class OnnxModelBackend : IModelBackend
         }
     }
 
+    /// <summary>
+    /// Refuses new runs and releases the sessions and pooled contexts: now when no run is in flight, else when the last
+    /// one leaves (on its thread). Never waits for a run.
+    /// </summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        // A run counted in after this read sees the flag and backs out without touching the sessions.
+        if (Volatile.Read(ref _inFlight) == 0)
+        {
+            Release();
+        }
+    }
+
+    /// <summary>
+    /// Releases the sessions and pooled contexts once, whoever gets here first: <see cref="Dispose"/> with no run in flight,
+    /// or the run that leaves last after it. The live-session count drops only after the native sessions are released.
+    /// </summary>
+    private void Release()
+    {
+        if (Interlocked.Exchange(ref _released, 1) != 0)
         {
             return;
         }
