@@ -17,8 +17,8 @@ public sealed class ContextPoolTests
     public void A_context_handed_back_as_the_backend_is_disposed_is_released_not_pooled()
     {
         // The backend is disposed after the run checked that it was not, just before the context goes back to the pool:
-        // Dispose empties the pool first, then the context is added. It used to stay there, its run options and kept
-        // values never released.
+        // the context is added after Dispose returned. It once stayed there, its run options and kept values never
+        // released; now the run, leaving last, empties the pool.
         var mlp = new MlpModel(inputSize: 8, hiddenSize: 16, classes: 3, seed: 11);
         var backend = OnnxModelBackend.Create("dispose", new OnnxModelData(mlp.ToOnnx(), null), new OnnxSessionSettings { IntraOpThreads = 1 }, null, null, hostInstances: 1, NullLogger.Instance);
         RunContext? handedBack = null;

@@ -93,7 +93,10 @@ internal sealed class OnnxModelBackend : IModelBackend
     /// <summary>Runs whose outputs ONNX Runtime wrote into this backend's own buffers (diagnostics and tests).</summary>
     internal long PreallocatedRuns => Volatile.Read(ref _preallocatedRuns);
 
-    /// <summary>True once the sessions and pooled run contexts are released: at <see cref="Dispose"/>, or after it when the last run in flight leaves.</summary>
+    /// <summary>
+    /// True from the moment the sessions and pooled run contexts start being released: at <see cref="Dispose"/>, or after it
+    /// when the last run in flight leaves (diagnostics and tests).
+    /// </summary>
     internal bool SessionsReleased => Volatile.Read(ref _released) != 0;
 
     /// <summary>Run contexts waiting in the pool for the next run (diagnostics and tests).</summary>
