@@ -1,3 +1,4 @@
+using System.Globalization;
 using InferKit.Models;
 using InferKit.Selection;
 
@@ -72,7 +73,7 @@ public static class SelectionBuilderExtensions
 
         if (!(options.Headroom >= 0.05 && options.Headroom <= 1.0))
         {
-            errors.Add($"adaptive model '{name}': Headroom must be between 0.05 and 1 (was {options.Headroom}).");
+            errors.Add(string.Create(CultureInfo.InvariantCulture, $"adaptive model '{name}': Headroom must be between 0.05 and 1 (was {options.Headroom})."));
         }
 
         return errors;

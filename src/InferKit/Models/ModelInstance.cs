@@ -1,3 +1,4 @@
+using System.Globalization;
 using InferKit.Backends;
 using InferKit.LoadBalancing;
 using InferKit.Telemetry;
@@ -424,7 +425,7 @@ internal sealed class InstancePool : IDisposable
             return pick;
         }
 
-        error ??= new InvalidOperationException($"Load-balancing strategy '{_strategy}' returned {pick} for {candidates.Length} candidates; expected 0 to {candidates.Length - 1}.");
+        error ??= new InvalidOperationException(string.Create(CultureInfo.InvariantCulture, $"Load-balancing strategy '{_strategy}' returned {pick} for {candidates.Length} candidates; expected 0 to {candidates.Length - 1}."));
         long failures = Interlocked.Increment(ref _selectorFailures);
         if ((failures & (failures - 1)) == 0)
         {

@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using System.Globalization;
 using InferKit.Backends.Onnx;
 using InferKit.LoadBalancing;
 using Microsoft.Extensions.Options;
@@ -30,7 +31,7 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
             {
                 var member = r.MemberNames.FirstOrDefault();
                 var value = member is null ? null : target.GetType().GetProperty(member)?.GetValue(target);
-                errors.Add($"Model '{model}': {path}{member}: {r.ErrorMessage} (was {value ?? "null"}).");
+                errors.Add(string.Create(CultureInfo.InvariantCulture, $"Model '{model}': {path}{member}: {r.ErrorMessage} (was {value ?? "null"})."));
             }
         }
 

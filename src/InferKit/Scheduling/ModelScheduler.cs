@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
 using InferKit.Backends;
 using InferKit.Models;
 using InferKit.Telemetry;
@@ -477,10 +478,10 @@ internal sealed class ModelScheduler : IDisposable
             response.Dispose();
             response = now > request.Deadline
                 ? InferenceResponse.Expired(ModelName, request.Request.Id,
-                    static (r, ms, _) => $"Model '{r.Model}': the result was ready {ms:F1} ms after the deadline and was discarded.",
+                    static (r, ms, _) => string.Create(CultureInfo.InvariantCulture, $"Model '{r.Model}': the result was ready {ms:F1} ms after the deadline and was discarded."),
                     Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds, 0)
                 : InferenceResponse.Expired(ModelName, request.Request.Id,
-                    static (r, ms, _) => $"Model '{r.Model}': the result was ready {ms:F1} ms before the deadline, within the delivery margin, and was discarded.",
+                    static (r, ms, _) => string.Create(CultureInfo.InvariantCulture, $"Model '{r.Model}': the result was ready {ms:F1} ms before the deadline, within the delivery margin, and was discarded."),
                     Time.GetElapsedTime(now, request.Deadline).TotalMilliseconds, 0);
         }
 
@@ -503,10 +504,10 @@ internal sealed class ModelScheduler : IDisposable
         double readyBefore = Time.GetElapsedTime(ready, request.Deadline).TotalMilliseconds;
         return now > request.Deadline
             ? InferenceResponse.Expired(ModelName, request.Request.Id,
-                static (r, before, after) => $"Model '{r.Model}': the result was ready {before:F1} ms before the deadline but reached the caller {after:F1} ms after it, and was discarded rather than answered late.",
+                static (r, before, after) => string.Create(CultureInfo.InvariantCulture, $"Model '{r.Model}': the result was ready {before:F1} ms before the deadline but reached the caller {after:F1} ms after it, and was discarded rather than answered late."),
                 readyBefore, Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds)
             : InferenceResponse.Expired(ModelName, request.Request.Id,
-                static (r, before, left) => $"Model '{r.Model}': the result was ready {before:F1} ms before the deadline but reached the caller only {left * 1000:F0} µs before it (inside the read margin), and was discarded rather than risk a late answer.",
+                static (r, before, left) => string.Create(CultureInfo.InvariantCulture, $"Model '{r.Model}': the result was ready {before:F1} ms before the deadline but reached the caller only {left * 1000:F0} µs before it (inside the read margin), and was discarded rather than risk a late answer."),
                 readyBefore, Time.GetElapsedTime(now, request.Deadline).TotalMilliseconds);
     }
 
@@ -522,7 +523,7 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         Finish(request, InferenceResponse.Expired(ModelName, request.Request.Id,
-            static (r, ms, _) => $"Model '{r.Model}': the deadline passed {ms:F1} ms before the request could run again alone (the outputs of its batch could not be split); it was not run.",
+            static (r, ms, _) => string.Create(CultureInfo.InvariantCulture, $"Model '{r.Model}': the deadline passed {ms:F1} ms before the request could run again alone (the outputs of its batch could not be split); it was not run."),
             Time.GetElapsedTime(request.Deadline, now).TotalMilliseconds, 0), InferenceOutcome.DeadlineExceeded, now);
     }
 
@@ -1011,7 +1012,7 @@ internal sealed class ModelScheduler : IDisposable
                     _queued--;
                     double waited = Time.GetElapsedTime(head.Enqueued, now).TotalMilliseconds;
                     Finish(head, InferenceResponse.Expired(ModelName, head.Request.Id,
-                        static (r, ms, _) => $"Model '{r.Model}': the deadline passed after {ms:F1} ms in the queue; the request was not run.", waited, 0),
+                        static (r, ms, _) => string.Create(CultureInfo.InvariantCulture, $"Model '{r.Model}': the deadline passed after {ms:F1} ms in the queue; the request was not run."), waited, 0),
                         InferenceOutcome.DeadlineExceeded);
                 }
             }
@@ -1176,7 +1177,7 @@ internal sealed class ModelScheduler : IDisposable
             if (wait > remaining && !TryAdmitProbe(now))
             {
                 return Refuse(request, InferenceResponse.Refused(ModelName, request.Id, RefusalReason.DeadlineInfeasible, TimeSpan.FromSeconds(Math.Max(0.001, wait - remaining)),
-                    static (r, away, needs) => $"Model '{r.Model}': the deadline ({away:F1} ms away) cannot be met; the queue ahead needs about {needs:F1} ms.",
+                    static (r, away, needs) => string.Create(CultureInfo.InvariantCulture, $"Model '{r.Model}': the deadline ({away:F1} ms away) cannot be met; the queue ahead needs about {needs:F1} ms."),
                     remaining * 1000, wait * 1000), now, activity);
             }
         }

@@ -1,3 +1,4 @@
+using System.Globalization;
 namespace InferKit.Selection;
 
 /// <summary>Decides from one row of scores whether a cascade stage's answer is good enough to return.</summary>
@@ -179,7 +180,7 @@ public sealed class AcceptanceRule
     }
 
     /// <inheritdoc/>
-    public override string ToString() => Kind == AcceptanceKind.Custom ? $"custom on {Output ?? "first output"}" : $"{Kind} {Threshold} on {Output ?? "first output"}";
+    public override string ToString() => Kind == AcceptanceKind.Custom ? $"custom on {Output ?? "first output"}" : string.Create(CultureInfo.InvariantCulture, $"{Kind} {Threshold} on {Output ?? "first output"}");
 
     private static double CheckUnit(double threshold) => threshold is >= 0 and <= 1
         ? threshold

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using System.Globalization;
 using InferKit.Models;
 using InferKit.Telemetry;
 using InferKit.Tensors;
@@ -301,8 +302,8 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                     if (now + margin > d)
                     {
                         DisposeAll(stageResponses);
-                        return InferenceResponse.Expired(Name, request.Id,
-                            $"Cascade '{Name}': the rows it sent on were not answered until {(d - now).TotalMilliseconds:F1} ms before the request's deadline, within the {margin.TotalMilliseconds:F1} ms delivery margin; stage {missedStage}'s answer for them was discarded rather than risk a late answer. {stage} {missedWhy}");
+                        return InferenceResponse.Expired(Name, request.Id, string.Create(CultureInfo.InvariantCulture,
+                            $"Cascade '{Name}': the rows it sent on were not answered until {(d - now).TotalMilliseconds:F1} ms before the request's deadline, within the {margin.TotalMilliseconds:F1} ms delivery margin; stage {missedStage}'s answer for them was discarded rather than risk a late answer. {stage} {missedWhy}"));
                     }
                 }
 
@@ -736,7 +737,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             var loadingFor = registry.LoadingFor(_variants[v]);
             states[v] = info.State switch
             {
-                ModelState.Loading => $"variant '{_variants[v]}' is loading ({(loadingFor ?? TimeSpan.Zero).TotalMilliseconds:F0} ms so far)",
+                ModelState.Loading => string.Create(CultureInfo.InvariantCulture, $"variant '{_variants[v]}' is loading ({(loadingFor ?? TimeSpan.Zero).TotalMilliseconds:F0} ms so far)"),
                 ModelState.Failed => $"variant '{_variants[v]}' failed to load ({info.Error ?? "unknown error"})",
                 _ => $"variant '{_variants[v]}' is {info.State}",
             };
@@ -748,8 +749,8 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
 
         var now = time.GetUtcNow();
         int chosen = Choose(request, Math.Max(0, (due - now).TotalSeconds));
-        return registry.RefuseNotReady(_variants[chosen], request, retryAfter,
-            $"Model '{Name}': no variant is loaded, and none finished loading in time for the request's deadline ({(due - now).TotalMilliseconds:F1} ms away, {_margin.TotalMilliseconds:F1} ms of it kept as the delivery margin): {string.Join("; ", states)}. The loads go on in the background.");
+        return registry.RefuseNotReady(_variants[chosen], request, retryAfter, string.Create(CultureInfo.InvariantCulture,
+            $"Model '{Name}': no variant is loaded, and none finished loading in time for the request's deadline ({(due - now).TotalMilliseconds:F1} ms away, {_margin.TotalMilliseconds:F1} ms of it kept as the delivery margin): {string.Join("; ", states)}. The loads go on in the background."));
     }
 
     private static TimeSpan LargestMargin(IList<string> variants, ModelRegistry registry)

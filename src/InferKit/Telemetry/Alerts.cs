@@ -1,3 +1,4 @@
+using System.Globalization;
 namespace InferKit.Telemetry;
 
 /// <summary>Whether an alert started or stopped firing.</summary>
@@ -50,7 +51,7 @@ public sealed class AlertEvent
     public DateTimeOffset Timestamp { get; }
 
     /// <inheritdoc/>
-    public override string ToString() => $"{Rule} {State} for model '{Model}' version '{Version}': {Metric} = {Value:G4} (threshold {Threshold:G4})";
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Rule} {State} for model '{Model}' version '{Version}': {Metric} = {Value:G4} (threshold {Threshold:G4})");
 }
 
 /// <summary>
