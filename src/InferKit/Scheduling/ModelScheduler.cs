@@ -615,14 +615,11 @@ internal sealed class ModelScheduler : IDisposable
         var error = pending.InlineException;
         pending.Recycle();
         HandOff();
-        if (error is OperationCanceledException && token.IsCancellationRequested)
-        {
-            return ValueTask.FromCanceled<InferenceResponse>(token);
-        }
-
         if (error is not null)
         {
-            return ValueTask.FromException<InferenceResponse>(error);
+            // As a queued request's answer: a cancelled caller catches the scheduler's OperationCanceledException (its
+            // message and token) from a cancelled task, not the bare one ValueTask.FromCanceled would make.
+            return FailedAnswer.Create(error);
         }
 
         return new ValueTask<InferenceResponse>(result!);

@@ -9,6 +9,8 @@ namespace InferKit.Tests.Scheduling;
 /// </summary>
 public sealed class InlineCancellationTests
 {
+    private const string CancelledMessage = "The request to model 'm' was cancelled.";
+
     private static Task<Harness> CreateAsync() => Harness.CreateAsync(o =>
     {
         o.Batching.AllowInlineExecution = true;
@@ -47,8 +49,9 @@ public sealed class InlineCancellationTests
             cts.Cancel();
 
             // Without the token the run waited at the gate until released, and the caller with it.
-            var ex = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.WaitAsync(TimeSpan.FromSeconds(30)));
+            var ex = await Assert.ThrowsAsync<OperationCanceledException>(() => call.WaitAsync(TimeSpan.FromSeconds(30)));
             Assert.Equal(cts.Token, ex.CancellationToken);
+            Assert.Equal(CancelledMessage, ex.Message);
         }
         finally
         {
@@ -91,8 +94,9 @@ public sealed class InlineCancellationTests
         Assert.True(call.IsCompleted); // inline: answered before InferAsync returned
         Assert.Equal(Environment.CurrentManagedThreadId, Assert.Single(h.Backend.ThreadIds));
         Assert.True(call.IsCanceled);
-        var ex = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.AsTask());
+        var ex = await Assert.ThrowsAsync<OperationCanceledException>(() => call.AsTask());
         Assert.Equal(cts.Token, ex.CancellationToken);
+        Assert.Equal(CancelledMessage, ex.Message);
         var info = h.Registry.GetModel("m").Instances[0];
         Assert.Equal(0, info.Outstanding);
         Assert.Equal(0, info.OutstandingRows);
@@ -104,4 +108,74 @@ public sealed class InlineCancellationTests
         using var next = await h.Client.InferAsync("m", FakeBackend.Request(2));
         Assert.True(next.IsSuccess, next.Message);
     }
+
+    [Fact]
+    public async Task A_caller_cancelled_during_an_inline_run_sees_what_a_caller_cancelled_while_queued_or_running_from_the_queue_sees()
+    {
+        // Queued: no inline run; the first request runs (held at the gate), the second waits behind it.
+        Outcome waiting;
+        Outcome runningQueued;
+        await using (var h = await Harness.CreateAsync(o => o.Batching.AllowInlineExecution = false))
+        {
+            using var runningCts = new CancellationTokenSource();
+            using var waitingCts = new CancellationTokenSource();
+            h.Backend.Hold();
+            try
+            {
+                var running = h.Client.InferAsync("m", FakeBackend.Request(1), runningCts.Token);
+                await h.Backend.Entered.WaitAsync(TimeSpan.FromSeconds(30));
+                var queued = h.Client.InferAsync("m", FakeBackend.Request(2), waitingCts.Token);
+                waitingCts.Cancel();
+                waiting = await ObserveAsync(queued, waitingCts.Token);
+                runningCts.Cancel();
+                runningQueued = await ObserveAsync(running, runningCts.Token);
+            }
+            finally
+            {
+                h.Backend.Release();
+            }
+        }
+
+        // Inline: the request runs on the caller's thread, which InferAsync returns to only after the run.
+        Outcome inline;
+        await using (var h = await CreateAsync())
+        {
+            using var cts = new CancellationTokenSource();
+            int callerThread = 0;
+            h.Backend.Hold();
+            try
+            {
+                var call = Task.Run(() =>
+                {
+                    callerThread = Environment.CurrentManagedThreadId;
+                    return h.Client.InferAsync("m", FakeBackend.Request(3), cts.Token);
+                });
+                await h.Backend.Entered.WaitAsync(TimeSpan.FromSeconds(30));
+                cts.Cancel();
+                inline = await ObserveAsync(await call.WaitAsync(TimeSpan.FromSeconds(30)), cts.Token);
+            }
+            finally
+            {
+                h.Backend.Release();
+            }
+
+            Assert.Equal(callerThread, Assert.Single(h.Backend.ThreadIds)); // it did run inline
+        }
+
+        var expected = new Outcome(true, typeof(OperationCanceledException), CancelledMessage, true);
+        Assert.Equal(expected, waiting);
+        Assert.Equal(expected, runningQueued);
+        Assert.Equal(expected, inline);
+    }
+
+    /// <summary>What a caller observes of a call its token ended: the task's state, then the exception it catches.</summary>
+    private static async Task<Outcome> ObserveAsync(ValueTask<InferenceResponse> call, CancellationToken token)
+    {
+        var task = call.AsTask();
+        await Task.WhenAny(task).WaitAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        var ex = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => task);
+        return new Outcome(task.IsCanceled, ex.GetType(), ex.Message, ex.CancellationToken == token);
+    }
+
+    private readonly record struct Outcome(bool IsCanceled, Type Type, string Message, bool CarriesCallerToken);
 }
