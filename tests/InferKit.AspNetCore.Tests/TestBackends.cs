@@ -92,7 +92,7 @@ internal sealed class BlockingBackend : IModelBackend
     public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
     {
         Entered.Release();
-        _gate.Wait(cancellationToken);
+        GateWait.Wait(_gate, nameof(BlockingBackend), cancellationToken);
         sink.OnOutput(0, TensorElementType.Float32, inputs[0].Shape, inputs[0].Bytes);
     }
 
@@ -121,7 +121,7 @@ internal sealed class GatedStringBackend : IModelBackend
         try
         {
             Entered.Release();
-            _gate.Wait(cancellationToken);
+            GateWait.Wait(_gate, nameof(GatedStringBackend), cancellationToken);
             Seen = inputs[0].GetStrings().ToArray();
             sink.OnStringOutput(0, inputs[0].Shape, inputs[0].GetStrings());
         }
@@ -132,4 +132,22 @@ internal sealed class GatedStringBackend : IModelBackend
     }
 
     public void Dispose() => _gate.Set();
+}
+
+/// <summary>
+/// A gated run's wait, bounded: a test that fails or ends before it releases the gate does not leave the run (and the
+/// host's shutdown, which waits for it) blocked for ever. A released gate does not wait for the bound.
+/// </summary>
+internal static class GateWait
+{
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+
+    public static void Wait(ManualResetEventSlim gate, string backend, CancellationToken cancellationToken, TimeSpan? timeout = null)
+    {
+        var limit = timeout ?? Timeout;
+        if (!gate.Wait(limit, cancellationToken))
+        {
+            throw new TimeoutException($"{backend}: a run waited {limit} at the gate and was never released (the test failed or ended before Release()).");
+        }
+    }
 }

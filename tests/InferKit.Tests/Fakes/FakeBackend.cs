@@ -58,6 +58,12 @@ internal sealed class FakeBackend : IModelBackend
     /// </summary>
     public bool FirstRowOnlyWhenJoined { get; set; }
 
+    /// <summary>
+    /// How long a run waits at the gate before it fails with a <see cref="TimeoutException"/>, so that a test that fails
+    /// or ends before <see cref="Release"/> still ends, however its host is disposed. A released gate does not wait for it.
+    /// </summary>
+    public TimeSpan GateTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Makes the next runs wait at a gate until <see cref="Release"/>.</summary>
     public void Hold()
     {
@@ -103,7 +109,10 @@ internal sealed class FakeBackend : IModelBackend
             if (gate is not null)
             {
                 _entered.TrySetResult();
-                gate.Wait(cancellationToken);
+                if (!gate.Wait(GateTimeout, cancellationToken))
+                {
+                    throw new TimeoutException($"FakeBackend '{Name}': a run waited {GateTimeout} at the gate and was never released (the test failed or ended before Release()).");
+                }
             }
         }
 

@@ -77,5 +77,17 @@ internal sealed class Harness : IAsyncDisposable
     /// <summary>The ids of each batch's rows, warm-up excluded.</summary>
     public List<float[]> BatchIds() => Backend.Batches.ToList();
 
-    public ValueTask DisposeAsync() => _provider.DisposeAsync();
+    /// <summary>
+    /// Lets every held run go, then disposes the container. A test that fails before it releases the gate would otherwise
+    /// wait here for ever: the unload waits for the held run, bounded by a drain timeout on the fake clock, which stands still.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var backend in Backends)
+        {
+            backend.Release();
+        }
+
+        await _provider.DisposeAsync();
+    }
 }

@@ -106,5 +106,17 @@ internal sealed class TelemetryHarness : IAsyncDisposable
         return running;
     }
 
-    public ValueTask DisposeAsync() => _provider.DisposeAsync();
+    /// <summary>
+    /// Lets every held run go, then disposes the container. A test that fails before it releases the gate would otherwise
+    /// wait here for ever: the unload waits for the held run, bounded by a drain timeout on the fake clock, which stands still.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var backend in Backends)
+        {
+            backend.Release();
+        }
+
+        await _provider.DisposeAsync();
+    }
 }
