@@ -1,5 +1,10 @@
 using System.Globalization;
+using InferKit.Selection;
+using InferKit.Telemetry;
 using InferKit.Tests.Fakes;
+using InferKit.Tests.Telemetry;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace InferKit.Tests.Scheduling;
 
@@ -94,6 +99,43 @@ public sealed class InvariantMessageTests
             using var r = await h.Client.InferAsync("m", FakeBackend.Request(5, timeout: TimeSpan.FromMilliseconds(20)));
             Assert.Equal(InferenceStatus.DeadlineExceeded, r.Status);
             Assert.Matches(@"the result was ready \d+\.\d ms before the deadline, within the delivery margin", r.Message);
+        }
+        finally
+        {
+            CultureInfo.CurrentCulture = culture;
+        }
+    }
+
+    [Fact]
+    public void Rule_and_alert_descriptions_write_their_numbers_with_a_dot_under_a_comma_culture()
+    {
+        var culture = CultureInfo.CurrentCulture;
+        CultureInfo.CurrentCulture = German;
+        try
+        {
+            Assert.Equal("TopProbability 0.75 on first output", AcceptanceRule.TopProbability(0.75).ToString());
+            var rule = new AlertRule { Name = "errors", Metric = AlertMetric.ErrorRate, Threshold = 0.25 };
+            var alert = new AlertEvent(rule, "m", "1", AlertState.Firing, 0.375, DateTimeOffset.UnixEpoch);
+            Assert.Equal("errors Firing for model 'm' version '1': ErrorRate = 0.375 (threshold 0.25)", alert.ToString());
+        }
+        finally
+        {
+            CultureInfo.CurrentCulture = culture;
+        }
+    }
+
+    [Fact]
+    public async Task Log_lines_write_their_numbers_with_a_dot_under_a_comma_culture()
+    {
+        var culture = CultureInfo.CurrentCulture;
+        CultureInfo.CurrentCulture = German;
+        try
+        {
+            // Each warm-up run takes 1.5 ms of fake time; the line is formatted as it is read, under this culture.
+            await using var h = TelemetryHarness.Create(computeTime: _ => TimeSpan.FromMilliseconds(1.5), services: s => s.AddLogging(b => b.SetMinimumLevel(LogLevel.Debug)));
+            await h.LoadAsync();
+            var line = Assert.Single(h.Logs.Collector.GetSnapshot(), r => r.Id.Id == 1005);
+            Assert.Matches(@"warmed up in \d+\.\d ms$", line.Message);
         }
         finally
         {
