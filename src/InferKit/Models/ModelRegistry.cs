@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using System.Globalization;
 using InferKit.Backends;
 using InferKit.Backends.Onnx;
 using InferKit.DependencyInjection;
@@ -535,8 +536,8 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     {
         var loadingFor = _time.GetElapsedTime(entry.LoadStarted);
         var retryAfter = loadingFor < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : loadingFor;
-        return RefuseNotReady(entry, request, retryAfter,
-            $"Model '{entry.Name}' is not available: it is still loading ({loadingFor.TotalMilliseconds:F0} ms so far), and the load did not finish in time for the request's deadline ({(due - _time.GetUtcNow()).TotalMilliseconds:F1} ms away, {entry.Options.Batching.DeliveryMargin.TotalMilliseconds:F1} ms of it kept as the delivery margin). The load goes on in the background.");
+        return RefuseNotReady(entry, request, retryAfter, string.Create(CultureInfo.InvariantCulture,
+            $"Model '{entry.Name}' is not available: it is still loading ({loadingFor.TotalMilliseconds:F0} ms so far), and the load did not finish in time for the request's deadline ({(due - _time.GetUtcNow()).TotalMilliseconds:F1} ms away, {entry.Options.Batching.DeliveryMargin.TotalMilliseconds:F1} ms of it kept as the delivery margin). The load goes on in the background."));
     }
 
     /// <summary>

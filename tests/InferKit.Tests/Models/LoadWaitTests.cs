@@ -1,3 +1,4 @@
+using System.Globalization;
 using InferKit.Models;
 using InferKit.Tests.Fakes;
 using Microsoft.Extensions.DependencyInjection;
@@ -53,10 +54,25 @@ public sealed class LoadWaitTests
     }
 
     [Theory]
-    [InlineData("timeout")]
-    [InlineData("deadline")]
-    [InlineData("default timeout")]
-    public async Task A_request_with_a_deadline_waits_for_the_load_only_until_the_delivery_margin_is_left_and_is_then_refused_while_the_load_goes_on(string deadlineFrom)
+    [InlineData("timeout", "en-US")]
+    [InlineData("deadline", "de-DE")]
+    [InlineData("default timeout", "de-DE")]
+    public async Task A_request_with_a_deadline_waits_for_the_load_only_until_the_delivery_margin_is_left_and_is_then_refused_while_the_load_goes_on(string deadlineFrom, string culture)
+    {
+        // The message's numbers are written the same way under a culture whose decimal separator is a comma.
+        var callerCulture = CultureInfo.CurrentCulture;
+        CultureInfo.CurrentCulture = new CultureInfo(culture);
+        try
+        {
+            await RefusedWhileLoadingAsync(deadlineFrom);
+        }
+        finally
+        {
+            CultureInfo.CurrentCulture = callerCulture;
+        }
+    }
+
+    private static async Task RefusedWhileLoadingAsync(string deadlineFrom)
     {
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var cold = new Cold(gate.Task, (_, o) =>
