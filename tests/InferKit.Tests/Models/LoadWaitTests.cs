@@ -1,4 +1,3 @@
-using System.Globalization;
 using InferKit.Models;
 using InferKit.Tests.Fakes;
 using Microsoft.Extensions.DependencyInjection;
@@ -60,20 +59,7 @@ public sealed class LoadWaitTests
     public async Task A_request_with_a_deadline_waits_for_the_load_only_until_the_delivery_margin_is_left_and_is_then_refused_while_the_load_goes_on(string deadlineFrom, string culture)
     {
         // The message's numbers are written the same way under a culture whose decimal separator is a comma.
-        var callerCulture = CultureInfo.CurrentCulture;
-        CultureInfo.CurrentCulture = new CultureInfo(culture);
-        try
-        {
-            await RefusedWhileLoadingAsync(deadlineFrom);
-        }
-        finally
-        {
-            CultureInfo.CurrentCulture = callerCulture;
-        }
-    }
-
-    private static async Task RefusedWhileLoadingAsync(string deadlineFrom)
-    {
+        using var scope = new CultureScope(culture);
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var cold = new Cold(gate.Task, (_, o) =>
         {

@@ -304,32 +304,24 @@ public sealed class AdaptiveTests
     [Fact]
     public async Task The_refusal_with_no_variant_loaded_writes_its_numbers_with_a_dot_under_a_comma_culture()
     {
-        var culture = System.Globalization.CultureInfo.CurrentCulture;
-        System.Globalization.CultureInfo.CurrentCulture = new System.Globalization.CultureInfo("de-DE");
+        using var scope = new CultureScope("de-DE");
+        var largeGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var smallGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var (provider, _, client, time) = CreateCold(largeGate.Task, smallGate.Task);
+        await using var owned = provider;
         try
         {
-            var largeGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            var smallGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            var (provider, _, client, time) = CreateCold(largeGate.Task, smallGate.Task);
-            await using var owned = provider;
-            try
-            {
-                var call = client.InferAsync("auto", FakeBackend.Request(1, timeout: TimeSpan.FromMilliseconds(50))).AsTask();
-                time.Advance(TimeSpan.FromMilliseconds(48));
-                using var r = await call.WaitAsync(TimeSpan.FromSeconds(30));
-                Assert.Equal(RefusalReason.ModelNotReady, r.RefusalReason);
-                Assert.Matches(@"deadline \(\d+\.\d ms away, \d+\.\d ms of it kept as the delivery margin\)", r.Message);
-            }
-            finally
-            {
-                // Before the provider's disposal, which waits for the loads.
-                largeGate.TrySetResult();
-                smallGate.TrySetResult();
-            }
+            var call = client.InferAsync("auto", FakeBackend.Request(1, timeout: TimeSpan.FromMilliseconds(50))).AsTask();
+            time.Advance(TimeSpan.FromMilliseconds(48));
+            using var r = await call.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(RefusalReason.ModelNotReady, r.RefusalReason);
+            Assert.Matches(@"deadline \(\d+\.\d ms away, \d+\.\d ms of it kept as the delivery margin\)", r.Message);
         }
         finally
         {
-            System.Globalization.CultureInfo.CurrentCulture = culture;
+            // Before the provider's disposal, which waits for the loads.
+            largeGate.TrySetResult();
+            smallGate.TrySetResult();
         }
     }
 
