@@ -43,4 +43,33 @@ public sealed class GateTests
         var ex = Assert.Throws<TimeoutException>(() => backend.Run([x], null!, bound.Token));
         Assert.Contains("never released", ex.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task A_wait_at_a_test_gate_that_is_never_opened_fails_after_its_timeout_and_says_so()
+    {
+        var gate = new Gate("the load of 'm'") { Timeout = TimeSpan.FromMilliseconds(1) };
+        using var bound = new CancellationTokenSource(TimeSpan.FromSeconds(30)); // only so that an unbounded wait fails this test rather than hang it
+
+        var blocking = Assert.Throws<TimeoutException>(() => gate.Wait(bound.Token));
+        Assert.Equal("Gate 'the load of 'm'': waited 00:00:00.0010000 and was never released (the test failed or ended before it opened the gate).", blocking.Message);
+        var awaiting = await Assert.ThrowsAsync<TimeoutException>(() => gate.WaitAsync(bound.Token));
+        Assert.Equal(blocking.Message, awaiting.Message);
+    }
+
+    [Fact]
+    public async Task A_test_gate_opened_on_dispose_lets_a_waiting_load_go_before_the_scope_that_declared_it_ends()
+    {
+        var gate = new Gate("a load");
+        Task waiting;
+        using (gate.OpenOnDispose())
+        {
+            waiting = Task.Run(() => gate.Wait());
+            Assert.False(gate.IsOpen);
+        }
+
+        Assert.True(gate.IsOpen);
+        await waiting.WaitAsync(TimeSpan.FromSeconds(30));
+        gate.Wait(); // an open gate does not wait
+        await gate.WaitAsync();
+    }
 }
