@@ -21,7 +21,7 @@ public sealed class LifecycleTests
     {
         public Exception? WarmupFailure { get; init; }
 
-        public SemaphoreSlim? WarmupGate { get; init; }
+        public Gate? WarmupGate { get; init; }
 
         public TaskCompletionSource WarmupEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -30,7 +30,7 @@ public sealed class LifecycleTests
         public int DisposeCalls;
 
         /// <summary>When set, Dispose waits for it (a session that takes long to release, a user's backend that blocks).</summary>
-        public ManualResetEventSlim? DisposeGate { get; init; }
+        public Gate? DisposeGate { get; init; }
 
         /// <summary>Completes when Dispose is entered.</summary>
         public TaskCompletionSource Disposing { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -243,12 +243,13 @@ public sealed class LifecycleTests
     [Fact]
     public async Task Stopping_the_host_while_a_warm_up_hangs_returns_once_the_stop_is_cancelled()
     {
-        using var gate = new SemaphoreSlim(0);
+        var gate = new Gate("the warm-up");
         var backend = new ProbeBackend(new FakeBackend()) { WarmupGate = gate };
         var services = new ServiceCollection();
         services.AddLogging();
         services.AddInferKit().AddModel("m", _ => backend);
         await using var provider = services.BuildServiceProvider();
+        using var open = gate.OpenOnDispose(); // disposed before the provider, which waits for the held load
         var hosted = provider.GetServices<IHostedService>().Single();
         await hosted.StartAsync(CancellationToken.None);
         await backend.WarmupEntered.Task.WaitAsync(TimeSpan.FromSeconds(30));
@@ -258,7 +259,7 @@ public sealed class LifecycleTests
         expired.Cancel();
         var stopping = hosted.StopAsync(expired.Token);
         var outcome = await Record.ExceptionAsync(() => stopping.WaitAsync(TimeSpan.FromSeconds(20)));
-        gate.Release(100);
+        gate.Open();
         Assert.Null(outcome);
     }
 
@@ -269,7 +270,8 @@ public sealed class LifecycleTests
         // give up before a pool thread got to the backend's Dispose on a busy machine, and the load then ended before it.
         var drain = TimeSpan.FromMilliseconds(100);
         var time = new FakeTimeProvider();
-        using var gate = new SemaphoreSlim(0);
+        var gate = new Gate("the warm-up");
+        using var open = gate.OpenOnDispose(); // a failing assertion does not leave the load held at the gate
         var backend = new ProbeBackend(new FakeBackend()) { WarmupGate = gate };
         var services = new ServiceCollection();
         services.AddSingleton<TimeProvider>(time);
@@ -284,7 +286,7 @@ public sealed class LifecycleTests
         Assert.False(disposing.IsCompleted, "the unload did not wait for the load in progress");
         time.Advance(drain);
         var outcome = await Record.ExceptionAsync(() => disposing.WaitAsync(TimeSpan.FromSeconds(30)));
-        gate.Release(100);
+        gate.Open();
         Assert.IsNotType<TimeoutException>(outcome);
 
         // The load finishes after the unload: it must not publish a serving model; its instances are disposed. The clock
@@ -301,7 +303,7 @@ public sealed class LifecycleTests
         var drain = TimeSpan.FromSeconds(30);
         var time = new FakeTimeProvider();
         var logs = new FakeLoggerProvider();
-        using var gate = new ManualResetEventSlim();
+        var gate = new Gate("the backend's Dispose");
         var blocking = new ProbeBackend(new FakeBackend()) { DisposeGate = gate };
         var sibling = new ProbeBackend(new FakeBackend());
         var other = new ProbeBackend(new FakeBackend());
@@ -344,14 +346,14 @@ public sealed class LifecycleTests
             Assert.Contains("instance a/1/0", warning.Message, StringComparison.Ordinal);
 
             // The backend's Dispose finishes on its own, and nothing disposes it again (the host's disposal included).
-            gate.Set();
+            gate.Open();
             await blocking.DisposeReturned.Task.WaitAsync(TimeSpan.FromSeconds(30));
             await provider.DisposeAsync();
             Assert.Equal(1, blocking.DisposeCalls);
         }
         finally
         {
-            gate.Set();
+            gate.Open();
         }
     }
 
@@ -366,6 +368,7 @@ public sealed class LifecycleTests
         services.AddSingleton<TimeProvider>(time);
         services.AddInferKit(o => o.DrainTimeout = drain).AddModel("m", _ => backend);
         await using var provider = services.BuildServiceProvider();
+        using var release = new GateOpener(inner.Release); // disposed before the provider, which waits for the held run
         var registry = provider.GetRequiredService<ModelRegistry>();
         await registry.LoadAllAsync();
         inner.Hold();
