@@ -12,6 +12,7 @@ public sealed class AdaptiveTests
     {
         var (provider, client, large, _) = await CreateAsync(TimeSpan.FromMilliseconds(30));
         await using var owned = provider;
+        using var release = new GateOpener(large.Release); // disposed before the provider, which waits for a held run
 
         // Idle: large's predicted 30 ms fits 80% of 50 ms.
         using (var r = await client.InferAsync("auto", FakeBackend.Request(1)))
@@ -24,7 +25,7 @@ public sealed class AdaptiveTests
         // Load: large is busy and one request waits; a new one would need ~75 ms there, so small answers.
         large.Hold();
         var busy = Task.Run(async () => await client.InferAsync("large", FakeBackend.Request(2)));
-        await large.Entered;
+        await large.Entered.WaitAsync(TimeSpan.FromSeconds(30));
         var waiting = client.InferAsync("large", FakeBackend.Request(3)).AsTask();
         using (var r = await client.InferAsync("auto", FakeBackend.Request(4)))
         {
@@ -123,11 +124,12 @@ public sealed class AdaptiveTests
     {
         var (provider, client, large, _) = await CreateAsync(TimeSpan.FromMilliseconds(30));
         await using var owned = provider;
+        using var release = new GateOpener(large.Release); // disposed before the provider, which waits for a held run
         large.Failure = () => new InvalidOperationException("CUDA error: device lost");
         large.Hold();
         using var cts = new CancellationTokenSource();
         var call = Task.Run(async () => await client.InferAsync("auto", FakeBackend.Request(1, timeout: TimeSpan.FromSeconds(10)), cts.Token));
-        await large.Entered;
+        await large.Entered.WaitAsync(TimeSpan.FromSeconds(30));
         await cts.CancelAsync();
         large.Release();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
@@ -176,7 +178,7 @@ public sealed class AdaptiveTests
     /// gate opens. "large" is built by <paramref name="large"/> when given.
     /// </summary>
     private static (ServiceProvider Provider, IModelRegistry Registry, IInferenceClient Client, FakeTimeProvider Time) CreateCold(
-        Task? largeGate, Task? smallGate, Func<FakeTimeProvider, FakeBackend>? large = null)
+        Gate? largeGate, Gate? smallGate, Func<FakeTimeProvider, FakeBackend>? large = null)
     {
         var time = new FakeTimeProvider();
         var services = new ServiceCollection();
@@ -205,8 +207,8 @@ public sealed class AdaptiveTests
     [Fact]
     public async Task A_more_accurate_variant_not_loaded_yet_is_not_waited_for_a_loaded_one_answers_and_the_load_starts_in_the_background()
     {
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var (provider, registry, client, _) = CreateCold(gate.Task, null);
+        var gate = new Gate("the load of 'large'");
+        var (provider, registry, client, _) = CreateCold(gate, null);
         await using var owned = provider;
         await registry.LoadAsync("small");
         try
@@ -224,7 +226,7 @@ public sealed class AdaptiveTests
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
         }
 
         await registry.LoadAsync("large"); // the load the request started
@@ -235,8 +237,8 @@ public sealed class AdaptiveTests
     [Fact]
     public async Task When_the_faster_variant_is_not_loaded_yet_a_loaded_more_accurate_one_answers_rather_than_wait_for_the_load()
     {
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var (provider, registry, client, _) = CreateCold(null, gate.Task,
+        var gate = new Gate("the load of 'small'");
+        var (provider, registry, client, _) = CreateCold(null, gate,
             time => new FakeBackend("large", time: time, computeTime: _ => TimeSpan.FromMilliseconds(300)));
         await using var owned = provider;
         await registry.LoadAsync("large"); // its warm-up teaches it 300 ms a run
@@ -254,16 +256,16 @@ public sealed class AdaptiveTests
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
         }
     }
 
     [Fact]
     public async Task With_no_variant_loaded_a_request_waits_for_a_load_only_until_its_deadline_and_is_then_refused_with_a_retry_after_hint()
     {
-        var largeGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var smallGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var (provider, registry, client, time) = CreateCold(largeGate.Task, smallGate.Task);
+        var largeGate = new Gate("the load of 'large'");
+        var smallGate = new Gate("the load of 'small'");
+        var (provider, registry, client, time) = CreateCold(largeGate, smallGate);
         await using var owned = provider;
         try
         {
@@ -288,7 +290,7 @@ public sealed class AdaptiveTests
 
             // A request that arrives while the loads run is answered as soon as one of them finishes within its deadline.
             var next = client.InferAsync("auto", FakeBackend.Request(2, timeout: TimeSpan.FromMilliseconds(50))).AsTask();
-            smallGate.SetResult();
+            smallGate.Open();
             using var answered = await next.WaitAsync(TimeSpan.FromSeconds(30));
             Assert.True(answered.IsSuccess, answered.Message);
             Assert.Equal("small", answered.AnsweredBy);
@@ -296,8 +298,8 @@ public sealed class AdaptiveTests
         }
         finally
         {
-            largeGate.TrySetResult();
-            smallGate.TrySetResult();
+            largeGate.Open();
+            smallGate.Open();
         }
     }
 
@@ -305,9 +307,9 @@ public sealed class AdaptiveTests
     public async Task The_refusal_with_no_variant_loaded_writes_its_numbers_with_a_dot_under_a_comma_culture()
     {
         using var scope = new CultureScope("de-DE");
-        var largeGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var smallGate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var (provider, _, client, time) = CreateCold(largeGate.Task, smallGate.Task);
+        var largeGate = new Gate("the load of 'large'");
+        var smallGate = new Gate("the load of 'small'");
+        var (provider, _, client, time) = CreateCold(largeGate, smallGate);
         await using var owned = provider;
         try
         {
@@ -320,8 +322,8 @@ public sealed class AdaptiveTests
         finally
         {
             // Before the provider's disposal, which waits for the loads.
-            largeGate.TrySetResult();
-            smallGate.TrySetResult();
+            largeGate.Open();
+            smallGate.Open();
         }
     }
 

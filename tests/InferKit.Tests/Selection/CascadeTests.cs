@@ -31,8 +31,8 @@ public sealed class CascadeTests
         /// <summary>When set, runs (warm-up aside) throw this exception after their compute time.</summary>
         public Func<Exception?>? Failure { get; set; }
 
-        /// <summary>When set, runs (warm-up aside) wait for this task first.</summary>
-        public Task? Gate { get; set; }
+        /// <summary>When set, runs (warm-up aside) wait at this gate first (a bounded wait: see <see cref="Fakes.Gate"/>).</summary>
+        public Gate? Gate { get; set; }
 
         /// <summary>Completes when a run (warm-up aside) has started.</summary>
         public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -188,14 +188,14 @@ public sealed class CascadeTests
     [Fact]
     public async Task A_later_stage_not_loaded_yet_is_not_waited_for_its_load_starts_in_the_background_and_stage_1_answers()
     {
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new Gate("the load of 'large'");
         var services = new ServiceCollection();
         services.AddSingleton<TimeProvider>(new FakeTimeProvider());
         services.AddInferKit()
             .AddModel("small", _ => new Classifier(large: false))
             .AddModel("large", _ =>
             {
-                gate.Task.Wait();
+                gate.Wait();
                 return new Classifier(large: true);
             })
             .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"));
@@ -221,7 +221,7 @@ public sealed class CascadeTests
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
         }
 
         await registry.LoadAsync("large"); // the load the request started
@@ -233,14 +233,14 @@ public sealed class CascadeTests
     [Fact]
     public async Task Stage_1_not_loaded_yet_is_waited_for_only_until_the_deadline_less_its_delivery_margin_and_without_a_deadline_for_the_whole_load()
     {
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new Gate("the load of 'small'");
         var time = new FakeTimeProvider();
         var services = new ServiceCollection();
         services.AddSingleton<TimeProvider>(time);
         services.AddInferKit()
             .AddModel("small", _ =>
             {
-                gate.Task.Wait();
+                gate.Wait();
                 return new Classifier(large: false);
             })
             .AddModel("large", _ => new Classifier(large: true))
@@ -270,14 +270,14 @@ public sealed class CascadeTests
 
             // A request with no deadline at all waits for the load and is answered once it finishes.
             Assert.False(unbounded.IsCompleted);
-            gate.SetResult();
+            gate.Open();
             using var answered = await unbounded.WaitAsync(TimeSpan.FromSeconds(30));
             Assert.True(answered.IsSuccess, answered.Message);
             Assert.Equal([1, 2], answered.RowStages);
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
         }
     }
 
@@ -410,17 +410,18 @@ public sealed class CascadeTests
         var (provider, _, large, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
         await using var _ = provider;
         var client = provider.GetRequiredService<IInferenceClient>();
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        large.Gate = gate.Task;
+        var gate = new Gate("the run of 'large'");
+        using var open = gate.OpenOnDispose(); // disposed before the provider, which waits for the held run
+        large.Gate = gate;
         large.Failure = () => new InvalidOperationException("CUDA error: device lost");
         using var cts = new CancellationTokenSource();
 
         // The large model's run starts, the caller cancels, then the run fails: the caller asked for nothing more, so
         // the request ends cancelled rather than answered by stage 1 (or failed).
         var call = Task.Run(async () => await client.InferAsync("cascade", Rows(1, 2), cts.Token));
-        await large.Entered.Task;
+        await large.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
         await cts.CancelAsync();
-        gate.SetResult();
+        gate.Open();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
     }
 

@@ -88,7 +88,7 @@ public sealed class VirtualModelStateTests
     /// "small" (loaded) and "large", whose first load fails at once ("weights missing") and whose later loads wait at
     /// <paramref name="gate"/> and then fail the same way; a cascade and an adaptive model ("large" first) over both.
     /// </summary>
-    private static async Task<ServiceProvider> CreateWithFailedLargeAsync(Task gate, TaskCompletionSource reloadStarted)
+    private static async Task<ServiceProvider> CreateWithFailedLargeAsync(Gate gate, TaskCompletionSource reloadStarted)
     {
         int loads = 0;
         var services = new ServiceCollection();
@@ -120,9 +120,9 @@ public sealed class VirtualModelStateTests
     [InlineData("auto")]
     public async Task A_member_that_failed_to_load_is_passed_over_at_once_naming_it_while_its_load_is_retried_in_the_background(string model)
     {
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new Gate("the retried load of 'large'");
         var reloadStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var provider = await CreateWithFailedLargeAsync(gate.Task, reloadStarted);
+        await using var provider = await CreateWithFailedLargeAsync(gate, reloadStarted);
         var client = provider.GetRequiredService<IInferenceClient>();
         try
         {
@@ -138,20 +138,20 @@ public sealed class VirtualModelStateTests
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
         }
     }
 
     [Fact]
     public async Task An_adaptive_request_does_not_wait_for_a_variant_still_loading_while_a_faster_one_serves()
     {
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new Gate("the load of 'large'");
         var services = new ServiceCollection();
         services.AddInferKit()
             .AddModel("small", _ => new FakeBackend("small"))
             .AddModel("large", _ =>
             {
-                gate.Task.Wait();
+                gate.Wait();
                 return new FakeBackend("large");
             })
             .AddAdaptiveModel("auto", a =>
@@ -174,7 +174,7 @@ public sealed class VirtualModelStateTests
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
         }
 
         await loadingLarge;
