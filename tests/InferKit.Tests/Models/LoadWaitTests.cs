@@ -18,7 +18,7 @@ public sealed class LoadWaitTests
     {
         private readonly ServiceProvider _provider;
 
-        public Cold(Task gate, Action<string, ModelOptions>? configure, params string[] models)
+        public Cold(Gate gate, Action<string, ModelOptions>? configure, params string[] models)
         {
             var services = new ServiceCollection();
             services.AddSingleton<TimeProvider>(Time);
@@ -60,8 +60,8 @@ public sealed class LoadWaitTests
     {
         // The message's numbers are written the same way under a culture whose decimal separator is a comma.
         using var scope = new CultureScope(culture);
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var cold = new Cold(gate.Task, (_, o) =>
+        var gate = new Gate("the loads");
+        await using var cold = new Cold(gate, (_, o) =>
         {
             o.Batching.DeliveryMargin = 10 * Ms;
             if (deadlineFrom == "default timeout")
@@ -97,7 +97,7 @@ public sealed class LoadWaitTests
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
         }
 
         await cold.Registry.LoadAsync("m"); // the load the request started
@@ -108,8 +108,8 @@ public sealed class LoadWaitTests
     [Fact]
     public async Task A_request_with_no_deadline_at_all_waits_for_the_whole_load_while_one_with_a_deadline_is_refused_or_cancelled()
     {
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var cold = new Cold(gate.Task, (model, o) => o.Batching.DefaultTimeout = model == "m" ? 50 * Ms : null, "m", "plain");
+        var gate = new Gate("the loads");
+        await using var cold = new Cold(gate, (model, o) => o.Batching.DefaultTimeout = model == "m" ? 50 * Ms : null, "m", "plain");
         try
         {
             // No timeout at all (not even m's default), and no timeout on a model without a default: no deadline.
@@ -137,7 +137,7 @@ public sealed class LoadWaitTests
             Assert.False(plain.IsCompleted);
             Assert.Equal(ModelState.Loading, cold.Registry.GetModel("m").State);
 
-            gate.SetResult();
+            gate.Open();
             using var answeredInfinite = await infinite.WaitAsync(Guard);
             using var answeredPlain = await plain.WaitAsync(Guard);
             Assert.True(answeredInfinite.IsSuccess, answeredInfinite.Message);
@@ -146,15 +146,15 @@ public sealed class LoadWaitTests
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
         }
     }
 
     [Fact]
     public async Task A_request_whose_load_finishes_in_time_is_answered_and_the_wait_for_the_load_counts_against_its_deadline()
     {
-        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var cold = new Cold(gate.Task, null, "a", "b");
+        var gate = new Gate("the loads");
+        await using var cold = new Cold(gate, null, "a", "b");
         var (a, b) = (cold.Backends["a"], cold.Backends["b"]);
         try
         {
@@ -165,7 +165,7 @@ public sealed class LoadWaitTests
             cold.Time.Advance(60 * Ms);
             a.Hold();
             b.Hold();
-            gate.SetResult();
+            gate.Open();
             await a.Entered.WaitAsync(Guard);
             await b.Entered.WaitAsync(Guard);
 
@@ -185,7 +185,7 @@ public sealed class LoadWaitTests
         }
         finally
         {
-            gate.TrySetResult();
+            gate.Open();
             a.Release();
             b.Release();
         }
