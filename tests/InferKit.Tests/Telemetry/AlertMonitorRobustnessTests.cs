@@ -1,4 +1,5 @@
 using InferKit.Telemetry;
+using InferKit.Tests.Fakes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
@@ -14,7 +15,7 @@ public sealed class AlertMonitorRobustnessTests
         var metrics = WithAnErrorThatFiresOnEvaluation();
 
         using var entered = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
+        var release = new Gate("the observer's OnNext");
         metrics.Alerts.Subscribe(new BlockingObserver(entered, release));
         var evaluation = Task.Run(metrics.Alerts.Evaluate);
         try
@@ -27,7 +28,7 @@ public sealed class AlertMonitorRobustnessTests
         }
         finally
         {
-            release.Set();
+            release.Open();
             await evaluation;
             metrics.Dispose();
         }
@@ -44,7 +45,7 @@ public sealed class AlertMonitorRobustnessTests
         var metrics = new InferKitMetrics(null, time, factory, options, null);
 
         using var entered = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
+        var release = new Gate("the observer's OnCompleted");
         var quick = new CompletionObserver();
         metrics.Alerts.Subscribe(new BlockingCompletionObserver(entered, release));
         metrics.Alerts.Subscribe(quick);
@@ -63,7 +64,7 @@ public sealed class AlertMonitorRobustnessTests
         }
         finally
         {
-            release.Set();
+            release.Open();
             await dispose;
             metrics.Dispose();
         }
@@ -76,7 +77,7 @@ public sealed class AlertMonitorRobustnessTests
 
         // The first observer holds the delivery inside its OnNext; the second has not had the event yet.
         using var entered = new ManualResetEventSlim();
-        using var release = new ManualResetEventSlim();
+        var release = new Gate("the observer's OnNext");
         var slow = new CallRecorder(entered, release);
         var next = new CallRecorder(null, null);
         metrics.Alerts.Subscribe(slow);
@@ -93,7 +94,7 @@ public sealed class AlertMonitorRobustnessTests
         finally
         {
             // The delivery goes on: the rest of the observers were read before disposal emptied the list.
-            release.Set();
+            release.Open();
             await evaluation.WaitAsync(TimeSpan.FromSeconds(30));
             metrics.Dispose();
         }
@@ -132,7 +133,7 @@ public sealed class AlertMonitorRobustnessTests
         return metrics;
     }
 
-    private sealed class CallRecorder(ManualResetEventSlim? entered, ManualResetEventSlim? release) : IObserver<AlertEvent>
+    private sealed class CallRecorder(ManualResetEventSlim? entered, Gate? release) : IObserver<AlertEvent>
     {
         private readonly System.Collections.Concurrent.ConcurrentQueue<string> _calls = new();
 
@@ -157,7 +158,7 @@ public sealed class AlertMonitorRobustnessTests
         }
     }
 
-    private sealed class BlockingCompletionObserver(ManualResetEventSlim entered, ManualResetEventSlim release) : IObserver<AlertEvent>
+    private sealed class BlockingCompletionObserver(ManualResetEventSlim entered, Gate release) : IObserver<AlertEvent>
     {
         public void OnCompleted()
         {
@@ -189,7 +190,7 @@ public sealed class AlertMonitorRobustnessTests
         }
     }
 
-    private sealed class BlockingObserver(ManualResetEventSlim entered, ManualResetEventSlim release) : IObserver<AlertEvent>
+    private sealed class BlockingObserver(ManualResetEventSlim entered, Gate release) : IObserver<AlertEvent>
     {
         public void OnCompleted()
         {

@@ -1,4 +1,5 @@
 using InferKit.Telemetry;
+using InferKit.Tests.Fakes;
 using Microsoft.Extensions.Time.Testing;
 
 namespace InferKit.Tests.Telemetry;
@@ -50,7 +51,7 @@ public sealed class AuditDisposalTests
         var time = new FakeTimeProvider();
         var options = new InferKitTelemetryOptions();
         options.Audit.FlushTimeout = TimeSpan.Zero;
-        using var release = new ManualResetEventSlim();
+        var release = new Gate("the sink's cancellation callback");
         var sink = new BlockOnCancelSink(release);
         var metrics = new InferKitMetrics(null, time, null, options, [sink]);
         metrics.Audit(Record(), InferKitMetrics.ModelTags("m", "1"));
@@ -78,11 +79,11 @@ public sealed class AuditDisposalTests
         }
         finally
         {
-            release.Set();
+            release.Open();
         }
     }
 
-    private sealed class BlockOnCancelSink(ManualResetEventSlim release) : IInferenceAuditSink
+    private sealed class BlockOnCancelSink(Gate release) : IInferenceAuditSink
     {
         public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 

@@ -12,7 +12,7 @@ public sealed class AuditTests
     private sealed class RecordingSink : IInferenceAuditSink
     {
         private readonly TaskCompletionSource _entered = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        private TaskCompletionSource? _gate;
+        private Gate? _gate;
 
         public ConcurrentQueue<InferenceAuditRecord> Records { get; } = new();
 
@@ -21,9 +21,9 @@ public sealed class AuditTests
         /// <summary>Completes when the first write has started.</summary>
         public Task Entered => _entered.Task;
 
-        public void Hold() => _gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        public void Hold() => _gate = new Gate("the audit sink's writes");
 
-        public void Release() => _gate?.TrySetResult();
+        public void Release() => _gate?.Open();
 
         public async ValueTask WriteAsync(InferenceAuditRecord record, CancellationToken cancellationToken)
         {
@@ -31,7 +31,7 @@ public sealed class AuditTests
             _entered.TrySetResult();
             if (_gate is { } gate)
             {
-                await gate.Task.WaitAsync(cancellationToken);
+                await gate.WaitAsync(cancellationToken);
             }
 
             if (Failure?.Invoke(record) is { } error)
@@ -49,6 +49,7 @@ public sealed class AuditTests
         var sink = new RecordingSink();
         sink.Hold();
         await using var h = TelemetryHarness.Create(inferKit: b => b.AddAuditSink(sink, o => o.BufferCapacity = 4));
+        using var release = new GateOpener(sink.Release); // disposed before the harness, whose disposal flushes to the sink
         using var dropped = h.Collect<long>(InferKitTelemetry.Instruments.AuditDropped);
         await h.LoadAsync();
 
