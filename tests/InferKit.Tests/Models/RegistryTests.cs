@@ -51,6 +51,7 @@ public sealed class RegistryTests
         var builder = Host.CreateApplicationBuilder();
         builder.Services.AddInferKit(o => o.DrainTimeout = TimeSpan.FromSeconds(30)).AddModel("m", _ => backend);
         using var host = builder.Build();
+        using var release = new GateOpener(backend.Release); // disposed before the host, whose disposal waits for a held run
         var registry = host.Services.GetRequiredService<IModelRegistry>();
         Assert.Equal(ModelState.NotLoaded, registry.GetModel("m").State);
         await host.StartAsync();
@@ -65,7 +66,7 @@ public sealed class RegistryTests
         backend.Hold();
         var client = host.Services.GetRequiredService<IInferenceClient>();
         var accepted = Task.Run(async () => await client.InferAsync("m", FakeBackend.Request(1)));
-        await backend.Entered;
+        await backend.Entered.WaitAsync(TimeSpan.FromSeconds(30));
         var queued = client.InferAsync("m", FakeBackend.Request(2)).AsTask();
         var stopping = host.StopAsync();
         while (registry.GetModel("m").State != ModelState.Draining)
