@@ -12,8 +12,11 @@ internal sealed class RecordingClient(IInferenceClient inner) : IInferenceClient
 
     public ConcurrentQueue<(string Model, string? Version, InferenceRequest Request)> Requests { get; } = new();
 
-    /// <summary>Completes once the request with this id has been admitted (or answered at once).</summary>
-    public Task Admitted(string id) => Signal(id).Task;
+    /// <summary>
+    /// Completes once the request with this id has been admitted (or answered at once); throws a <see cref="TimeoutException"/>
+    /// after 30 s, so a test whose request never comes fails rather than hangs.
+    /// </summary>
+    public Task Admitted(string id) => Signal(id).Task.WaitAsync(TimeSpan.FromSeconds(30));
 
     public ValueTask<InferenceResponse> InferAsync(string model, InferenceRequest request, CancellationToken cancellationToken = default) =>
         InferAsync(model, null, request, cancellationToken);

@@ -40,10 +40,11 @@ public sealed class RefusalTests
     {
         var backend = new BlockingBackend();
         await using var host = await StartBlockingAsync(backend, maxQueueLength: 1);
+        using var release = new GateOpener(backend.Release); // disposed before the host, whose shutdown waits for the held run
 
         // One request runs (and blocks); then several arrive together for a queue of one.
         var running = host.PostJsonAsync("/v2/models/block/infer", Request("run", 1));
-        await backend.Entered.WaitAsync();
+        Assert.True(await backend.Entered.WaitAsync(TimeSpan.FromSeconds(30)), "the run never started");
         var burst = Enumerable.Range(0, 4).Select(i => host.PostJsonAsync("/v2/models/block/infer", Request($"b{i}", 10 + i))).ToArray();
         var refusedOrDone = await Task.WhenAny(burst);
         var refused = await refusedOrDone;
@@ -84,8 +85,9 @@ public sealed class RefusalTests
     {
         var backend = new BlockingBackend();
         await using var host = await StartBlockingAsync(backend);
+        using var release = new GateOpener(backend.Release); // disposed before the host, whose shutdown waits for the held run
         var running = host.PostJsonAsync("/v2/models/block/infer", Request("run", 1));
-        await backend.Entered.WaitAsync();
+        Assert.True(await backend.Entered.WaitAsync(TimeSpan.FromSeconds(30)), "the run never started");
 
         // Queued behind the blocked run with a 1 ms timeout: the scheduler's deadline timer answers it.
         using var late = await host.PostJsonAsync("/v2/models/block/infer", Request("late", 2), r => r.Headers.Add(InferKitHeaders.TimeoutMs, "1"));
@@ -101,8 +103,9 @@ public sealed class RefusalTests
     {
         var backend = new BlockingBackend();
         await using var host = await StartBlockingAsync(backend);
+        using var release = new GateOpener(backend.Release); // disposed before the host, whose shutdown waits for the held run
         var running = host.PostJsonAsync("/v2/models/block/infer", Request("running", 1));
-        await backend.Entered.WaitAsync();
+        Assert.True(await backend.Entered.WaitAsync(TimeSpan.FromSeconds(30)), "the run never started");
         var queued = host.PostJsonAsync("/v2/models/block/infer", Request("queued", 2));
         await host.Recorder.Admitted("queued");
 
@@ -129,7 +132,7 @@ public sealed class RefusalTests
         try
         {
             var running = host.PostJsonAsync("/v2/models/block/infer", Request("running", 1));
-            await backend.Entered.WaitAsync();
+            Assert.True(await backend.Entered.WaitAsync(TimeSpan.FromSeconds(30)), "the run never started");
             var queued = host.PostJsonAsync("/v2/models/block/infer", Request("queued", 2));
             await host.Recorder.Admitted("queued");
 
@@ -137,7 +140,7 @@ public sealed class RefusalTests
             var lifetime = host.App.Services.GetRequiredService<IHostApplicationLifetime>();
             using var registration = lifetime.ApplicationStopping.Register(() => stopping.TrySetResult());
             var stop = host.App.StopAsync();
-            await stopping.Task;
+            await stopping.Task.WaitAsync(TimeSpan.FromSeconds(30));
 
             backend.Release();
             await AssertEchoAsync(await running, "running", 1);
@@ -146,6 +149,7 @@ public sealed class RefusalTests
         }
         finally
         {
+            backend.Release(); // also when an assertion fails: the host's shutdown waits for the held run
             await host.DisposeAsync();
         }
     }
@@ -264,6 +268,7 @@ public sealed class RefusalTests
                     handled.Release();
                 }
             }));
+        using var release = new GateOpener(backend.Release); // disposed before the host, whose shutdown waits for the held run
 
         // The model starts on the request's strings, then the caller goes away while it runs.
         using var cts = new CancellationTokenSource();

@@ -151,3 +151,13 @@ internal static class GateWait
         }
     }
 }
+
+/// <summary>
+/// Opens a gate (runs <paramref name="open"/>) when disposed, so that a test's failing assertion does not leave a run held
+/// while the host's shutdown waits for it. Declare it after the host, so that it is disposed first:
+/// <c>using var release = new GateOpener(backend.Release);</c>.
+/// </summary>
+internal sealed class GateOpener(Action open) : IDisposable
+{
+    public void Dispose() => open();
+}
