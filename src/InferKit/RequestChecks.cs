@@ -38,6 +38,22 @@ internal static class RequestChecks
     public static TimeSpan? FiniteOr(InferenceRequest request, TimeSpan? fallback)
         => Finite(request) ?? (request.Deadline is null && !IsInfinite(request) ? fallback : null);
 
+    /// <summary>
+    /// The request's deadline as of <paramref name="now"/>: the earlier of its <see cref="InferenceRequest.Deadline"/> and
+    /// <paramref name="now"/> plus its finite timeout (else <paramref name="fallback"/>, see <see cref="FiniteOr"/>); null
+    /// when it has no deadline at all.
+    /// </summary>
+    public static DateTimeOffset? Deadline(InferenceRequest request, TimeSpan? fallback, DateTimeOffset now)
+    {
+        var deadline = request.Deadline;
+        if (FiniteOr(request, fallback) is TimeSpan t && After(now, t) is var byTimeout && (deadline is null || byTimeout < deadline))
+        {
+            deadline = byTimeout;
+        }
+
+        return deadline;
+    }
+
     /// <summary>True when the request asks for no timeout at all (<see cref="Timeout.InfiniteTimeSpan"/>), not even a model's default.</summary>
     public static bool IsInfinite(InferenceRequest request) => request.Timeout == Timeout.InfiniteTimeSpan;
 

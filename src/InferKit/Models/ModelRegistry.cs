@@ -43,7 +43,7 @@ internal sealed record VirtualRegistration(
 internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDisposable, IDisposable
 {
     /// <summary>The longest wait for a load that is timed; a request whose deadline is further away waits without a timer.</summary>
-    internal static readonly TimeSpan LongestTimedWait = TimeSpan.FromDays(30);
+    private static readonly TimeSpan LongestTimedWait = TimeSpan.FromDays(30);
 
     private readonly Dictionary<string, ModelEntry> _entries;
     private readonly Dictionary<string, Selection.IVirtualModel> _virtuals = new(StringComparer.Ordinal);
@@ -451,7 +451,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     private async ValueTask<InferenceResponse> InferWhenLoadedAsync(ModelEntry entry, InferenceRequest request, CancellationToken cancellationToken)
     {
         RequestChecks.Check(entry.Name, request);
-        var due = DeadlineOf(request, entry.Options.Batching.DefaultTimeout);
+        var due = RequestChecks.Deadline(request, entry.Options.Batching.DefaultTimeout, _time.GetUtcNow());
         try
         {
             if (due is not DateTimeOffset d)
@@ -482,22 +482,6 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     }
 
     /// <summary>
-    /// The request's deadline from now, read as the scheduler reads it: the earlier of its deadline and its finite timeout,
-    /// else <paramref name="defaultTimeout"/> when it has neither; null when it has no deadline at all.
-    /// </summary>
-    private DateTimeOffset? DeadlineOf(InferenceRequest request, TimeSpan? defaultTimeout)
-    {
-        DateTimeOffset? deadline = request.Deadline;
-        if (RequestChecks.FiniteOr(request, defaultTimeout) is TimeSpan t)
-        {
-            var fromTimeout = RequestChecks.After(_time.GetUtcNow(), t);
-            deadline = deadline is null || fromTimeout < deadline ? fromTimeout : deadline;
-        }
-
-        return deadline;
-    }
-
-    /// <summary>
     /// Starts or joins the model's load and waits for it until only the delivery margin is left before
     /// <paramref name="due"/>. True when the load finished (a failed load throws its error here); false when the time ran
     /// out first, the load going on in the background.
@@ -505,23 +489,9 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     private async Task<bool> WaitForLoadAsync(ModelEntry entry, DateTimeOffset due, CancellationToken cancellationToken)
     {
         var load = LoadInBackground(entry);
-        if (!load.IsCompleted)
+        if (!await FinishesWithinAsync(load, due - _time.GetUtcNow() - entry.Options.Batching.DeliveryMargin, _time, cancellationToken).ConfigureAwait(false))
         {
-            var left = due - _time.GetUtcNow() - entry.Options.Batching.DeliveryMargin;
-            if (left <= TimeSpan.Zero)
-            {
-                return false;
-            }
-
-            try
-            {
-                // WhenAny: a timeout here is the wait's, never a load that failed with a TimeoutException.
-                await Task.WhenAny(load).WaitAsync(left > LongestTimedWait ? Timeout.InfiniteTimeSpan : left, _time, cancellationToken).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
-            {
-                return false;
-            }
+            return false;
         }
 
         await load.ConfigureAwait(false);
@@ -529,14 +499,42 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     }
 
     /// <summary>
-    /// The refusal for a request whose deadline came before the model's load finished. The retry-after hint is how long the
-    /// load has run so far (a load is expected to need about as long again).
+    /// True once <paramref name="task"/> has completed (its failure is not observed here), within <paramref name="within"/>
+    /// on <paramref name="time"/>; false when that time runs out first, at once when none is left. A wait longer than
+    /// <see cref="LongestTimedWait"/> takes no timer.
     /// </summary>
+    internal static async Task<bool> FinishesWithinAsync(Task task, TimeSpan within, TimeProvider time, CancellationToken cancellationToken)
+    {
+        if (task.IsCompleted)
+        {
+            return true;
+        }
+
+        if (within <= TimeSpan.Zero)
+        {
+            return false;
+        }
+
+        try
+        {
+            // WhenAny: a timeout here is the wait's, never a task that failed with a TimeoutException.
+            await Task.WhenAny(task).WaitAsync(within > LongestTimedWait ? Timeout.InfiniteTimeSpan : within, time, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The retry-after hint for a request refused while a load runs: how long it has run so far (a load is expected to need about as long again), at least 1 ms.</summary>
+    internal static TimeSpan RetryAfterLoading(TimeSpan loadingFor) => loadingFor < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : loadingFor;
+
+    /// <summary>The refusal for a request whose deadline came before the model's load finished.</summary>
     private InferenceResponse RefuseStillLoading(ModelEntry entry, InferenceRequest request, DateTimeOffset due)
     {
         var loadingFor = _time.GetElapsedTime(entry.LoadStarted);
-        var retryAfter = loadingFor < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : loadingFor;
-        return RefuseNotReady(entry, request, retryAfter, string.Create(CultureInfo.InvariantCulture,
+        return RefuseNotReady(entry, request, RetryAfterLoading(loadingFor), string.Create(CultureInfo.InvariantCulture,
             $"Model '{entry.Name}' is not available: it is still loading ({loadingFor.TotalMilliseconds:F0} ms so far), and the load did not finish in time for the request's deadline ({(due - _time.GetUtcNow()).TotalMilliseconds:F1} ms away, {entry.Options.Batching.DeliveryMargin.TotalMilliseconds:F1} ms of it kept as the delivery margin). The load goes on in the background."));
     }
 

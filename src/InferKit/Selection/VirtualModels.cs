@@ -493,17 +493,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         return margins;
     }
 
-    private DateTimeOffset? Deadline(InferenceRequest request)
-    {
-        DateTimeOffset? deadline = request.Deadline;
-        if (RequestChecks.Finite(request) is TimeSpan t)
-        {
-            var fromTimeout = RequestChecks.After(time.GetUtcNow(), t);
-            deadline = deadline is null || fromTimeout < deadline ? fromTimeout : deadline;
-        }
-
-        return deadline;
-    }
+    private DateTimeOffset? Deadline(InferenceRequest request) => RequestChecks.Deadline(request, null, time.GetUtcNow());
 
     private void Record(Counter<long> counter, long value, int stage)
     {
@@ -581,12 +571,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
     {
         RequestChecks.Check(Name, request);
         var now = time.GetUtcNow();
-        var deadline = request.Deadline;
-        var budget = RequestChecks.FiniteOr(request, options.DefaultBudget);
-        if (budget is TimeSpan b && RequestChecks.After(now, b) is var byBudget && (deadline is null || byBudget < deadline))
-        {
-            deadline = byBudget;
-        }
+        var deadline = RequestChecks.Deadline(request, options.DefaultBudget, now);
 
         // No variant loaded (a cold start without LoadModelsOnStart, or every load failed): a request with a deadline
         // waits for a load only while a variant could still answer in time.
@@ -705,18 +690,9 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
 
         while (!AnyLoaded())
         {
-            var left = due - time.GetUtcNow() - _margin;
             var pending = Array.FindAll(loads, static t => !t.IsCompleted);
-            if (pending.Length == 0 || left <= TimeSpan.Zero)
-            {
-                break;
-            }
-
-            try
-            {
-                await Task.WhenAny(pending).WaitAsync(left > ModelRegistry.LongestTimedWait ? Timeout.InfiniteTimeSpan : left, time, cancellationToken).ConfigureAwait(false);
-            }
-            catch (TimeoutException)
+            if (pending.Length == 0
+                || !await ModelRegistry.FinishesWithinAsync(Task.WhenAny(pending), due - time.GetUtcNow() - _margin, time, cancellationToken).ConfigureAwait(false))
             {
                 break;
             }
@@ -743,7 +719,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             };
             if (loadingFor is TimeSpan t && (retryAfter is null || t > retryAfter))
             {
-                retryAfter = t < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : t;
+                retryAfter = ModelRegistry.RetryAfterLoading(t);
             }
         }
 
