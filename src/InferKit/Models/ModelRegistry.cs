@@ -364,10 +364,11 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     }
 
     /// <summary>
-    /// The model's <see cref="Scheduling.BatchingOptions.DeliveryMargin"/>: time kept in hand before a deadline for handing
-    /// a result to its caller.
+    /// The largest <see cref="Scheduling.BatchingOptions.DeliveryMargin"/> (time kept in hand before a deadline for handing
+    /// a result to its caller) among <paramref name="models"/>; zero for none.
     /// </summary>
-    internal TimeSpan DeliveryMargin(string model) => Find(model).Options.Batching.DeliveryMargin;
+    internal TimeSpan LargestDeliveryMargin(IEnumerable<string> models)
+        => models.Select(m => Find(m).Options.Batching.DeliveryMargin).DefaultIfEmpty(TimeSpan.Zero).Max();
 
     /// <summary>Whether the loaded model's axis 0 is a batch axis (<see cref="ModelSignature.IsBatchable"/>); null when it is not loaded.</summary>
     internal bool? IsBatchable(string model) => _entries.TryGetValue(model, out var e) ? e.Current?.Signature.IsBatchable : null;

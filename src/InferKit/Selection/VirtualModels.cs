@@ -161,7 +161,9 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
     /// s + 1 could not answer is given: a fallback keeps the same margin before the deadline that those stages' own
     /// answers keep, so it is never handed over late.
     /// </summary>
-    private readonly TimeSpan[] _fallbackMargin = FallbackMargins(options.Stages, registry);
+    private readonly TimeSpan[] _fallbackMargin = Enumerable.Range(0, options.Stages.Count)
+        .Select(s => registry.LargestDeliveryMargin(options.Stages.Take(s).Select(static stage => stage.Model)))
+        .ToArray();
 
     public string Name { get; } = name;
 
@@ -479,20 +481,6 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         return merged;
     }
 
-    private static TimeSpan[] FallbackMargins(IList<CascadeStage> stages, ModelRegistry registry)
-    {
-        var margins = new TimeSpan[stages.Count];
-        var largest = TimeSpan.Zero;
-        for (int s = 1; s < margins.Length; s++)
-        {
-            var margin = registry.DeliveryMargin(stages[s - 1].Model);
-            largest = margin > largest ? margin : largest;
-            margins[s] = largest;
-        }
-
-        return margins;
-    }
-
     private DateTimeOffset? Deadline(InferenceRequest request) => RequestChecks.Deadline(request, null, time.GetUtcNow());
 
     private void Record(Counter<long> counter, long value, int stage)
@@ -557,7 +545,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
     private readonly string[] _variants = options.Variants.ToArray();
 
     /// <summary>The largest delivery margin among the variants: a wait for a variant's load ends that long before the deadline.</summary>
-    private readonly TimeSpan _margin = LargestMargin(options.Variants, registry);
+    private readonly TimeSpan _margin = registry.LargestDeliveryMargin(options.Variants);
 
     public string Name { get; } = name;
 
@@ -727,18 +715,6 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
         int chosen = Choose(request, Math.Max(0, (due - now).TotalSeconds));
         return registry.RefuseNotReady(_variants[chosen], request, retryAfter, string.Create(CultureInfo.InvariantCulture,
             $"Model '{Name}': no variant is loaded, and none finished loading in time for the request's deadline ({(due - now).TotalMilliseconds:F1} ms away, {_margin.TotalMilliseconds:F1} ms of it kept as the delivery margin): {string.Join("; ", states)}. The loads go on in the background."));
-    }
-
-    private static TimeSpan LargestMargin(IList<string> variants, ModelRegistry registry)
-    {
-        var largest = TimeSpan.Zero;
-        foreach (var variant in variants)
-        {
-            var margin = registry.DeliveryMargin(variant);
-            largest = margin > largest ? margin : largest;
-        }
-
-        return largest;
     }
 
     /// <summary>The index of the variant to try first.</summary>
