@@ -76,7 +76,7 @@ internal sealed class EchoBackend : IModelBackend
 /// <summary>y = x over float [batch, 1]; every run waits until <see cref="Release"/> is called, and signals <see cref="Entered"/> on entry.</summary>
 internal sealed class BlockingBackend : IModelBackend
 {
-    private readonly ManualResetEventSlim _gate = new(false);
+    private readonly Gate _gate = new(nameof(BlockingBackend));
 
     public ModelSignature Signature { get; } = new(
         [new TensorSpec("x", TensorElementType.Float32, [-1, 1])],
@@ -87,22 +87,22 @@ internal sealed class BlockingBackend : IModelBackend
     /// <summary>Released once per run that has started.</summary>
     public SemaphoreSlim Entered { get; } = new(0);
 
-    public void Release() => _gate.Set();
+    public void Release() => _gate.Open();
 
     public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
     {
         Entered.Release();
-        GateWait.Wait(_gate, nameof(BlockingBackend), cancellationToken);
+        _gate.Wait(cancellationToken);
         sink.OnOutput(0, TensorElementType.Float32, inputs[0].Shape, inputs[0].Bytes);
     }
 
-    public void Dispose() => _gate.Set();
+    public void Dispose() => _gate.Open();
 }
 
 /// <summary>BYTES [-1] echoed; each run waits for <see cref="Release"/>, then records the strings it reads.</summary>
 internal sealed class GatedStringBackend : IModelBackend
 {
-    private readonly ManualResetEventSlim _gate = new(false);
+    private readonly Gate _gate = new(nameof(GatedStringBackend));
 
     public ModelSignature Signature { get; } = new([new TensorSpec("x", TensorElementType.String, [-1])], [new TensorSpec("y", TensorElementType.String, [-1])], isBatchable: false);
 
@@ -114,14 +114,14 @@ internal sealed class GatedStringBackend : IModelBackend
 
     public string?[] Seen { get; private set; } = [];
 
-    public void Release() => _gate.Set();
+    public void Release() => _gate.Open();
 
     public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
     {
         try
         {
             Entered.Release();
-            GateWait.Wait(_gate, nameof(GatedStringBackend), cancellationToken);
+            _gate.Wait(cancellationToken);
             Seen = inputs[0].GetStrings().ToArray();
             sink.OnStringOutput(0, inputs[0].Shape, inputs[0].GetStrings());
         }
@@ -131,33 +131,5 @@ internal sealed class GatedStringBackend : IModelBackend
         }
     }
 
-    public void Dispose() => _gate.Set();
-}
-
-/// <summary>
-/// A gated run's wait, bounded: a test that fails or ends before it releases the gate does not leave the run (and the
-/// host's shutdown, which waits for it) blocked for ever. A released gate does not wait for the bound.
-/// </summary>
-internal static class GateWait
-{
-    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
-
-    public static void Wait(ManualResetEventSlim gate, string backend, CancellationToken cancellationToken, TimeSpan? timeout = null)
-    {
-        var limit = timeout ?? Timeout;
-        if (!gate.Wait(limit, cancellationToken))
-        {
-            throw new TimeoutException($"{backend}: a run waited {limit} at the gate and was never released (the test failed or ended before Release()).");
-        }
-    }
-}
-
-/// <summary>
-/// Opens a gate (runs <paramref name="open"/>) when disposed, so that a test's failing assertion does not leave a run held
-/// while the host's shutdown waits for it. Declare it after the host, so that it is disposed first:
-/// <c>using var release = new GateOpener(backend.Release);</c>.
-/// </summary>
-internal sealed class GateOpener(Action open) : IDisposable
-{
-    public void Dispose() => open();
+    public void Dispose() => _gate.Open();
 }

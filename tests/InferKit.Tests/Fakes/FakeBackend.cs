@@ -14,7 +14,7 @@ internal sealed class FakeBackend : IModelBackend
 {
     private readonly FakeTimeProvider? _time;
     private readonly Func<int, TimeSpan>? _computeTime;
-    private SemaphoreSlim? _gate;
+    private Gate? _gate;
     private TaskCompletionSource _entered = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public FakeBackend(string name = "fake", bool batchable = true, FakeTimeProvider? time = null, Func<int, TimeSpan>? computeTime = null)
@@ -59,15 +59,16 @@ internal sealed class FakeBackend : IModelBackend
     public bool FirstRowOnlyWhenJoined { get; set; }
 
     /// <summary>
-    /// How long a run waits at the gate before it fails with a <see cref="TimeoutException"/>, so that a test that fails
-    /// or ends before <see cref="Release"/> still ends, however its host is disposed. A released gate does not wait for it.
+    /// How long a run waits at the gate (<see cref="Gate"/>) before it fails with a <see cref="TimeoutException"/>, so that a
+    /// test that fails or ends before <see cref="Release"/> still ends, however its host is disposed; read by
+    /// <see cref="Hold"/>. A released gate does not wait for it.
     /// </summary>
     public TimeSpan GateTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Makes the next runs wait at a gate until <see cref="Release"/>.</summary>
     public void Hold()
     {
-        _gate = new SemaphoreSlim(0);
+        _gate = new Gate($"FakeBackend '{Name}'") { Timeout = GateTimeout };
         _entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
@@ -79,7 +80,7 @@ internal sealed class FakeBackend : IModelBackend
     {
         var gate = _gate;
         _gate = null;
-        gate?.Release(1000);
+        gate?.Open();
     }
 
     public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
@@ -109,10 +110,7 @@ internal sealed class FakeBackend : IModelBackend
             if (gate is not null)
             {
                 _entered.TrySetResult();
-                if (!gate.Wait(GateTimeout, cancellationToken))
-                {
-                    throw new TimeoutException($"FakeBackend '{Name}': a run waited {GateTimeout} at the gate and was never released (the test failed or ended before Release()).");
-                }
+                gate.Wait(cancellationToken);
             }
         }
 
