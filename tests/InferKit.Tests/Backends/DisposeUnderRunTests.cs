@@ -145,9 +145,15 @@ public sealed class DisposeUnderRunTests
                             return done;
                         }
 
-                        if (sink.Outputs.Count != 2 || !Close(logits, sink.Outputs[0]) || !Close(probabilities, sink.Outputs[1]))
+                        try
                         {
-                            failures.Enqueue("a run returned wrong outputs");
+                            Assert.Equal(2, sink.Outputs.Count);
+                            OnnxTestServices.AssertClose(logits, sink.Outputs[0], Tolerance, "logits");
+                            OnnxTestServices.AssertClose(probabilities, sink.Outputs[1], Tolerance, "probabilities");
+                        }
+                        catch (Exception ex)
+                        {
+                            failures.Enqueue($"a run returned wrong outputs: {ex.Message}");
                         }
                     }
                 });
@@ -178,24 +184,6 @@ public sealed class DisposeUnderRunTests
 
         // Every run that reached its session before the Dispose finished: at least the ones counted before it.
         Assert.True(completed >= Rounds * Workers * 4, $"only {completed} runs completed");
-    }
-
-    private static bool Close(float[] expected, float[] actual)
-    {
-        if (expected.Length != actual.Length)
-        {
-            return false;
-        }
-
-        for (int i = 0; i < expected.Length; i++)
-        {
-            if (!(Math.Abs(expected[i] - actual[i]) <= Tolerance))
-            {
-                return false;
-            }
-        }
-
-        return true;
     }
 
     /// <summary>Copies outputs, noting any handed over after the backend released its sessions.</summary>
