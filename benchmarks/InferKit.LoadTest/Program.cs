@@ -131,6 +131,14 @@ internal static class Program
                     break;
             }
 
+            foreach (var row in rows.Where(r => r.Scenario == scenario && r.Peer is "naive" or "inferkit"))
+            {
+                if (GcWindow.Describe(row) is { } gc)
+                {
+                    notes.Add($"{scenario} {row.Peer}: {gc} (whole process, the callers' own objects included).");
+                }
+            }
+
             notes.Add($"{scenario}: load average {loadBefore} before, {LoadAverage()} after; took {Stopwatch.GetElapsedTime(scenarioStart).TotalSeconds:F0} s; {CpuTimes.StolenText(cpuBefore, CpuTimes.Read())}.");
         }
 
@@ -190,6 +198,7 @@ internal static class Program
             for (int i = 0; i < peers.Length; i++)
             {
                 using (new Progress($"[{scenario}] {stats[i].Peer,-28} round {round}/{cli.Rounds}", stats[i]))
+                using (new GcWindow(stats[i]))
                 {
                     peers[i].Run(callers, slice, stats[i]);
                 }
