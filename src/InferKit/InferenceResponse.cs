@@ -43,11 +43,10 @@ public enum RefusalReason
 /// </summary>
 public sealed class InferenceResponse : IDisposable
 {
+    // The outputs. The first _pooled of them view buffers rented from ArrayPool<byte>.Shared (numeric) or
+    // ArrayPool<string>.Shared (strings), one buffer per output, returned by Dispose.
     private Tensor[] _outputs;
-    private byte[][]? _rented;
-    private int _rentedCount;
-    private string[][]? _rentedStrings;
-    private int _rentedStringCount;
+    private int _pooled;
     private int _disposed;
     private string? _message;
     private Func<InferenceResponse, double, double, string>? _format;
@@ -183,25 +182,22 @@ public sealed class InferenceResponse : IDisposable
             return;
         }
 
-        if (_rented is not null)
-        {
-            for (int i = 0; i < _rentedCount; i++)
-            {
-                ArrayPool<byte>.Shared.Return(_rented[i]);
-            }
-        }
-
-        if (_rentedStrings is not null)
-        {
-            for (int i = 0; i < _rentedStringCount; i++)
-            {
-                ArrayPool<string>.Shared.Return(_rentedStrings[i], clearArray: true);
-            }
-        }
-
-        _rented = null;
-        _rentedStrings = null;
+        var outputs = _outputs;
+        int pooled = _pooled;
         _outputs = [];
+        _pooled = 0;
+        for (int i = 0; i < pooled; i++)
+        {
+            switch (outputs[i].DataObject)
+            {
+                case byte[] bytes:
+                    ArrayPool<byte>.Shared.Return(bytes);
+                    break;
+                case string[] strings:
+                    ArrayPool<string>.Shared.Return(strings, clearArray: true);
+                    break;
+            }
+        }
     }
 
     internal static InferenceResponse Refused(string model, string? requestId, RefusalReason reason, TimeSpan? retryAfter, string message) =>
@@ -232,31 +228,18 @@ public sealed class InferenceResponse : IDisposable
         Model = model;
     }
 
-    internal void SetOutputs(Tensor[] outputs) => _outputs = outputs;
-
-    internal Tensor[] RawOutputs => _outputs;
-
-    internal void AdoptBuffer(byte[] buffer)
+    /// <summary>Makes room for <paramref name="count"/> outputs, added next by <see cref="AddPooledOutput"/>.</summary>
+    internal void PrepareOutputs(int count)
     {
-        _rented ??= new byte[4][];
-        if (_rentedCount == _rented.Length)
-        {
-            Array.Resize(ref _rented, _rentedCount * 2);
-        }
-
-        _rented[_rentedCount++] = buffer;
+        _outputs = count == 0 ? [] : new Tensor[count];
+        _pooled = 0;
     }
 
-    internal void AdoptStrings(string[] buffer)
-    {
-        _rentedStrings ??= new string[2][];
-        if (_rentedStringCount == _rentedStrings.Length)
-        {
-            Array.Resize(ref _rentedStrings, _rentedStringCount * 2);
-        }
-
-        _rentedStrings[_rentedStringCount++] = buffer;
-    }
+    /// <summary>
+    /// Adds the next output. Its data is a buffer of its own rented from <see cref="ArrayPool{T}.Shared"/> (bytes for a
+    /// numeric tensor, strings for a string tensor), which this response now owns and returns when disposed.
+    /// </summary>
+    internal void AddPooledOutput(Tensor tensor) => _outputs[_pooled++] = tensor;
 
     private void ThrowIfUnusable()
     {

@@ -26,8 +26,12 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     private PendingRequest[] _requests = new PendingRequest[8];
     private long[] _rowOffsets = new long[8];
     private InferenceResponse?[] _responses = new InferenceResponse?[8];
-    private Tensor[]?[] _outputs = new Tensor[]?[8];
-    private int[] _outputCounts = new int[8];
+
+    /// <summary>
+    /// Per output, the shape last given to a request's tensor of that output, handed out again while requests' shapes are
+    /// equal (a tensor's shape is read-only): one array per output and shape, not one per request.
+    /// </summary>
+    private readonly long[]?[] _outputShapes;
 
     /// <summary>While one request of the batch runs alone (see <see cref="RunEachAlone"/>), its index: the sink answers it alone; else -1.</summary>
     private int _alone = -1;
@@ -40,6 +44,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         _rentedInputs = new byte[]?[signature.Inputs.Count];
         _rentedStrings = new string[]?[signature.Inputs.Count];
         _joinedDims = new long[signature.Inputs.Count][];
+        _outputShapes = new long[]?[signature.Outputs.Count];
         for (int i = 0; i < _joinedDims.Length; i++)
         {
             _joinedDims[i] = new long[signature.Inputs[i].Rank];
@@ -72,8 +77,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             Array.Resize(ref _requests, n);
             Array.Resize(ref _rowOffsets, n);
             Array.Resize(ref _responses, n);
-            Array.Resize(ref _outputs, n);
-            Array.Resize(ref _outputCounts, n);
         }
 
         _rowOffsets[Count] = Rows;
@@ -346,7 +349,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             else
             {
                 hooks.Fail(request, new InferenceFailedException(hooks.ModelName, instance.Id, error));
-                _outputs[j] = null;
             }
         }
 
@@ -362,8 +364,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         var request = _requests[j];
         var response = _responses[j]!;
         _responses[j] = null;
-        response.SetOutputs(_outputs[j]!);
-        _outputs[j] = null;
         response.Instance = instance.Id;
         response.AnsweredBy = response.Model;
         response.BatchSize = rows;
@@ -456,7 +456,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             {
                 _responses[j]?.Dispose();
                 _responses[j] = null;
-                _outputs[j] = null;
                 hooks.BatchFailed(instance, rows, error);
                 hooks.Fail(request, new InferenceFailedException(hooks.ModelName, instance.Id, error));
             }
@@ -467,7 +466,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     {
         Array.Clear(_requests, 0, Count);
         Array.Clear(_responses, 0, Count);
-        Array.Clear(_outputs, 0, Count);
         Count = 0;
         Rows = 0;
         Seconds = 0;
@@ -485,8 +483,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             {
                 var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, data.Length));
                 data.CopyTo(buffer);
-                _responses[only]!.AdoptBuffer(buffer);
-                _outputs[only]![_outputCounts[only]++] = Tensor.Wrap(name, elementType, shape.ToArray(), buffer, data.Length);
+                _responses[only]!.AddPooledOutput(Tensor.Wrap(name, elementType, SharedShape(outputIndex, shape), buffer, data.Length));
             }
 
             return;
@@ -503,12 +500,11 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 continue;
             }
 
-            var own = OwnShape(j, shape, trims);
+            var own = OwnShape(j, outputIndex, shape, trims);
             int bytes = checked((int)(Tensor.ElementCountOf(own) * size));
             var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1, bytes));
             BatchTensorOps.CopyBox(data, shape, _rowOffsets[j], buffer, own, 0, own, size);
-            _responses[j]!.AdoptBuffer(buffer);
-            _outputs[j]![_outputCounts[j]++] = Tensor.Wrap(name, elementType, own, buffer, bytes);
+            _responses[j]!.AddPooledOutput(Tensor.Wrap(name, elementType, own, buffer, bytes));
         }
     }
 
@@ -522,8 +518,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             {
                 var buffer = ArrayPool<string>.Shared.Rent(Math.Max(1, data.Length));
                 data.CopyTo(buffer);
-                _responses[only]!.AdoptStrings(buffer);
-                _outputs[only]![_outputCounts[only]++] = Tensor.WrapStrings(name, shape.ToArray(), buffer, data.Length);
+                _responses[only]!.AddPooledOutput(Tensor.WrapStrings(name, SharedShape(outputIndex, shape), buffer, data.Length));
             }
 
             return;
@@ -539,12 +534,11 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 continue;
             }
 
-            var own = OwnShape(j, shape, trims);
+            var own = OwnShape(j, outputIndex, shape, trims);
             int count = checked((int)Tensor.ElementCountOf(own));
             var buffer = ArrayPool<string>.Shared.Rent(Math.Max(1, count));
             BatchTensorOps.CopyBox(data, shape, _rowOffsets[j], buffer, own, 0, own);
-            _responses[j]!.AdoptStrings(buffer);
-            _outputs[j]![_outputCounts[j]++] = Tensor.WrapStrings(name, own, buffer, count);
+            _responses[j]!.AddPooledOutput(Tensor.WrapStrings(name, own, buffer, count));
         }
     }
 
@@ -556,16 +550,31 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             : output >= 64 || (r.OutputMask & (1UL << output)) != 0; // past 64 outputs, a request without a wide mask wants them all
     }
 
-    private long[] OwnShape(int j, ReadOnlySpan<long> shape, (int Axis, int Input, int InputAxis)[] trims)
+    private long[] OwnShape(int j, int outputIndex, ReadOnlySpan<long> shape, (int Axis, int Input, int InputAxis)[] trims)
     {
-        var own = shape.ToArray();
+        Span<long> own = shape.Length <= 16 ? stackalloc long[shape.Length] : new long[shape.Length];
+        shape.CopyTo(own);
         own[0] = _requests[j].Rows;
         foreach (var (axis, input, inputAxis) in trims)
         {
             own[axis] = Math.Min(own[axis], _requests[j].Inputs[input].Shape[inputAxis]);
         }
 
-        return own;
+        return SharedShape(outputIndex, own);
+    }
+
+    /// <summary>The shape as an array for a response tensor: the one last handed out for this output when equal, else a copy kept for the next.</summary>
+    private long[] SharedShape(int outputIndex, ReadOnlySpan<long> shape)
+    {
+        var last = _outputShapes[outputIndex];
+        if (last is not null && shape.SequenceEqual(last))
+        {
+            return last;
+        }
+
+        var copy = shape.ToArray();
+        _outputShapes[outputIndex] = copy;
+        return copy;
     }
 
     /// <summary>
@@ -641,10 +650,9 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     private void PrepareResponse(int j, int outputs)
     {
         var r = _requests[j];
-        _responses[j] = new InferenceResponse(_owner.ModelName, _owner.Version, r.Request.Id);
-        int n = r.WideOutputMask is { } wide ? PopCount(wide) : r.OutputMask == ulong.MaxValue ? outputs : BitOperations.PopCount(r.OutputMask);
-        _outputs[j] = new Tensor[n];
-        _outputCounts[j] = 0;
+        var response = new InferenceResponse(_owner.ModelName, _owner.Version, r.Request.Id);
+        response.PrepareOutputs(r.WideOutputMask is { } wide ? PopCount(wide) : r.OutputMask == ulong.MaxValue ? outputs : BitOperations.PopCount(r.OutputMask));
+        _responses[j] = response;
     }
 
     private static int PopCount(ulong[] mask)
@@ -664,7 +672,6 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
         {
             _responses[j]?.Dispose();
             _responses[j] = null;
-            _outputs[j] = null;
         }
     }
 

@@ -418,7 +418,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
 
         var merged = new InferenceResponse(Name, first.Version, request.Id);
         var names = requested is { Count: > 0 } ? requested : first.Outputs.Select(static t => t.Name).ToArray();
-        var outputs = new Tensor[names.Count];
+        merged.PrepareOutputs(names.Count);
         for (int o = 0; o < names.Count; o++)
         {
             var template = byRows ? first[names[o]] : responses[answerStage[0]][names[o]];
@@ -446,8 +446,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                     responses[answerStage[r]][names[o]].GetStrings().Slice(answerRow[r] * rowElements, rowElements).CopyTo(buffer.AsSpan(r * rowElements));
                 }
 
-                merged.AdoptStrings(buffer);
-                outputs[o] = Tensor.WrapStrings(names[o], shape, buffer, rows * rowElements);
+                merged.AddPooledOutput(Tensor.WrapStrings(names[o], shape, buffer, rows * rowElements));
             }
             else
             {
@@ -458,12 +457,10 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                     responses[answerStage[r]][names[o]].Bytes.Slice(answerRow[r] * rowBytes, rowBytes).CopyTo(buffer.AsSpan(r * rowBytes));
                 }
 
-                merged.AdoptBuffer(buffer);
-                outputs[o] = Tensor.Wrap(names[o], template.ElementType, shape, buffer, rows * rowBytes);
+                merged.AddPooledOutput(Tensor.Wrap(names[o], template.ElementType, shape, buffer, rows * rowBytes));
             }
         }
 
-        merged.SetOutputs(outputs);
         int highest = answerStage.Max();
         merged.Stage = highest + 1;
         merged.RowStages = answerStage.Select(static s => s + 1).ToArray();
