@@ -84,18 +84,18 @@ internal static class InferRequestReader
         bool sawInputs = false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
-            if (reader.ValueTextEquals(ProtocolNames.Inputs))
+            if (NameIs(ref reader, ProtocolNames.Inputs))
             {
                 reader.Read();
                 sawInputs = true;
                 ReadInputs(ref reader, payload, headerLength, ref drafts, ref draftCount);
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Outputs))
+            else if (NameIs(ref reader, ProtocolNames.Outputs))
             {
                 reader.Read();
                 payload.Outputs = ReadOutputs(ref reader);
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Id))
+            else if (NameIs(ref reader, ProtocolNames.Id))
             {
                 reader.Read();
                 payload.Id = reader.TokenType switch
@@ -105,7 +105,7 @@ internal static class InferRequestReader
                     _ => throw new ProtocolException($"The request 'id' must be a string, not a {reader.TokenType}."),
                 };
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Parameters))
+            else if (NameIs(ref reader, ProtocolNames.Parameters))
             {
                 reader.Read();
                 ReadRequestParameters(ref reader, payload);
@@ -208,7 +208,7 @@ internal static class InferRequestReader
         bool sawData = false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
-            if (reader.ValueTextEquals(ProtocolNames.Name))
+            if (NameIs(ref reader, ProtocolNames.Name))
             {
                 reader.Read();
                 if (reader.TokenType != JsonTokenType.String)
@@ -229,22 +229,22 @@ internal static class InferRequestReader
                     throw new ProtocolException($"inputs[{index}].name is empty.");
                 }
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Datatype))
+            else if (NameIs(ref reader, ProtocolNames.Datatype))
             {
                 reader.Read();
                 d.Type = ReadDatatype(ref reader, Label(d.Name, index));
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Shape))
+            else if (NameIs(ref reader, ProtocolNames.Shape))
             {
                 reader.Read();
                 d.Shape = ReadShape(ref reader, Label(d.Name, index));
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Parameters))
+            else if (NameIs(ref reader, ProtocolNames.Parameters))
             {
                 reader.Read();
                 d.BinarySize = ReadInputParameters(ref reader, Label(d.Name, index));
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Data))
+            else if (NameIs(ref reader, ProtocolNames.Data))
             {
                 reader.Read();
                 sawData = true;
@@ -293,6 +293,28 @@ internal static class InferRequestReader
         }
 
         return d;
+    }
+
+    /// <summary>
+    /// Whether the current property name is <paramref name="name"/>. <see cref="Utf8JsonReader.ValueTextEquals(string)"/>
+    /// unescapes an escaped name and throws <see cref="InvalidOperationException"/> at an escaped unpaired surrogate
+    /// (<c>"\ud800"</c>): such a name is the caller's mistake, not a server fault.
+    /// </summary>
+    private static bool NameIs(ref Utf8JsonReader reader, string name)
+    {
+        if (!reader.ValueIsEscaped)
+        {
+            return reader.ValueTextEquals(name);
+        }
+
+        try
+        {
+            return reader.ValueTextEquals(name);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw InvalidText(string.Create(CultureInfo.InvariantCulture, $"The property name at byte {reader.TokenStartIndex} of the request JSON"), ex);
+        }
     }
 
     private static string Label(string? name, int index) => name is null ? $"inputs[{index}]" : $"Input '{name}'";
@@ -376,7 +398,7 @@ internal static class InferRequestReader
         long? binarySize = null;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
-            if (reader.ValueTextEquals(ProtocolNames.BinaryDataSize))
+            if (NameIs(ref reader, ProtocolNames.BinaryDataSize))
             {
                 reader.Read();
                 if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out long size) || size < 0)
@@ -416,7 +438,7 @@ internal static class InferRequestReader
             bool? binary = null;
             while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
             {
-                if (reader.ValueTextEquals(ProtocolNames.Name))
+                if (NameIs(ref reader, ProtocolNames.Name))
                 {
                     reader.Read();
                     if (reader.TokenType != JsonTokenType.String)
@@ -433,7 +455,7 @@ internal static class InferRequestReader
                         throw InvalidText($"outputs[{count}].name", ex);
                     }
                 }
-                else if (reader.ValueTextEquals(ProtocolNames.Parameters))
+                else if (NameIs(ref reader, ProtocolNames.Parameters))
                 {
                     reader.Read();
                     binary = ReadOutputParameters(ref reader, count);
@@ -479,7 +501,7 @@ internal static class InferRequestReader
         bool? binary = null;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
-            if (reader.ValueTextEquals(ProtocolNames.BinaryData))
+            if (NameIs(ref reader, ProtocolNames.BinaryData))
             {
                 reader.Read();
                 binary = reader.TokenType switch
@@ -489,7 +511,7 @@ internal static class InferRequestReader
                     _ => throw new ProtocolException($"outputs[{index}]: the binary_data parameter must be true or false, not {RawText(ref reader)}."),
                 };
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Classification))
+            else if (NameIs(ref reader, ProtocolNames.Classification))
             {
                 throw new ProtocolException($"outputs[{index}]: the classification extension is not supported; request the raw output instead.");
             }
@@ -512,7 +534,7 @@ internal static class InferRequestReader
 
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
-            if (reader.ValueTextEquals(ProtocolNames.BinaryDataOutput))
+            if (NameIs(ref reader, ProtocolNames.BinaryDataOutput))
             {
                 reader.Read();
                 payload.BinaryDataOutput = reader.TokenType switch
@@ -522,7 +544,7 @@ internal static class InferRequestReader
                     _ => throw new ProtocolException($"The binary_data_output parameter must be true or false, not {RawText(ref reader)}."),
                 };
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Timeout))
+            else if (NameIs(ref reader, ProtocolNames.Timeout))
             {
                 reader.Read();
                 if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out long us) || us < 0)
@@ -532,7 +554,7 @@ internal static class InferRequestReader
 
                 payload.TimeoutMicroseconds = us;
             }
-            else if (reader.ValueTextEquals(ProtocolNames.Priority))
+            else if (NameIs(ref reader, ProtocolNames.Priority))
             {
                 reader.Read();
                 InferencePriority priority = default;
