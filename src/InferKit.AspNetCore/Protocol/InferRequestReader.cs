@@ -649,20 +649,22 @@ internal static class InferRequestReader
     {
         long n = 0;
         int depth = 0;
+        var nesting = new Nesting(stackalloc int[Nesting.MaxDepth], stackalloc int[Nesting.MaxDepth]);
         while (true)
         {
             switch (reader.TokenType)
             {
                 case JsonTokenType.StartArray:
-                    depth++;
+                    nesting.Open(depth++, name, shape);
                     break;
                 case JsonTokenType.EndArray:
-                    depth--;
+                    nesting.Close(--depth, name, shape);
                     break;
                 case JsonTokenType.Number:
                 case JsonTokenType.String:
                 case JsonTokenType.True:
                 case JsonTokenType.False:
+                    nesting.Value(depth, name, shape);
                     if (n < destination.Length)
                     {
                         destination[(int)n] = ParseElement<T>(ref reader, name, type, n);
@@ -690,17 +692,19 @@ internal static class InferRequestReader
     {
         long n = 0;
         int depth = 0;
+        var nesting = new Nesting(stackalloc int[Nesting.MaxDepth], stackalloc int[Nesting.MaxDepth]);
         while (true)
         {
             switch (reader.TokenType)
             {
                 case JsonTokenType.StartArray:
-                    depth++;
+                    nesting.Open(depth++, name, shape);
                     break;
                 case JsonTokenType.EndArray:
-                    depth--;
+                    nesting.Close(--depth, name, shape);
                     break;
                 case JsonTokenType.String:
+                    nesting.Value(depth, name, shape);
                     if (n < destination.Length)
                     {
                         try
@@ -1033,6 +1037,89 @@ internal static class InferRequestReader
         }
 
         return Tensor.Create(name, new ReadOnlyMemory<string>(strings, 0, n), shape);
+    }
+
+    /// <summary>
+    /// Checks that nested <c>data</c> is a regular array: every array at one depth has the same length, and values sit at
+    /// one depth only. A ragged array (<c>[[1,2,3],[4]]</c>) is not a tensor even when its element count matches the
+    /// shape; read flat, it would silently put values in the wrong rows. Regular nesting that differs from the shape
+    /// (<c>[[1,2],[3,4]]</c> for shape [1,4]) is read row-major, as a reshape would.
+    /// </summary>
+    private ref struct Nesting
+    {
+        /// <summary>More than the reader's maximum depth: data can never nest deeper.</summary>
+        public const int MaxDepth = 66;
+
+        private readonly Span<int> _lengths; // the length of the arrays at each depth, once one has closed; -1 before
+        private readonly Span<int> _counts;  // the elements so far of the open array at each depth
+        private int _valueDepth;             // the depth values sit at (arrays open around them), once one was seen; -1 before
+        private int _arrayDepth;             // the deepest depth an array has opened at (arrays open around it); -1 before
+
+        public Nesting(Span<int> lengths, Span<int> counts)
+        {
+            _lengths = lengths;
+            _counts = counts;
+            _lengths.Fill(-1);
+            _valueDepth = -1;
+            _arrayDepth = -1;
+        }
+
+        /// <summary>An array opens inside <paramref name="depth"/> open arrays.</summary>
+        public void Open(int depth, string name, long[] shape)
+        {
+            if (depth + 1 >= MaxDepth)
+            {
+                throw new ProtocolException($"Input '{name}': 'data' nests deeper than {MaxDepth - 1} arrays.");
+            }
+
+            if (_valueDepth >= 0 && depth >= _valueDepth)
+            {
+                throw Mixed(depth, name, shape);
+            }
+
+            if (depth > 0)
+            {
+                _counts[depth - 1]++;
+            }
+
+            _counts[depth] = 0;
+            _arrayDepth = Math.Max(_arrayDepth, depth);
+        }
+
+        /// <summary>The array at <paramref name="depth"/> (that many arrays around it) closes.</summary>
+        public readonly void Close(int depth, string name, long[] shape)
+        {
+            int length = _counts[depth];
+            if (_lengths[depth] < 0)
+            {
+                _lengths[depth] = length;
+            }
+            else if (_lengths[depth] != length)
+            {
+                throw new ProtocolException(string.Create(CultureInfo.InvariantCulture,
+                    $"Input '{name}': 'data' is a ragged array: an array at depth {depth} has {length} elements, but an earlier one has {_lengths[depth]}; nested data must be regular, like shape {Tensor.FormatShape(shape)}."));
+            }
+        }
+
+        /// <summary>A value inside <paramref name="depth"/> open arrays.</summary>
+        public void Value(int depth, string name, long[] shape)
+        {
+            if (depth <= _arrayDepth || (_valueDepth >= 0 && _valueDepth != depth))
+            {
+                throw Mixed(Math.Min(depth, _valueDepth < 0 ? depth : _valueDepth), name, shape);
+            }
+
+            _valueDepth = depth;
+
+            if (depth > 0)
+            {
+                _counts[depth - 1]++;
+            }
+        }
+
+        private static ProtocolException Mixed(int depth, string name, long[] shape) =>
+            new(string.Create(CultureInfo.InvariantCulture,
+                $"Input '{name}': 'data' is a ragged array: it mixes values and arrays at depth {depth}; nested data must be regular, like shape {Tensor.FormatShape(shape)}."));
     }
 
     private struct InputDraft

@@ -34,6 +34,34 @@ public sealed class InferRequestReaderTests
         Assert.Equal([1, 2, 3, 4, 5, 6, 7, 8], p.Inputs[0].ToArray<int>());
     }
 
+    [Theory]
+    [InlineData("""{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2,3],[4]]}]}""", "depth 1 has 1 elements, but an earlier one has 3")]
+    [InlineData("""{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1],[2,3,4]]}]}""", "depth 1 has 3 elements, but an earlier one has 1")]
+    [InlineData("""{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,[2,3],4]}]}""", "mixes values and arrays")]
+    [InlineData("""{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],3,4]}]}""", "mixes values and arrays")]
+    [InlineData("""{"inputs":[{"name":"x","shape":[2,2,1],"datatype":"INT64","data":[[[1],[2]],[3,4]]}]}""", "mixes values and arrays")]
+    [InlineData("""{"inputs":[{"data":[[1,2,3],[4]],"name":"x","shape":[2,2],"datatype":"FP32"}]}""", "depth 1 has 1 elements, but an earlier one has 3")]
+    [InlineData("""{"inputs":[{"name":"s","shape":[3],"datatype":"BYTES","data":[["a","b"],["c"]]}]}""", "depth 1 has 1 elements, but an earlier one has 2")]
+    [InlineData("""{"inputs":[{"name":"s","shape":[2],"datatype":"BYTES","data":["a",["b"]]}]}""", "mixes values and arrays")]
+    [InlineData("""{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[[],1]}]}""", "mixes values and arrays at depth 1")]
+    [InlineData("""{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[[[]],[1]]}]}""", "mixes values and arrays at depth 2")]
+    public void Ragged_nested_data_is_refused_even_when_its_element_count_matches_the_shape(string json, string expected)
+    {
+        var ex = Rejects(json);
+        Assert.Contains("ragged", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Regular_nested_data_of_any_depth_is_read_row_major()
+    {
+        // Nesting that is regular but not the declared shape is read in row-major order, as a reshape would read it.
+        using var p = ReadJson("""{"inputs":[{"name":"x","shape":[1,4],"datatype":"INT32","data":[[1,2],[3,4]]},{"name":"e","shape":[0],"datatype":"FP32","data":[[],[]]},{"name":"s","shape":[2,1],"datatype":"BYTES","data":[["a"],["b"]]}]}""");
+        Assert.Equal([1, 2, 3, 4], p.Inputs[0].ToArray<int>());
+        Assert.Equal(0, p.Inputs[1].ElementCount);
+        Assert.Equal(["a", "b"], p.Inputs[2].GetStrings().ToArray());
+    }
+
     [Fact]
     public void Data_before_shape_and_datatype_is_read_once_they_are_known()
     {
