@@ -784,8 +784,8 @@ internal static class InferRequestReader
 
         if (typeof(T) == typeof(BFloat16))
         {
-            BFloat16 v = reader.TokenType == JsonTokenType.Number && reader.TryGetSingle(out float f)
-                ? (float.IsFinite((float)(BFloat16)f) ? (BFloat16)f : throw OutOfRange(ref reader, name, type, index))
+            BFloat16 v = reader.TokenType == JsonTokenType.Number && reader.TryGetDouble(out double d)
+                ? ((BFloat16)RoundToOddSingle(d) is var b && float.IsFinite((float)b) ? b : throw OutOfRange(ref reader, name, type, index))
                 : (BFloat16)(float)NonFinite(ref reader, name, type, index);
             return Unsafe.As<BFloat16, T>(ref v);
         }
@@ -854,6 +854,23 @@ internal static class InferRequestReader
         }
 
         throw new ProtocolException($"Input '{name}': datatype {type.ToProtocolName()} is not supported.");
+    }
+
+    /// <summary>
+    /// <paramref name="value"/> as a float rounded to odd: of the two floats around it, the one whose last significand
+    /// bit is 1 (the value itself when it is exact). Rounding that to BF16's 8-bit significand gives the BF16 nearest to
+    /// the double, which rounding to the nearest float first does not: a double just past a BF16 tie would become the
+    /// tie, which then goes to even, the wrong way.
+    /// </summary>
+    private static float RoundToOddSingle(double value)
+    {
+        float f = (float)value;
+        if ((double)f != value && (BitConverter.SingleToUInt32Bits(f) & 1) == 0)
+        {
+            f = (double)f < value ? MathF.BitIncrement(f) : MathF.BitDecrement(f);
+        }
+
+        return f;
     }
 
     private static long Integer(ref Utf8JsonReader reader, string name, TensorElementType type, long index, long min, long max)

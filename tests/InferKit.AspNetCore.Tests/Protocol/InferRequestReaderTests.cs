@@ -125,6 +125,21 @@ public sealed class InferRequestReaderTests
         Assert.Equal(["héllo", "é\n"], p.Inputs[4].GetStrings().ToArray());
     }
 
+    [Theory]
+    [InlineData("1.0039062500000002", 0x3F81)] // just above the tie between 1 (0x3F80) and 1.0078125: rounds up
+    [InlineData("-1.0039062500000002", 0xBF81)]
+    [InlineData("1.0117187499999998", 0x3F81)] // just below the tie between 1.0078125 and 1.015625 (0x3F82): rounds down
+    [InlineData("1.00390625", 0x3F80)]         // the tie itself: to even
+    [InlineData("1.01171875", 0x3F82)]
+    [InlineData("3.3961e38", 0x7F7F)]          // past the largest BF16 but below the overflow threshold: the largest
+    public void Bf16_from_json_is_the_nearest_bf16_to_the_number_not_to_its_float_rounding(string literal, int bits)
+    {
+        // Rounding the number to FP32 first and then to BF16 rounds twice: a double just past a BF16 tie becomes the
+        // tie in FP32, which then goes to even, the wrong way.
+        using var p = ReadJson($$"""{"inputs":[{"name":"x","shape":[1],"datatype":"BF16","data":[{{literal}}]}]}""");
+        Assert.Equal(bits.ToString("X4", System.Globalization.CultureInfo.InvariantCulture), p.Inputs[0].ToArray<BFloat16>()[0].Bits.ToString("X4", System.Globalization.CultureInfo.InvariantCulture));
+    }
+
     [Fact]
     public void Non_finite_floats_travel_as_strings()
     {
