@@ -95,7 +95,10 @@ public static class InferKitHeaders
     /// <summary>The request timeout in milliseconds (a positive integer), bounded by <see cref="InferKitEndpointOptions.MaxTimeout"/>.</summary>
     public const string TimeoutMs = "InferKit-Timeout-Ms";
 
-    /// <summary>The request priority: low, normal, high or critical (or 0 to 3), bounded by <see cref="InferKitEndpointOptions.MaxPriority"/>.</summary>
+    /// <summary>
+    /// The request priority: low, normal, high or critical, or a number as Triton's schedule-policy extension reads it (0 the
+    /// default, 1 the highest, 2 high, 3 normal, 4 or more low); bounded by <see cref="InferKitEndpointOptions.MaxPriority"/>.
+    /// </summary>
     public const string Priority = "InferKit-Priority";
 
     /// <summary>The length of the JSON part of a body that carries binary tensor data after it (binary tensor data extension).</summary>

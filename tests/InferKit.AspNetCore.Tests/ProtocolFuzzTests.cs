@@ -276,7 +276,7 @@ public sealed class ProtocolFuzzTests
         { "timeout negative", Affine, """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"timeout":-5}}""" },
         { "timeout fraction", Affine, """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"timeout":1.5}}""" },
         { "timeout huge", Affine, """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"timeout":1e30}}""" },
-        { "priority 9", Affine, """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"priority":9}}""" },
+        { "priority fraction", Affine, """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"priority":1.5}}""" },
         { "priority negative", Affine, """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"priority":-1}}""" },
         { "priority word", Affine, """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"priority":"urgent"}}""" },
         { "priority lone surrogate", Affine, """{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":{"priority":"\ud800"}}""" },
@@ -416,7 +416,7 @@ public sealed class ProtocolFuzzTests
         {
             (InferKitHeaders.TimeoutMs, "abc"), (InferKitHeaders.TimeoutMs, "0"), (InferKitHeaders.TimeoutMs, "-5"),
             (InferKitHeaders.TimeoutMs, "99999999999999999999"), (InferKitHeaders.TimeoutMs, "922337203685478"), (InferKitHeaders.TimeoutMs, "1.5"),
-            (InferKitHeaders.Priority, "urgent"), (InferKitHeaders.Priority, "9"), (InferKitHeaders.Priority, "-1"), (InferKitHeaders.Priority, ""),
+            (InferKitHeaders.Priority, "urgent"), (InferKitHeaders.Priority, "1.5"), (InferKitHeaders.Priority, "-1"), (InferKitHeaders.Priority, ""),
         })
         {
             await SendBadAsync(host, $"header {name}: '{value}'", Affine, body, failures, null, r => r.Headers.TryAddWithoutValidation(name, value));

@@ -158,6 +158,14 @@ public sealed class SecurityTests
         Assert.Equal(TimeSpan.FromMilliseconds(750), fromParameters.Timeout);
         Assert.Equal(InferencePriority.Normal, fromParameters.Priority);
 
+        // Triton's numbers (schedule-policy extension): 1 is the highest level (cut to the bound here), 3 normal, 0 the default.
+        var tritonHighest = await SendAsync("""{"parameters":{"priority":1},"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}""");
+        Assert.Equal(InferencePriority.High, tritonHighest.Priority);
+        var tritonThird = await SendAsync("""{"parameters":{"priority":3},"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}""");
+        Assert.Equal(InferencePriority.Normal, tritonThird.Priority);
+        var tritonDefault = await SendAsync("""{"parameters":{"priority":0},"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}""", (InferKitHeaders.Priority, "0"));
+        Assert.Equal(InferencePriority.Low, tritonDefault.Priority);
+
         // Both: the stricter wins.
         var both = await SendAsync(withParameters, (InferKitHeaders.TimeoutMs, "300"), (InferKitHeaders.Priority, "low"));
         Assert.Equal(TimeSpan.FromMilliseconds(300), both.Timeout);

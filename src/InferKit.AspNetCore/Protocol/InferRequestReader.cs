@@ -557,10 +557,10 @@ internal static class InferRequestReader
             else if (NameIs(ref reader, ProtocolNames.Priority))
             {
                 reader.Read();
-                InferencePriority priority = default;
+                InferencePriority? priority = null;
                 bool ok = reader.TokenType switch
                 {
-                    JsonTokenType.Number => TryPriorityNumber(ref reader, out priority),
+                    JsonTokenType.Number => reader.TryGetInt64(out long number) && PriorityParser.TryFromNumber(number, out priority),
                     JsonTokenType.String => PriorityParser.TryParse(Text(ref reader, "The priority parameter"), out priority),
                     _ => false,
                 };
@@ -577,18 +577,6 @@ internal static class InferRequestReader
                 reader.Skip();
             }
         }
-    }
-
-    private static bool TryPriorityNumber(ref Utf8JsonReader reader, out InferencePriority priority)
-    {
-        if (reader.TryGetInt32(out int value) && value >= (int)InferencePriority.Low && value <= (int)InferencePriority.Critical)
-        {
-            priority = (InferencePriority)value;
-            return true;
-        }
-
-        priority = default;
-        return false;
     }
 
     private static Tensor ReadData(ref Utf8JsonReader reader, InferRequestPayload payload, string name, TensorElementType type, long[] shape, int headerLength)
@@ -1152,43 +1140,58 @@ internal static class InferRequestReader
 }
 
 /// <summary>Parses a priority given by name (low, normal, high, critical; any case) or number (0 to 3).</summary>
+/// <summary>
+/// A request priority as the protocol carries it (the <c>priority</c> parameter and the InferKit-Priority header): a name
+/// (low, normal, high, critical) or a number read as Triton's schedule-policy extension defines it, so that Triton's
+/// clients get what they ask for: 0 is the server's default (as if no priority was given), 1 the highest level
+/// (critical), 2 high, 3 normal, and 4 or more the lowest (low).
+/// </summary>
 internal static class PriorityParser
 {
-    public const string Expected = "low, normal, high, critical (or 0 to 3)";
+    public const string Expected = "low, normal, high, critical, or a number as Triton reads it (0 the default, 1 the highest, 2 high, 3 normal, 4 or more low)";
 
-    public static bool TryParse(ReadOnlySpan<char> text, out InferencePriority priority)
+    /// <summary>Reads a name or a number; <paramref name="priority"/> is null for 0, the server's default.</summary>
+    public static bool TryParse(ReadOnlySpan<char> text, out InferencePriority? priority)
     {
         text = text.Trim();
-        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int number))
+        priority = null;
+        if (long.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long number))
         {
-            if (number <= (int)InferencePriority.Critical)
-            {
-                priority = (InferencePriority)number;
-                return true;
-            }
+            return TryFromNumber(number, out priority);
         }
-        else if (text.Equals("low", StringComparison.OrdinalIgnoreCase))
+
+        if (text.Equals("low", StringComparison.OrdinalIgnoreCase))
         {
             priority = InferencePriority.Low;
-            return true;
         }
         else if (text.Equals("normal", StringComparison.OrdinalIgnoreCase))
         {
             priority = InferencePriority.Normal;
-            return true;
         }
         else if (text.Equals("high", StringComparison.OrdinalIgnoreCase))
         {
             priority = InferencePriority.High;
-            return true;
         }
         else if (text.Equals("critical", StringComparison.OrdinalIgnoreCase))
         {
             priority = InferencePriority.Critical;
-            return true;
         }
 
-        priority = InferencePriority.Normal;
-        return false;
+        return priority is not null;
+    }
+
+    /// <summary>A number as Triton reads it: false when negative; null for 0, the server's default.</summary>
+    public static bool TryFromNumber(long number, out InferencePriority? priority)
+    {
+        priority = number switch
+        {
+            0 => null,
+            1 => InferencePriority.Critical,
+            2 => InferencePriority.High,
+            3 => InferencePriority.Normal,
+            > 3 => InferencePriority.Low,
+            _ => null,
+        };
+        return number >= 0;
     }
 }

@@ -196,6 +196,22 @@ public sealed class InferRequestReaderTests
         Assert.Null(p.OutputMode("c"));
     }
 
+    [Theory]
+    [InlineData("0", null)]
+    [InlineData("1", InferencePriority.Critical)]
+    [InlineData("2", InferencePriority.High)]
+    [InlineData("3", InferencePriority.Normal)]
+    [InlineData("4", InferencePriority.Low)]
+    [InlineData("100", InferencePriority.Low)]
+    [InlineData("\"normal\"", InferencePriority.Normal)]
+    [InlineData("\"1\"", InferencePriority.Critical)]
+    public void A_numeric_priority_is_read_as_tritons_schedule_policy_defines_it(string value, InferencePriority? expected)
+    {
+        // Triton: 0 is the default level, 1 the highest, larger numbers lower; a Triton client asking for 1 wants the top.
+        using var p = ReadJson("{\"parameters\":{\"priority\":" + value + "},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}");
+        Assert.Equal(expected, p.Priority);
+    }
+
     [Fact]
     public void Without_requested_outputs_every_output_is_returned_as_json_by_default()
     {
@@ -274,7 +290,7 @@ public sealed class InferRequestReaderTests
     [InlineData("{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"parameters\":{\"binary_data_size\":4}}]}", "no binary data follows the JSON")]
     [InlineData("{\"id\":5,\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "'id' must be a string")]
     [InlineData("{\"parameters\":{\"timeout\":\"soon\"},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "timeout parameter must be a non-negative integer number of microseconds")]
-    [InlineData("{\"parameters\":{\"priority\":9},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "priority parameter must be one of")]
+    [InlineData("{\"parameters\":{\"priority\":-1},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "priority parameter must be one of")]
     [InlineData("{\"parameters\":{\"binary_data_output\":1},\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "binary_data_output parameter must be true or false")]
     [InlineData("{\"outputs\":[{}],\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "outputs[0] has no 'name'")]
     [InlineData("{\"outputs\":[{\"name\":\"y\"},{\"name\":\"y\"}],\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]}", "Output 'y' is requested more than once")]
@@ -398,10 +414,17 @@ public sealed class InferRequestReaderTests
         Assert.Equal(InferencePriority.Critical, p);
         Assert.True(PriorityParser.TryParse(" low ", out p));
         Assert.Equal(InferencePriority.Low, p);
+        // Numbers as Triton reads them: 1 the highest, larger lower, 0 the default (null).
         Assert.True(PriorityParser.TryParse("2", out p));
         Assert.Equal(InferencePriority.High, p);
-        Assert.False(PriorityParser.TryParse("4", out _));
+        Assert.True(PriorityParser.TryParse("1", out p));
+        Assert.Equal(InferencePriority.Critical, p);
+        Assert.True(PriorityParser.TryParse("4", out p));
+        Assert.Equal(InferencePriority.Low, p);
+        Assert.True(PriorityParser.TryParse("0", out p));
+        Assert.Null(p);
         Assert.False(PriorityParser.TryParse("-1", out _));
+        Assert.False(PriorityParser.TryParse("1.5", out _));
         Assert.False(PriorityParser.TryParse("urgent", out _));
     }
 
