@@ -579,6 +579,22 @@ internal static class InferRequestReader
         }
     }
 
+    /// <summary>
+    /// The bytes <paramref name="count"/> elements of <paramref name="type"/> take; a request error when one array cannot
+    /// hold them (a JSON part over about 512 MB can carry that many 8-byte values when the size limit allows it).
+    /// </summary>
+    internal static int ByteLength(string name, TensorElementType type, long[] shape, long count)
+    {
+        long bytes = count * type.SizeOf(); // count is below int.MaxValue here: no overflow in a long
+        if (bytes > Array.MaxLength)
+        {
+            throw new ProtocolException(string.Create(CultureInfo.InvariantCulture,
+                $"Input '{name}': shape {Tensor.FormatShape(shape)} of {type.ToProtocolName()} needs {bytes} bytes, more than one tensor can hold ({Array.MaxLength} bytes)."));
+        }
+
+        return (int)bytes;
+    }
+
     private static Tensor ReadData(ref Utf8JsonReader reader, InferRequestPayload payload, string name, TensorElementType type, long[] shape, int headerLength)
     {
         long count = Tensor.ElementCountOf(shape);
@@ -607,7 +623,7 @@ internal static class InferRequestReader
             throw new ProtocolException($"Input '{name}': shape {Tensor.FormatShape(shape)} holds {count} elements, more than a {headerLength}-byte JSON request can carry.");
         }
 
-        int byteLength = checked((int)count * type.SizeOf());
+        int byteLength = ByteLength(name, type, shape, count);
         var buffer = payload.RentBytes(byteLength);
         var bytes = buffer.AsSpan(0, byteLength);
         switch (type)

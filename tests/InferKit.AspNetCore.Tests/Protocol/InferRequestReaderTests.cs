@@ -408,6 +408,17 @@ public sealed class InferRequestReaderTests
     }
 
     [Fact]
+    public void Json_data_larger_than_one_array_can_hold_is_a_request_error_not_an_overflow()
+    {
+        // 300 million FP64 values fit a JSON part of about 600 MB when MaxRequestBytes allows it; their 2.4 GB do not fit
+        // one array. Checked here on the size rule itself: a body that large is too slow for a test.
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.ByteLength("x", TensorElementType.Float64, [300_000_000], 300_000_000));
+        Assert.Contains("Input 'x': shape [300000000] of FP64 needs 2400000000 bytes, more than one tensor can hold", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(8000, InferRequestReader.ByteLength("x", TensorElementType.Float64, [1000], 1000));
+        Assert.Equal(Array.MaxLength, InferRequestReader.ByteLength("x", TensorElementType.UInt8, [Array.MaxLength], Array.MaxLength));
+    }
+
+    [Fact]
     public void Priority_parses_names_and_numbers_and_nothing_else()
     {
         Assert.True(PriorityParser.TryParse("Critical", out var p));
