@@ -99,8 +99,17 @@ public sealed class AcceptanceRule
     /// A confidence score where larger means surer, comparable against <see cref="ConfidenceThreshold"/>:
     /// the top probability, the top-two margin, or the negated entropy.
     /// </summary>
+    /// <remarks>
+    /// NaN when a value is NaN (a numerically broken answer says nothing of the stage's confidence): no threshold is met,
+    /// so every built-in rule sends such a row on. Without this, Margin and Entropy skip the NaN and read the rest as sure.
+    /// </remarks>
     public static double Confidence(AcceptanceKind kind, ReadOnlySpan<float> probabilities)
     {
+        if (kind != AcceptanceKind.Custom && HasNaN(probabilities))
+        {
+            return double.NaN;
+        }
+
         switch (kind)
         {
             case AcceptanceKind.TopProbability:
@@ -151,6 +160,19 @@ public sealed class AcceptanceRule
             default:
                 throw new ArgumentOutOfRangeException(nameof(kind), kind, "Custom rules have no built-in confidence.");
         }
+    }
+
+    private static bool HasNaN(ReadOnlySpan<float> values)
+    {
+        foreach (var v in values)
+        {
+            if (float.IsNaN(v))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The confidence a row needs: the threshold, or its negation for entropy.</summary>
