@@ -73,6 +73,13 @@ public sealed class AcceptanceRule
         return new(AcceptanceKind.Custom, double.NaN, output, fromLogits, accept);
     }
 
+    /// <summary>
+    /// A rule of <paramref name="kind"/> that accepts no row: its threshold lies beyond every confidence (what a calibration
+    /// that lets no row stop early gives, since a threshold clamped to the kind's range still accepts the surest rows).
+    /// </summary>
+    internal static AcceptanceRule AcceptingNone(AcceptanceKind kind, string? output, bool fromLogits)
+        => new(kind, kind == AcceptanceKind.Entropy ? double.NegativeInfinity : double.PositiveInfinity, output, fromLogits, null);
+
     /// <summary>Judges one row.</summary>
     public bool Accept(ReadOnlySpan<float> scores)
     {

@@ -21,14 +21,29 @@ public sealed record CascadeCalibrationResult(
     double CostRatio,
     int Samples)
 {
-    /// <summary>The acceptance rule at the calibrated threshold.</summary>
-    public AcceptanceRule ToRule(string? output = null, bool fromLogits = false) => Kind switch
+    /// <summary>
+    /// The acceptance rule at the calibrated threshold. It accepts exactly the rows counted in <see cref="EarlyShare"/>:
+    /// with a share of 0 it accepts no row (not even one the first stage is certain of, at the clamped threshold).
+    /// </summary>
+    public AcceptanceRule ToRule(string? output = null, bool fromLogits = false)
     {
-        AcceptanceKind.TopProbability => AcceptanceRule.TopProbability(Threshold, output, fromLogits),
-        AcceptanceKind.Margin => AcceptanceRule.Margin(Threshold, output, fromLogits),
-        AcceptanceKind.Entropy => AcceptanceRule.Entropy(Threshold, output, fromLogits),
-        _ => throw new InvalidOperationException("Custom rules are not calibrated."),
-    };
+        if (Kind == AcceptanceKind.Custom)
+        {
+            throw new InvalidOperationException("Custom rules are not calibrated.");
+        }
+
+        if (EarlyShare <= 0)
+        {
+            return AcceptanceRule.AcceptingNone(Kind, output, fromLogits);
+        }
+
+        return Kind switch
+        {
+            AcceptanceKind.TopProbability => AcceptanceRule.TopProbability(Threshold, output, fromLogits),
+            AcceptanceKind.Margin => AcceptanceRule.Margin(Threshold, output, fromLogits),
+            _ => AcceptanceRule.Entropy(Threshold, output, fromLogits),
+        };
+    }
 }
 
 /// <summary>Finds the cascade threshold that lets the most rows stop at the first stage within an accuracy budget.</summary>
@@ -48,6 +63,10 @@ public static class CascadeCalibration
     /// <param name="firstStageCost">The first stage's cost per row (any unit).</param>
     /// <param name="lastStageCost">The last stage's cost per row (same unit).</param>
     /// <exception cref="ArgumentException">The arrays disagree in length, or the set is empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">
+    /// <paramref name="maxAccuracyLoss"/> is not between 0 and 1, <paramref name="firstStageCost"/> is negative or not finite,
+    /// or <paramref name="lastStageCost"/> is not more than zero and finite.
+    /// </exception>
     public static CascadeCalibrationResult Calibrate(
         ReadOnlySpan<float> firstStageScores,
         int classes,
@@ -65,6 +84,21 @@ public static class CascadeCalibration
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThan(classes, 1);
+        if (!(maxAccuracyLoss >= 0 && maxAccuracyLoss <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxAccuracyLoss), maxAccuracyLoss, "The accuracy loss allowed must be between 0 and 1 (0.01 = one point).");
+        }
+
+        if (!(firstStageCost >= 0 && double.IsFinite(firstStageCost)))
+        {
+            throw new ArgumentOutOfRangeException(nameof(firstStageCost), firstStageCost, "The first stage's cost must be zero or more, and finite.");
+        }
+
+        if (!(lastStageCost > 0 && double.IsFinite(lastStageCost)))
+        {
+            throw new ArgumentOutOfRangeException(nameof(lastStageCost), lastStageCost, "The last stage's cost must be more than zero, and finite (the cost ratio divides by it).");
+        }
+
         int n = labels.Length;
         if (n == 0)
         {
@@ -105,7 +139,15 @@ public static class CascadeCalibration
             lastRight += lastStagePredictions[i] == labels[i] ? 1 : 0;
         }
 
+        // A row with a NaN score is never accepted by a rule (its confidence is NaN): it sorts last (NaN is the least
+        // double) and only the `accepting` rows before it can stop early.
         var order = Enumerable.Range(0, n).OrderByDescending(i => confidence[i]).ToArray();
+        int accepting = 0;
+        while (accepting < n && !double.IsNaN(confidence[order[accepting]]))
+        {
+            accepting++;
+        }
+
         var lastCorrectSorted = new bool[n];
         for (int k = 0; k < n; k++)
         {
@@ -118,11 +160,11 @@ public static class CascadeCalibration
         int bestK = 0;
         int right = lastRight;
         double bestAccuracy = lastAccuracy;
-        for (int k = 1; k <= n; k++)
+        for (int k = 1; k <= accepting; k++)
         {
             int i = order[k - 1];
             right += (firstCorrect[i] ? 1 : 0) - (lastCorrectSorted[k - 1] ? 1 : 0);
-            bool cut = k == n || confidence[order[k]] < confidence[i];
+            bool cut = k == accepting || confidence[order[k]] < confidence[i];
             double accuracy = right / (double)n;
             if (cut && accuracy >= floor)
             {
@@ -131,7 +173,7 @@ public static class CascadeCalibration
             }
         }
 
-        double threshold = bestK == 0 ? Math.BitIncrement(confidence[order[0]]) : confidence[order[bestK - 1]];
+        double threshold = bestK == 0 ? (accepting == 0 ? 1 : Math.BitIncrement(confidence[order[0]])) : confidence[order[bestK - 1]];
         threshold = kind == AcceptanceKind.Entropy ? Math.Max(0, -threshold) : Math.Clamp(threshold, 0, 1);
         double share = bestK / (double)n;
         double cost = firstStageCost + ((1 - share) * lastStageCost);

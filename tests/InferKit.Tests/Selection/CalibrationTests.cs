@@ -74,4 +74,65 @@ public sealed class CalibrationTests
         var ex = Assert.Throws<ArgumentException>(() => CascadeCalibration.Calibrate(new float[6], 2, new int[2], new int[2], 0));
         Assert.Contains("Expected 2 last-stage predictions and 2×2 first-stage scores; got 2 and 6", ex.Message, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// When no share of rows can stop early within the budget (here the first stage's surest row, at probability 1, is
+    /// wrong), the rule calibrated must accept no row, as <see cref="CascadeCalibrationResult.EarlyShare"/> says: a
+    /// threshold clamped to 1 would still accept every row the first stage is certain of.
+    /// </summary>
+    [Theory]
+    [InlineData(AcceptanceKind.TopProbability)]
+    [InlineData(AcceptanceKind.Margin)]
+    [InlineData(AcceptanceKind.Entropy)]
+    public void When_no_row_may_stop_early_the_rule_accepts_none(AcceptanceKind kind)
+    {
+        // Row 0: certain (1, 0) and wrong (label 1); row 1: (0.6, 0.4) and right (label 0). The last stage is always right.
+        float[] scores = [1f, 0f, 0.6f, 0.4f];
+        int[] labels = [1, 0];
+        var result = CascadeCalibration.Calibrate(scores, 2, labels, labels, maxAccuracyLoss: 0, kind);
+        Assert.Equal(0, result.EarlyShare);
+        Assert.Equal(1.0, result.Accuracy, 1e-9);
+        var rule = result.ToRule();
+        Assert.False(rule.Accept(scores.AsSpan(0, 2)));
+        Assert.False(rule.Accept(scores.AsSpan(2, 2)));
+    }
+
+    /// <summary>
+    /// Rows whose first-stage scores hold a NaN are never accepted by a rule (see AcceptanceRuleTests): calibration counts
+    /// them as going on, its threshold can stop just above them, and the rule it gives accepts exactly the rows it counted.
+    /// </summary>
+    [Fact]
+    public void Rows_with_NaN_scores_count_as_going_on_and_the_rule_accepts_exactly_the_rows_counted()
+    {
+        var (scores, last, labels) = Set();
+        scores[^2] = float.NaN; // the least sure row (which the first stage gets wrong) is broken
+        var result = CascadeCalibration.Calibrate(scores, 2, last, labels, maxAccuracyLoss: 0.5);
+        Assert.Equal(0.9, result.EarlyShare, 1e-9);
+        Assert.Equal(0.51, result.Threshold, 1e-6);
+        var rule = result.ToRule();
+        int accepted = 0;
+        for (int i = 0; i < Top.Length; i++)
+        {
+            accepted += rule.Accept(scores.AsSpan(i * 2, 2)) ? 1 : 0;
+        }
+
+        Assert.Equal(9, accepted);
+    }
+
+    [Theory]
+    [InlineData(0, 0, 0.01, "lastStageCost")]
+    [InlineData(1, -1, 0.01, "lastStageCost")]
+    [InlineData(-1, 1, 0.01, "firstStageCost")]
+    [InlineData(double.NaN, 1, 0.01, "firstStageCost")]
+    [InlineData(1, double.PositiveInfinity, 0.01, "lastStageCost")]
+    [InlineData(1, 1, double.NaN, "maxAccuracyLoss")]
+    [InlineData(1, 1, -0.1, "maxAccuracyLoss")]
+    [InlineData(1, 1, 1.5, "maxAccuracyLoss")]
+    public void Costs_and_the_loss_budget_outside_their_range_are_refused_by_name(double first, double last, double loss, string name)
+    {
+        var (scores, lastPredictions, labels) = Set();
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            CascadeCalibration.Calibrate(scores, 2, lastPredictions, labels, loss, firstStageCost: first, lastStageCost: last));
+        Assert.Equal(name, ex.ParamName);
+    }
 }
