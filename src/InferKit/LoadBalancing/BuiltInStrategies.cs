@@ -4,35 +4,30 @@ internal sealed class RoundRobinStrategy : ILoadBalancingStrategy
 {
     public string Name => LoadBalancingStrategies.RoundRobin;
 
-    public IInstanceSelector CreateSelector(LoadBalancingContext context) => new Selector(context.InstanceCount);
+    public IInstanceSelector CreateSelector(LoadBalancingContext context) => new Selector();
 
-    private sealed class Selector(int instanceCount) : IInstanceSelector
+    private sealed class Selector : IInstanceSelector
     {
         private int _next = -1;
 
         public int Pick(ReadOnlySpan<InstanceLoad> candidates)
         {
-            // Advance a cursor over instance indices and take the first candidate at or after it, so a busy
-            // instance is skipped without disturbing the rotation of the others.
-            int cursor = (int)((uint)Interlocked.Increment(ref _next) % (uint)Math.Max(1, instanceCount));
-            int best = 0;
-            int bestDistance = int.MaxValue;
-            for (int i = 0; i < candidates.Length; i++)
+            // Advance a cursor over the candidates (the instances in rotation, in index order) and take the first one with
+            // room at or after it, so a busy instance is skipped without disturbing the rotation of the others. The cursor
+            // runs over the candidates, not over every instance: one taken out of rotation leaves the others taking turns
+            // evenly, instead of its successor taking its turns as well.
+            int n = candidates.Length;
+            int cursor = (int)((uint)Interlocked.Increment(ref _next) % (uint)Math.Max(1, n));
+            for (int k = 0; k < n; k++)
             {
-                if (!candidates[i].HasRoom)
+                int i = cursor + k < n ? cursor + k : cursor + k - n;
+                if (candidates[i].HasRoom)
                 {
-                    continue;
-                }
-
-                int distance = (candidates[i].Index - cursor + instanceCount) % Math.Max(1, instanceCount);
-                if (distance < bestDistance)
-                {
-                    bestDistance = distance;
-                    best = i;
+                    return i;
                 }
             }
 
-            return best;
+            return 0;
         }
     }
 }

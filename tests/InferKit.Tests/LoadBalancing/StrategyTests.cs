@@ -39,6 +39,26 @@ public sealed class StrategyTests
         Assert.Equal(2, s.Pick(busy1)); // cursor at 1 (busy) → next with room is 2
     }
 
+    /// <summary>
+    /// An instance taken out of rotation is not among the candidates: the ones left take turns evenly, rather than its
+    /// successor taking its turns too (twice the work of the other instance for the whole back-off).
+    /// </summary>
+    [Fact]
+    public void RoundRobin_shares_evenly_among_the_instances_left_in_rotation()
+    {
+        var s = Create(new RoundRobinStrategy(), 3);
+        InstanceLoad[] without1 = [Load(0), Load(2)];
+        var picks = Enumerable.Range(0, 6).Select(_ => without1[s.Pick(without1)].Index).ToArray();
+        Assert.Equal([0, 2, 0, 2, 0, 2], picks);
+
+        // Back in rotation: each of the three in turn again.
+        InstanceLoad[] all = [Load(0), Load(1), Load(2)];
+        var again = Enumerable.Range(0, 6).Select(_ => s.Pick(all)).ToArray();
+        Assert.Equal(2, again.Count(static i => i == 0));
+        Assert.Equal(2, again.Count(static i => i == 1));
+        Assert.Equal(2, again.Count(static i => i == 2));
+    }
+
     [Fact]
     public void LeastConnections_picks_the_least_outstanding_work_and_breaks_ties_with_the_injected_random()
     {
