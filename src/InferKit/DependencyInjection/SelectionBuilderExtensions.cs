@@ -19,7 +19,7 @@ public static class SelectionBuilderExtensions
         ArgumentNullException.ThrowIfNull(configure);
         var options = new CascadeOptions();
         configure(options);
-        return AddVirtual(builder, name, "cascade", () => options.Stages.Select(static s => s.Model).ToArray(), () => Validate(name, options),
+        return AddVirtual(builder, name, "cascade", () => Named(options.Stages.Select(static s => s?.Model)), () => Validate(name, options),
             (registry, time, metrics) => new CascadeModel(name, options, registry, time, metrics));
     }
 
@@ -35,7 +35,7 @@ public static class SelectionBuilderExtensions
         ArgumentNullException.ThrowIfNull(configure);
         var options = new AdaptiveModelOptions();
         configure(options);
-        return AddVirtual(builder, name, "adaptive", () => options.Variants.ToArray(), () => Validate(name, options),
+        return AddVirtual(builder, name, "adaptive", () => Named(options.Variants), () => Validate(name, options),
             (registry, time, metrics) => new AdaptiveModel(name, options, registry, time, metrics));
     }
 
@@ -47,9 +47,21 @@ public static class SelectionBuilderExtensions
             errors.Add($"cascade '{name}': needs at least two stages (has {options.Stages.Count}).");
         }
 
-        for (int i = 0; i < options.Stages.Count - 1; i++)
+        for (int i = 0; i < options.Stages.Count; i++)
         {
-            if (options.Stages[i].Acceptance is null)
+            var stage = options.Stages[i];
+            if (stage is null)
+            {
+                errors.Add($"cascade '{name}': stage {i + 1} is null.");
+                continue;
+            }
+
+            if (string.IsNullOrWhiteSpace(stage.Model))
+            {
+                errors.Add($"cascade '{name}': stage {i + 1} has no model name; each stage names a registered model.");
+            }
+
+            if (i < options.Stages.Count - 1 && stage.Acceptance is null)
             {
                 errors.Add($"cascade '{name}': stage {i + 1} ('{options.Stages[i].Model}') has no acceptance rule; every stage but the last needs one.");
             }
@@ -66,6 +78,14 @@ public static class SelectionBuilderExtensions
             errors.Add($"adaptive model '{name}': needs at least one variant.");
         }
 
+        for (int i = 0; i < options.Variants.Count; i++)
+        {
+            if (string.IsNullOrWhiteSpace(options.Variants[i]))
+            {
+                errors.Add($"adaptive model '{name}': variant {i + 1} has no model name; each variant names a registered model.");
+            }
+        }
+
         if (options.DefaultBudget <= TimeSpan.Zero)
         {
             errors.Add($"adaptive model '{name}': DefaultBudget must be positive (was {options.DefaultBudget}).");
@@ -78,6 +98,9 @@ public static class SelectionBuilderExtensions
 
         return errors;
     }
+
+    /// <summary>The members that have a name (one without is a validation error of its own, not an unknown model).</summary>
+    private static string[] Named(IEnumerable<string?> members) => members.Where(static m => !string.IsNullOrWhiteSpace(m)).Select(static m => m!).ToArray();
 
     private static IInferKitBuilder AddVirtual(IInferKitBuilder builder, string name, string kind, Func<IReadOnlyList<string>> members, Func<IReadOnlyList<string>> validate,
         Func<ModelRegistry, TimeProvider, SelectionMetrics, IVirtualModel> create)

@@ -552,6 +552,27 @@ public sealed class CascadeTests
     }
 
     /// <summary>
+    /// A member without a name (a stage or variant read from configuration that was left out) is a validation error naming
+    /// the virtual model and the member's position, collected with the others, not an exception from a dictionary lookup.
+    /// </summary>
+    [Fact]
+    public void Virtual_models_with_a_member_without_a_name_are_refused_at_start_naming_it()
+    {
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => new Classifier(false))
+            .AddCascade("c", c => c.Then(null!, AcceptanceRule.TopProbability(0.5)).Then("small"))
+            .AddCascade("n", c => c.Then("small", AcceptanceRule.TopProbability(0.5)).Stages.Add(null!))
+            .AddAdaptiveModel("a", a => { a.Variants.Add("small"); a.Variants.Add(" "); });
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        var all = string.Join("\n", ex.Failures);
+        Assert.Contains("cascade 'c': stage 1 has no model name", all, StringComparison.Ordinal);
+        Assert.Contains("cascade 'n': stage 2 is null", all, StringComparison.Ordinal);
+        Assert.Contains("adaptive model 'a': variant 2 has no model name", all, StringComparison.Ordinal);
+    }
+
+    /// <summary>
     /// A text classifier whose one input is a single string (a scalar, as a model with its tokenizer in the graph takes):
     /// the small model is sure (0.95) of texts that start with "sure" and unsure (0.55) of the rest; the large model answers
     /// (0.1, 0.9). Each also returns a scalar "label": 0 from the small model, 1 from the large one.
