@@ -220,7 +220,9 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
                 }
                 else
                 {
-                    state.Below = !judged || value < rule.EffectiveClearThreshold ? state.Below + 1 : 0;
+                    // Every metric is zero or more: at zero it is as low as it goes and counts towards clearing, so a rule
+                    // whose clear threshold is 0 (one firing above 0: any backlog, any error) can clear at all.
+                    state.Below = !judged || value < rule.EffectiveClearThreshold || value <= 0 ? state.Below + 1 : 0;
                     if (state.Below >= rule.ClearAfter)
                     {
                         state.Above = 0;

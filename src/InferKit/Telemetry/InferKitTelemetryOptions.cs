@@ -105,7 +105,10 @@ public sealed class AlertRule
     /// <summary>The value above which the rule counts towards firing: seconds for latency, 0..1 for rates, requests for queue length.</summary>
     public double Threshold { get; set; }
 
-    /// <summary>The value below which a firing rule counts towards clearing; at most <see cref="Threshold"/>. Null: 80% of <see cref="Threshold"/>.</summary>
+    /// <summary>
+    /// The value below which a firing rule counts towards clearing (a value of 0 always counts, so a clear threshold of 0
+    /// clears at 0); at most <see cref="Threshold"/>. Null: 80% of <see cref="Threshold"/>.
+    /// </summary>
     public double? ClearThreshold { get; set; }
 
     /// <summary>Evaluations in a row above the threshold before the rule fires. Default 3.</summary>

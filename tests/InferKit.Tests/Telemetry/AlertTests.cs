@@ -234,6 +234,35 @@ public sealed class AlertTests
         Assert.Equal((AlertState.Resolved, 0.01), (resolved.State, resolved.Value));
     }
 
+    /// <summary>
+    /// A rule that fires on any backlog (above 0, so clearing at 0) resolves once the queue is empty: the metric cannot go
+    /// below 0, so a firing rule whose clear threshold is 0 must count a value of 0 towards clearing, or it fires for ever.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_rule_firing_above_zero_resolves_when_the_metric_is_back_at_zero(bool explicitClear)
+    {
+        var rule = explicitClear ? AlertRule.QueueLengthAbove("backlog", fireAbove: 0, clearBelow: 0) : AlertRule.QueueLengthAbove("backlog", fireAbove: 0);
+        rule.FireAfter = 1;
+        rule.ClearAfter = 1;
+        await using var a = new AlertHarness(Interval, null, null, rule);
+        await a.Start();
+        var first = await a.H.OccupyAsync(1);
+        var queued = a.H.Send(2).AsTask();
+        a.Evaluate();
+        Assert.Equal(AlertState.Firing, Assert.Single(a.Events).State);
+
+        a.H.Backend.Release();
+        (await first).Dispose();
+        (await queued).Dispose();
+        a.Evaluate();
+        Assert.Equal(2, a.Events.Count);
+        var resolved = a.Events.Last();
+        Assert.Equal((AlertState.Resolved, 0.0), (resolved.State, resolved.Value));
+        Assert.Empty(a.H.Alerts.Firing);
+    }
+
     [Fact]
     public async Task The_active_alerts_gauge_reports_one_series_per_rule_and_model()
     {
