@@ -215,10 +215,12 @@ public sealed class InferenceResponse : IDisposable
         new(model, null, requestId) { Status = InferenceStatus.DeadlineExceeded, _format = format, _arg0 = arg0, _arg1 = arg1 };
 
     /// <summary>
-    /// Makes a member's response the answer of the virtual model <paramref name="model"/> that was called. A refusal's
-    /// message is formatted first, so it still names the member that refused rather than the virtual model.
+    /// Makes a member's response the answer of the virtual model <paramref name="model"/> that was called, whose one version
+    /// is <paramref name="version"/> (a response that names a version names the virtual model's, not the member's, which
+    /// the virtual model does not accept). A refusal's message is formatted first, so it still names the member that
+    /// refused rather than the virtual model.
     /// </summary>
-    internal void RenameTo(string model)
+    internal void RenameTo(string model, string version)
     {
         if (Status != InferenceStatus.Success)
         {
@@ -226,6 +228,10 @@ public sealed class InferenceResponse : IDisposable
         }
 
         Model = model;
+        if (Version is not null)
+        {
+            Version = version;
+        }
     }
 
     /// <summary>Makes room for <paramref name="count"/> outputs, added next by <see cref="AddPooledOutput"/>.</summary>

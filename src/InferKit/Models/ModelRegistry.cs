@@ -153,9 +153,9 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         ArgumentNullException.ThrowIfNull(name);
         if (_virtuals.TryGetValue(name, out var virtualModel))
         {
-            if (version is not null && version != "1")
+            if (version is not null && version != Selection.VirtualModel.Version)
             {
-                throw new ModelNotFoundException(name, version, ["1"]);
+                throw new ModelNotFoundException(name, version, [Selection.VirtualModel.Version]);
             }
 
             return DescribeVirtual(virtualModel);
@@ -215,7 +215,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             (problems ??= []).Add($"{virtualModel.DescribeMember(i)} {why}");
         }
 
-        return new ModelInfo(virtualModel.Name, "1", ["1"], state, signature, [], problems is null ? null : string.Join("; ", problems),
+        return new ModelInfo(virtualModel.Name, Selection.VirtualModel.Version, [Selection.VirtualModel.Version], state, signature, [], problems is null ? null : string.Join("; ", problems),
             false, platform ?? "custom", virtualModel.Kind);
 
         static int DistanceFromServing(ModelState s) => s switch
@@ -283,9 +283,9 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         if (_virtuals.Count > 0 && _virtuals.TryGetValue(model, out var virtualModel))
         {
-            if (version is not null && version != "1")
+            if (version is not null && version != Selection.VirtualModel.Version)
             {
-                throw new ModelNotFoundException(model, version, ["1"]);
+                throw new ModelNotFoundException(model, version, [Selection.VirtualModel.Version]);
             }
 
             return virtualModel.InferAsync(request, cancellationToken);

@@ -8,6 +8,13 @@ using InferKit.Tensors;
 
 namespace InferKit.Selection;
 
+/// <summary>What every virtual model shares.</summary>
+internal static class VirtualModel
+{
+    /// <summary>A virtual model's one version: the only one it describes and accepts, and the one its answers name.</summary>
+    public const string Version = "1";
+}
+
 /// <summary>A model name that is served by routing to registered models (a cascade, an adaptive model).</summary>
 internal interface IVirtualModel
 {
@@ -218,7 +225,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                 {
                     if (s == 0)
                     {
-                        response.RenameTo(Name);
+                        response.RenameTo(Name, VirtualModel.Version);
                         return response;
                     }
 
@@ -404,6 +411,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
         if (allFirst && (requested is null || requested.Count == 0))
         {
             first.Model = Name;
+            first.Version = VirtualModel.Version;
             first.AnsweredBy = _stages[0].Model;
             first.Stage = 1;
             first.RowStages = Enumerable.Repeat(1, rows).ToArray();
@@ -416,7 +424,7 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
             return first;
         }
 
-        var merged = new InferenceResponse(Name, first.Version, request.Id);
+        var merged = new InferenceResponse(Name, VirtualModel.Version, request.Id);
         var names = requested is { Count: > 0 } ? requested : first.Outputs.Select(static t => t.Name).ToArray();
         merged.PrepareOutputs(names.Count);
         for (int o = 0; o < names.Count; o++)
@@ -565,7 +573,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
             var refusal = await WaitForAVariantAsync(request, due, cancellationToken).ConfigureAwait(false);
             if (refusal is not null)
             {
-                refusal.RenameTo(Name);
+                refusal.RenameTo(Name, VirtualModel.Version);
                 return refusal;
             }
 
@@ -608,7 +616,7 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
                     Count(v);
                 }
 
-                response.RenameTo(Name);
+                response.RenameTo(Name, VirtualModel.Version);
                 response.Note = note is null ? null : response.IsSuccess ? $"{note}Variant '{_variants[v]}' answered." : note.TrimEnd();
                 return response;
             }

@@ -497,6 +497,47 @@ public sealed class CascadeTests
         Assert.StartsWith("Model 'small': the deadline passed", r.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A virtual model has one version, "1" (the only one it describes and accepts): every answer it gives names that
+    /// version, not the version of the member that served (which AnsweredBy names), so a caller that pins the version it
+    /// was answered by can call it again.
+    /// </summary>
+    [Fact]
+    public async Task Answers_of_a_cascade_and_an_adaptive_model_name_their_own_version_not_a_members()
+    {
+        var time = new FakeTimeProvider();
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit()
+            .AddModel("small", _ => new Classifier(large: false, time), o => o.Version = "7")
+            .AddModel("large", _ => new Classifier(large: true, time), o => o.Version = "9")
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.TopProbability(0.9)).Then("large"))
+            .AddAdaptiveModel("adaptive", a => { a.Variants.Add("large"); a.Variants.Add("small"); });
+        await using var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var client = provider.GetRequiredService<IInferenceClient>();
+        Assert.Equal("1", provider.GetRequiredService<IModelRegistry>().GetModel("cascade").Version);
+
+        using (var sure = await client.InferAsync("cascade", Rows(1, 1)))
+        {
+            Assert.Equal((1, "1"), (sure.Stage, sure.Version));
+        }
+
+        using (var mixed = await client.InferAsync("cascade", Rows(2, 2)))
+        {
+            Assert.Equal((2, "1"), (mixed.Stage, mixed.Version));
+        }
+
+        using (var adaptive = await client.InferAsync("adaptive", Rows(3, 1)))
+        {
+            Assert.True(adaptive.IsSuccess, adaptive.Message);
+            Assert.Equal("1", adaptive.Version);
+        }
+
+        using var again = await client.InferAsync("cascade", "1", Rows(4, 1));
+        Assert.True(again.IsSuccess, again.Message);
+    }
+
     [Fact]
     public async Task A_custom_rule_decides_per_row()
     {
