@@ -14,8 +14,8 @@ public static class InferKitModelHealthCheckExtensions
     /// <summary>
     /// Adds a check over every model: Healthy when each is loaded, warmed and has every instance in rotation; Degraded
     /// when an alert rule fires for a model, an instance is taken out of rotation, a fallback execution provider serves,
-    /// or an optional model failed; Unhealthy (or <paramref name="failureStatus"/>) when a required model has no ready
-    /// instance. The result's data has one entry per model (status, state, version, instances taken out, fallback
+    /// or an optional model failed or has every instance taken out; Unhealthy (or <paramref name="failureStatus"/>) when a
+    /// required model has no ready instance. The result's data has one entry per model (status, state, version, instances taken out, fallback
     /// providers, alerts firing, reasons).
     /// </summary>
     /// <param name="builder">The health checks builder.</param>

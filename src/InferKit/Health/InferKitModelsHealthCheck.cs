@@ -6,8 +6,9 @@ namespace InferKit.Health;
 
 /// <summary>
 /// The health of every model: Healthy when loaded, warmed and every instance in rotation; Degraded when an alert fires,
-/// an instance is taken out, a fallback execution provider serves, or an optional model failed; Unhealthy when a
-/// required model has no ready instance (not loaded, loading, failed, draining, or every instance taken out).
+/// an instance is taken out, a fallback execution provider serves, or an optional model failed or has every instance
+/// taken out; Unhealthy when a required model has no ready instance (not loaded, loading, failed, draining, or every
+/// instance taken out).
 /// A virtual model (cascade, adaptive) is judged by its state, which is Ready only when every member is (see
 /// <see cref="ModelInfo.State"/>); its reasons name the members that are not ready. Its members are listed and judged on their own.
 /// The data holds one entry per model with the details.
@@ -117,7 +118,9 @@ internal sealed class InferKitModelsHealthCheck : IHealthCheck
 
         if (inRotation == 0)
         {
-            health.Worsen(HealthStatus.Unhealthy, model.Instances.Count == 0 ? "no instance" : "no ready instance: every instance is taken out of rotation");
+            // As for a model that failed to load: only a required model makes the check unhealthy; an optional one degrades it.
+            health.Worsen(model.Required ? HealthStatus.Unhealthy : HealthStatus.Degraded,
+                model.Instances.Count == 0 ? "no instance" : "no ready instance: every instance is taken out of rotation");
         }
         else if (health.TakenOut.Count > 0)
         {

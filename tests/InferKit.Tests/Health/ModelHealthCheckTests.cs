@@ -77,6 +77,31 @@ public sealed class ModelHealthCheckTests
         Assert.Contains("no ready instance", unhealthy.Description, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// An optional model with every instance taken out serves nothing, as an optional model that failed to load serves
+    /// nothing: it degrades the check, and only a required one makes it unhealthy (so an optional model's failures do not
+    /// fail the whole app's health, as they do not fail its readiness).
+    /// </summary>
+    [Fact]
+    public async Task An_optional_model_with_every_instance_taken_out_is_only_degraded()
+    {
+        await using var h = Create(o =>
+        {
+            o.Required = false;
+            o.Health.FailureThreshold = 1;
+            o.Health.BackOff = TimeSpan.FromMinutes(1);
+            o.Health.RetryOnAnotherInstance = false;
+        });
+        await h.LoadAsync();
+        h.Backend.Failure = () => new InvalidOperationException("boom");
+        await Assert.ThrowsAsync<InferenceFailedException>(async () => await h.Send(1));
+        var entry = await CheckAsync(h.Services);
+        Assert.Equal(HealthStatus.Degraded, entry.Status);
+        Assert.Equal("Degraded", ModelData(entry)["status"]);
+        Assert.Single((string[])ModelData(entry)["instancesTakenOut"]);
+        Assert.Contains("no ready instance", entry.Description, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_fallback_execution_provider_degrades_the_model()
     {
