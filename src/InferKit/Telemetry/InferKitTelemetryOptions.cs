@@ -88,8 +88,8 @@ public enum AlertMetric
 
 /// <summary>
 /// One alert rule: it fires when its metric stays above <see cref="Threshold"/> for <see cref="FireAfter"/> evaluations
-/// in a row, and clears when it stays below <see cref="ClearThreshold"/> for <see cref="ClearAfter"/> evaluations, so a
-/// value near the threshold does not make it flap. While it fires, the model's health is Degraded.
+/// in a row, and clears when it stays below <see cref="ClearThreshold"/> (or at 0) for <see cref="ClearAfter"/> evaluations,
+/// so a value near the threshold does not make it flap. While it fires, the model's health is Degraded.
 /// </summary>
 public sealed class AlertRule
 {
