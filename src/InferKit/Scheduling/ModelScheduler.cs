@@ -495,6 +495,14 @@ internal sealed class ModelScheduler : IDisposable
         Finish(request, response, response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded, now, fromBatch: true);
     }
 
+    /// <summary>
+    /// Records a success with a deadline as its caller reads it (see <see cref="Finish"/>): a success ending when its batch
+    /// did, or the DeadlineExceeded that replaced it ending <paramref name="ended"/>, when the caller read it.
+    /// </summary>
+    internal void EndAtRead(PendingRequest request, InferenceResponse response, long ended)
+        => _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity,
+            response.IsSuccess ? InferenceOutcome.Success : InferenceOutcome.DeadlineExceeded, response, null, ended);
+
     /// <summary>A success that reached its caller after the deadline, or inside the read margin: discarded, and DeadlineExceeded answered instead.</summary>
     internal InferenceResponse DiscardLate(PendingRequest request, InferenceResponse response, long now)
     {
@@ -1120,8 +1128,19 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>Ends a request: telemetry (its duration up to <paramref name="ended"/>, or now when 0), then the answer.</summary>
     private void Finish(PendingRequest request, InferenceResponse response, InferenceOutcome outcome, long ended = 0, bool fromBatch = false)
     {
-        // Telemetry first: once delivered, the caller may dispose the response and the request may be recycled.
-        _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, outcome, response, null, ended);
+        // A success with a deadline is recorded when its caller reads it (EndAtRead): a late hand-over turns it into
+        // DeadlineExceeded there, and the metrics, alerts and audit must say what the caller got. (A caller that never
+        // reads its result, against the ValueTask contract, leaves it unrecorded.) Everything else is recorded now,
+        // before delivery: once delivered, the caller may dispose the response and the request may be recycled.
+        if (_telemetry is not null && fromBatch && outcome == InferenceOutcome.Success && request.Deadline != long.MaxValue && !request.Inline)
+        {
+            request.EndsAtRead = true;
+        }
+        else
+        {
+            _telemetry?.RequestEnded(request.Request, request.Enqueued, request.Activity, outcome, response, null, ended);
+        }
+
         EndActive();
         request.Deliver(response, fromBatch);
     }

@@ -67,6 +67,12 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
     /// <summary>True while the caller runs this request on its own thread and reads the result synchronously.</summary>
     public bool Inline { get; set; }
 
+    /// <summary>
+    /// True while a success with a deadline awaits its caller's read: its telemetry is recorded then, with the outcome the
+    /// caller gets (DeadlineExceeded when the hand-over was late), not when the batch finished.
+    /// </summary>
+    public bool EndsAtRead { get; set; }
+
     /// <summary>The response of an inline run.</summary>
     public InferenceResponse? InlineResult { get; private set; }
 
@@ -101,6 +107,7 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
         Sequence = sequence;
         Token = token;
         Inline = false;
+        EndsAtRead = false;
         ReadyAt = 0;
         InlineResult = null;
         InlineException = null;
@@ -212,6 +219,12 @@ internal sealed class PendingRequest : IValueTaskSource<InferenceResponse>
                 if (now + Owner.ReadMargin > deadline)
                 {
                     response = Owner.DiscardLate(this, response, now);
+                }
+
+                if (EndsAtRead)
+                {
+                    EndsAtRead = false;
+                    Owner.EndAtRead(this, response, response.IsSuccess ? ReadyAt : now);
                 }
             }
 

@@ -82,7 +82,7 @@ internal sealed class InferKitMetrics : IDisposable, IAsyncDisposable
         ModelLoadDuration = _meter.CreateHistogram<double>(InferKitTelemetry.Instruments.ModelLoadDuration, "s", "Time to load and warm a model version.",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LoadBuckets });
         DiscardedLate = _meter.CreateCounter<long>(InferKitTelemetry.Instruments.DiscardedLate, "{request}",
-            "Results ready before the deadline that reached the caller after it, or inside the read margin just before it, and were answered DeadlineExceeded instead.");
+            "Results ready before the deadline that reached the caller after it, or inside the read margin just before it, and were answered DeadlineExceeded instead (also counted as deadline_exceeded in inferkit.request.duration).");
         AuditDropped = _meter.CreateCounter<long>(InferKitTelemetry.Instruments.AuditDropped, "{record}", "Audit records dropped because a sink's buffer was full.");
         _meter.CreateObservableGauge(InferKitTelemetry.Instruments.QueueLength, ObserveQueues, "{request}", "Requests waiting per model version.");
         _meter.CreateObservableUpDownCounter(InferKitTelemetry.Instruments.InstanceInflight, () => Collect(_inflightSources), "{batch}", "Batches running per instance.");

@@ -162,6 +162,7 @@ public sealed class BacklogTests
             o.Batching.DeliveryMargin = TimeSpan.Zero;
         });
         using var discarded = h.Collect<long>(InferKitTelemetry.Instruments.DiscardedLate);
+        using var durations = h.Collect<double>(InferKitTelemetry.Instruments.RequestDuration);
         await h.LoadAsync();
 
         // Both results are ready at fake time 0, well inside the 20 ms; neither caller has read its result yet.
@@ -183,6 +184,12 @@ public sealed class BacklogTests
         var m = Assert.Single(discarded.GetMeasurementSnapshot());
         Assert.Equal(1, m.Value);
         Assert.Equal("m", m.Tags[InferKitTelemetry.ModelTag]);
+
+        // The metrics say what each caller got: the request that held the instance and the one read in time succeeded (at
+        // their batches' end, fake time 0, 0 s after admission); the other is a deadline miss lasting until its late read,
+        // 25 ms after admission, not a third success.
+        var outcomes = durations.GetMeasurementSnapshot().Select(static d => ((string)d.Tags[InferKitTelemetry.OutcomeTag]!, d.Value)).OrderBy(static o => o.Item1).ToArray();
+        Assert.Equal([("deadline_exceeded", 0.025), ("success", 0.0), ("success", 0.0)], outcomes);
     }
 
     [Fact]
