@@ -23,10 +23,20 @@ internal sealed class InferKitHostedService(ModelRegistry registry, IOptions<Inf
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        bool drained = await registry.DrainAsync(options.Value.DrainTimeout, cancellationToken).ConfigureAwait(false);
-        if (!drained)
+        try
         {
-            InferKit.Telemetry.Log.DrainTimedOut(_logger, options.Value.DrainTimeout);
+            bool drained = await registry.DrainAsync(options.Value.DrainTimeout, cancellationToken).ConfigureAwait(false);
+            if (!drained)
+            {
+                InferKit.Telemetry.Log.DrainTimedOut(_logger, options.Value.DrainTimeout);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The host's shutdown timeout passed: the stop is no longer graceful, but it is no failure either (thrown, it
+            // would fail the host's StopAsync). Admission stays closed; the requests still running are answered as their
+            // runs end, and disposing the registry unloads the models.
+            InferKit.Telemetry.Log.StopCancelledWhileDraining(_logger);
         }
 
         if (_loading is not null)
