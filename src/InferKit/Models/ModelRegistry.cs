@@ -59,6 +59,12 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     private readonly IRandomSource _random;
     private int _disposed;
 
+    /// <summary>
+    /// Set by <see cref="DrainAsync"/>: every model refuses new work from then on, including one with no loaded version
+    /// (no load starts for it) and one whose load finishes later (it is published draining).
+    /// </summary>
+    private volatile bool _draining;
+
     public ModelRegistry(
         ModelRegistrations registrations,
         IOptionsMonitor<ModelOptions> modelOptions,
@@ -263,13 +269,23 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
     public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        var deployments = _entries.Values.Select(static e => e.Current).Where(static d => d is not null).ToArray();
-        foreach (var d in deployments)
+        // Set before the deployments are read, each under its entry's lock, which a load takes to publish its deployment:
+        // either the drain sees that deployment here, or the load sees the drain and publishes it draining.
+        _draining = true;
+        var deployments = new List<ModelDeployment>(_entries.Count);
+        foreach (var e in _entries.Values)
         {
-            d!.State = ModelState.Draining;
+            lock (e)
+            {
+                if (e.Current is { } d)
+                {
+                    d.State = ModelState.Draining;
+                    deployments.Add(d);
+                }
+            }
         }
 
-        var results = await Task.WhenAll(deployments.Select(d => d!.Scheduler.DrainAsync(timeout, cancellationToken))).ConfigureAwait(false);
+        var results = await Task.WhenAll(deployments.Select(d => d.Scheduler.DrainAsync(timeout, cancellationToken))).ConfigureAwait(false);
         return results.All(static r => r);
     }
 
@@ -313,6 +329,11 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             return dep.Scheduler.InferAsync(request, cancellationToken);
         }
 
+        if (_draining)
+        {
+            return new ValueTask<InferenceResponse>(RefuseShuttingDown(entry, request));
+        }
+
         return InferWhenLoadedAsync(entry, request, cancellationToken);
     }
 
@@ -335,6 +356,11 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         if (entry.Current is { } dep)
         {
             return dep.Scheduler.InferAsync(request, cancellationToken);
+        }
+
+        if (_draining)
+        {
+            return new ValueTask<InferenceResponse>(RefuseShuttingDown(entry, request));
         }
 
         var state = entry.State;
@@ -553,6 +579,13 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             return Task.CompletedTask;
         }
 
+        if (_draining)
+        {
+            // Shutting down: no load starts (or is retried) for a request; one already running goes on.
+            var running = entry.LoadTask;
+            return running is { IsCompleted: false } ? running : Task.CompletedTask;
+        }
+
         Task load;
         try
         {
@@ -582,6 +615,14 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     /// </summary>
     internal InferenceResponse RefuseNotReady(string model, InferenceRequest request, TimeSpan? retryAfter, string message)
         => RefuseNotReady(Find(model), request, retryAfter, message);
+
+    /// <summary>The refusal for a request to a model with no loaded version once the registry drains: no load starts for it.</summary>
+    private InferenceResponse RefuseShuttingDown(ModelEntry entry, InferenceRequest request)
+    {
+        RequestChecks.Check(entry.Name, request);
+        return _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
+            InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ShuttingDown, null, $"Model '{entry.Name}' is shutting down and takes no new requests."));
+    }
 
     private InferenceResponse RefuseNotReady(ModelEntry entry, InferenceRequest request, TimeSpan? retryAfter, string message)
         => _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
@@ -717,6 +758,14 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             lock (entry)
             {
                 published = _disposed == 0;
+                if (published && _draining)
+                {
+                    // The registry began draining during this load: the version is published (its state says so, and
+                    // requests that waited for the load are answered by it) but takes no new work.
+                    deployment.State = ModelState.Draining;
+                    scheduler.StopAdmission();
+                }
+
                 if (published)
                 {
                     entry.Current = deployment;

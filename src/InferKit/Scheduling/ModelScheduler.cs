@@ -297,22 +297,28 @@ internal sealed class ModelScheduler : IDisposable
         return task;
     }
 
-    /// <summary>Stops admission and completes when every admitted request is answered (or the timeout passes).</summary>
-    public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>Stops admission; the returned source completes once every admitted request is answered.</summary>
+    internal TaskCompletionSource StopAdmission()
     {
-        TaskCompletionSource tcs;
         lock (_gate)
         {
             _draining = true;
             // Not read before the write is visible: an admitting thread counts itself active, then reads _draining.
             Interlocked.MemoryBarrier();
             _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            tcs = _drained;
             if (Volatile.Read(ref _active) == 0)
             {
-                tcs.TrySetResult();
+                _drained.TrySetResult();
             }
+
+            return _drained;
         }
+    }
+
+    /// <summary>Stops admission and completes when every admitted request is answered (or the timeout passes).</summary>
+    public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var tcs = StopAdmission();
 
         if (Volatile.Read(ref _active) > 0)
         {

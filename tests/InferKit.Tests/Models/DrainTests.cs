@@ -12,6 +12,86 @@ namespace InferKit.Tests.Models;
 /// <summary>The registry's drain (the host's stop): it refuses new work for every model, loaded or not, and a cancelled stop ends gracefully.</summary>
 public sealed class DrainTests
 {
+    /// <summary>A fake whose warm-up waits at a gate.</summary>
+    private sealed class HeldWarmupBackend(FakeBackend inner, Gate gate) : IModelBackend
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<float[]> Batches => inner.Batches;
+
+        public TaskCompletionSource WarmupEntered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ModelSignature Signature => inner.Signature;
+
+        public ExecutionProviderInfo Provider => inner.Provider;
+
+        public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
+        {
+            if (inputs[0].GetSpan<float>()[0] == 0)
+            {
+                WarmupEntered.TrySetResult();
+                gate.Wait(cancellationToken);
+            }
+
+            inner.Run(inputs, sink, cancellationToken);
+        }
+
+        public void Dispose() => inner.Dispose();
+    }
+
+    [Fact]
+    public async Task After_the_drain_began_a_model_not_loaded_yet_refuses_requests_instead_of_loading_and_serving_them()
+    {
+        var backend = new FakeBackend();
+        int created = 0;
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ =>
+        {
+            Interlocked.Increment(ref created);
+            return backend;
+        });
+        await using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<IModelRegistry>();
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        Assert.True(await registry.DrainAsync(TimeSpan.FromSeconds(30)));
+        using var r = await client.InferAsync("m", FakeBackend.Request(1)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(RefusalReason.ShuttingDown, r.RefusalReason);
+        Assert.Equal(0, created); // shutting down does not start a model's load
+        Assert.Empty(backend.Batches);
+    }
+
+    [Fact]
+    public async Task A_load_that_finishes_after_the_drain_began_publishes_a_draining_model_that_refuses_new_work()
+    {
+        var gate = new Gate("the warm-up");
+        var backend = new HeldWarmupBackend(new FakeBackend(), gate);
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ => backend);
+        await using var provider = services.BuildServiceProvider();
+        using var open = gate.OpenOnDispose();
+        var registry = provider.GetRequiredService<IModelRegistry>();
+        var client = provider.GetRequiredService<IInferenceClient>();
+        var loading = registry.LoadAsync("m");
+        await backend.WarmupEntered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // A request that came before the drain waits for the load (it has no deadline to give up at).
+        var waiting = client.InferAsync("m", FakeBackend.Request(1, timeout: Timeout.InfiniteTimeSpan)).AsTask();
+        Assert.True(await registry.DrainAsync(TimeSpan.FromSeconds(30)));
+        gate.Open();
+        await loading.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // It is answered, never left waiting: the model takes no work now that it is shutting down.
+        using (var w = await waiting.WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            Assert.Equal(RefusalReason.ShuttingDown, w.RefusalReason);
+        }
+
+        Assert.Equal(ModelState.Draining, registry.GetModel("m").State);
+        Assert.False(registry.AllRequiredModelsReady);
+        using var r = await client.InferAsync("m", FakeBackend.Request(2)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(RefusalReason.ShuttingDown, r.RefusalReason);
+        Assert.Empty(backend.Batches);
+    }
+
     [Fact]
     public async Task A_stop_whose_token_is_cancelled_while_a_batch_runs_gives_up_the_drain_with_a_warning_instead_of_throwing()
     {
