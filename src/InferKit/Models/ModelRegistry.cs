@@ -723,6 +723,10 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
                     Math.Max(group?.MaxConcurrency ?? options.MaxConcurrencyPerInstance, lanes), options.Health, _time);
             }
 
+            // Read from the user's backends now, not once the version is published: a throw then would reach the failure
+            // handling below, which disposes the instances of a version already serving.
+            string providers = string.Join("+", instances.Select(static i => i.Backend.Provider.Name).Distinct());
+
             // Warm up every instance (in parallel) before it counts as ready; the timings seed the latency model.
             var warmup = new double[Math.Max(1, options.Batching.MaxBatchSize) + 1];
             int warmRows = signature.IsBatchable && options.Batching.Enabled ? Math.Max(1, options.Batching.MaxBatchSize) : 1;
@@ -781,8 +785,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
                 await deployment.DisposeAsync(_options.DrainTimeout, _time, _logger).ConfigureAwait(false);
                 throw new ObjectDisposedException(nameof(ModelRegistry));
             }
-            Log.ModelLoaded(_logger, entry.Name, options.Version, instances.Length,
-                string.Join("+", instances.Select(static i => i.Backend.Provider.Name).Distinct()), elapsed * 1000);
+            Log.ModelLoaded(_logger, entry.Name, options.Version, instances.Length, providers, elapsed * 1000);
         }
         catch (Exception ex)
         {

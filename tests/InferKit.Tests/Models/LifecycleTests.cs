@@ -40,7 +40,10 @@ public sealed class LifecycleTests
 
         public ModelSignature Signature => inner.Signature;
 
-        public ExecutionProviderInfo Provider => inner.Provider;
+        /// <summary>When set, reading <see cref="Provider"/> throws it (a custom backend that cannot say what serves it).</summary>
+        public Exception? ProviderFailure { get; init; }
+
+        public ExecutionProviderInfo Provider => ProviderFailure is { } failure ? throw failure : inner.Provider;
 
         public void Run(ReadOnlySpan<Tensor> inputs, IBackendOutputSink sink, CancellationToken cancellationToken)
         {
@@ -94,6 +97,32 @@ public sealed class LifecycleTests
         // A request is refused with a reason, after another load attempt, rather than hanging or throwing the dispose error.
         using var r = await provider.GetRequiredService<IInferenceClient>().InferAsync("m", FakeBackend.Request(1));
         Assert.Equal(RefusalReason.ModelNotReady, r.RefusalReason);
+    }
+
+    [Fact]
+    public async Task A_load_that_fails_after_its_instances_were_built_never_leaves_a_published_version_whose_backends_it_disposed()
+    {
+        // Reading the backend's Provider (for the "model loaded" log line) threw once the load had already published its
+        // version: the load's failure handling then disposed the instances of the version that served, and every later
+        // request ran on a disposed backend (with ONNX Runtime, a crash of the process).
+        var built = new System.Collections.Concurrent.ConcurrentQueue<FakeBackend>();
+        var services = new ServiceCollection();
+        services.AddInferKit().AddModel("m", _ =>
+        {
+            var inner = new FakeBackend();
+            built.Enqueue(inner);
+            return new ProbeBackend(inner) { ProviderFailure = new InvalidOperationException("provider unknown") };
+        });
+        await using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<IModelRegistry>();
+
+        var ex = await Assert.ThrowsAsync<ModelLoadException>(() => registry.LoadAsync("m"));
+        Assert.Contains("provider unknown", ex.Message, StringComparison.Ordinal);
+
+        using var r = await provider.GetRequiredService<IInferenceClient>().InferAsync("m", FakeBackend.Request(1));
+        Assert.All(built, static b => Assert.Equal(0, b.RunsAfterDispose));
+        Assert.Equal(RefusalReason.ModelNotReady, r.RefusalReason);
+        Assert.Equal(ModelState.Failed, registry.GetModel("m").State);
     }
 
     [Fact]
