@@ -42,6 +42,7 @@ public interface IModelRegistry
 
     /// <summary>Stops admitting requests (they are refused with <see cref="RefusalReason.ShuttingDown"/>) and waits until every accepted request is answered, or the timeout passes.</summary>
     /// <returns>True when everything accepted was answered in time.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="timeout"/> is negative (other than <see cref="Timeout.InfiniteTimeSpan"/>) or longer than a timer waits (about 49.7 days); nothing changed.</exception>
     Task<bool> DrainAsync(TimeSpan timeout, CancellationToken cancellationToken = default);
 }
 

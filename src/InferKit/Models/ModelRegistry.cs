@@ -269,6 +269,13 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
     public async Task<bool> DrainAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
+        // Checked before anything changes: an invalid call must not close admission and then fail.
+        if (timeout != Timeout.InfiniteTimeSpan && (timeout < TimeSpan.Zero || timeout > ModelOptionsValidator.MaxDuration))
+        {
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout,
+                $"The drain timeout must be between zero and {ModelOptionsValidator.MaxDuration} (the longest a timer waits), or Timeout.InfiniteTimeSpan to wait without a limit.");
+        }
+
         // Set before the deployments are read, each under its entry's lock, which a load takes to publish its deployment:
         // either the drain sees that deployment here, or the load sees the drain and publishes it draining.
         _draining = true;

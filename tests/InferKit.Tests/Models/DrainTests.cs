@@ -124,4 +124,20 @@ public sealed class DrainTests
         using var r = await running.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.True(r.IsSuccess);
     }
+
+    [Theory]
+    [InlineData(-5_000.0)]
+    [InlineData(100.0 * 24 * 3600 * 1000)]
+    public async Task A_drain_timeout_out_of_range_is_refused_before_admission_closes(double milliseconds)
+    {
+        await using var h = await Harness.CreateAsync();
+        var timeout = TimeSpan.FromMilliseconds(milliseconds);
+        var ex = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => h.Registry.DrainAsync(timeout));
+        Assert.Equal("timeout", ex.ParamName);
+        Assert.Contains("Timeout.InfiniteTimeSpan", ex.Message, StringComparison.Ordinal);
+
+        // The invalid call changed nothing: the model still serves.
+        using var r = await h.Client.InferAsync("m", FakeBackend.Request(1));
+        Assert.True(r.IsSuccess);
+    }
 }
