@@ -406,6 +406,9 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     /// <summary>Whether the loaded model's axis 0 is a batch axis (<see cref="ModelSignature.IsBatchable"/>); null when it is not loaded.</summary>
     internal bool? IsBatchable(string model) => _entries.TryGetValue(model, out var e) ? e.Current?.Signature.IsBatchable : null;
 
+    /// <summary>True once <see cref="DrainAsync"/> began: no model takes new work, and no load starts for a request.</summary>
+    internal bool IsDraining => _draining;
+
     /// <summary>True when the model has a loaded version that takes requests now (no load to wait for).</summary>
     internal bool IsLoaded(string model) => _entries.TryGetValue(model, out var e) && e.Current is not null;
 

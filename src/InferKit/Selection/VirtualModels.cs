@@ -567,8 +567,9 @@ internal sealed class AdaptiveModel(string name, AdaptiveModelOptions options, M
         var deadline = RequestChecks.Deadline(request, options.DefaultBudget, now);
 
         // No variant loaded (a cold start without LoadModelsOnStart, or every load failed): a request with a deadline
-        // waits for a load only while a variant could still answer in time.
-        if (deadline is DateTimeOffset due && !AnyLoaded())
+        // waits for a load only while a variant could still answer in time. Once the registry drains, no load starts:
+        // the variants refuse as shutting down.
+        if (deadline is DateTimeOffset due && !AnyLoaded() && !registry.IsDraining)
         {
             var refusal = await WaitForAVariantAsync(request, due, cancellationToken).ConfigureAwait(false);
             if (refusal is not null)

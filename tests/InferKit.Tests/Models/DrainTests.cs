@@ -140,4 +140,44 @@ public sealed class DrainTests
         using var r = await h.Client.InferAsync("m", FakeBackend.Request(1));
         Assert.True(r.IsSuccess);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task After_the_drain_began_virtual_models_over_members_not_loaded_refuse_as_shutting_down_and_start_no_load(bool cascade)
+    {
+        int created = 0;
+        var services = new ServiceCollection();
+        var builder = services.AddInferKit()
+            .AddModel("small", _ =>
+            {
+                Interlocked.Increment(ref created);
+                return new FakeBackend();
+            })
+            .AddModel("large", _ =>
+            {
+                Interlocked.Increment(ref created);
+                return new FakeBackend();
+            });
+        if (cascade)
+        {
+            builder.AddCascade("v", c => c.Then("small", InferKit.Selection.AcceptanceRule.TopProbability(0.75, output: "y")).Then("large"));
+        }
+        else
+        {
+            builder.AddAdaptiveModel("v", a =>
+            {
+                a.Variants.Add("large");
+                a.Variants.Add("small");
+            });
+        }
+
+        await using var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<IModelRegistry>();
+        Assert.True(await registry.DrainAsync(TimeSpan.FromSeconds(30)));
+
+        using var r = await provider.GetRequiredService<IInferenceClient>().InferAsync("v", FakeBackend.Request(1)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(RefusalReason.ShuttingDown, r.RefusalReason);
+        Assert.Equal(0, created);
+    }
 }
