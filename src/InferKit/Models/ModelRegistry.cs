@@ -65,6 +65,9 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     /// </summary>
     private volatile bool _draining;
 
+    /// <summary>Completed when disposal begins: requests waiting for a load stop waiting (no load publishes after it).</summary>
+    private readonly TaskCompletionSource _disposing = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     public ModelRegistry(
         ModelRegistrations registrations,
         IOptionsMonitor<ModelOptions> modelOptions,
@@ -421,6 +424,9 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
             return;
         }
 
+        // No load publishes from now on: requests waiting for one are answered now, not when (or if) it ends.
+        _disposing.TrySetResult();
+
         _metrics.Unregister(this);
 
         // Every model unloads at once, under one deadline: the whole disposal ends within the drain timeout, however
@@ -493,15 +499,32 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         {
             if (due is not DateTimeOffset d)
             {
-                await EnsureLoadedAsync(entry, cancellationToken).ConfigureAwait(false);
+                // The whole load, unless the registry is disposed first: then no load publishes any more, and the request
+                // would wait for one that may hang (a warm-up that never returns) for ever.
+                var load = EnsureLoadedAsync(entry, cancellationToken);
+                if (!load.IsCompleted)
+                {
+                    await Task.WhenAny(load, _disposing.Task).ConfigureAwait(false);
+                    if (!load.IsCompleted)
+                    {
+                        return RefuseShuttingDown(entry, request);
+                    }
+                }
+
+                await load.ConfigureAwait(false);
             }
             else if (!await WaitForLoadAsync(entry, d, cancellationToken).ConfigureAwait(false))
             {
-                return RefuseStillLoading(entry, request, d);
+                return _disposed != 0 ? RefuseShuttingDown(entry, request) : RefuseStillLoading(entry, request, d);
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
+            if (_disposed != 0)
+            {
+                return RefuseShuttingDown(entry, request);
+            }
+
             return _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request, InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null,
                 $"Model '{entry.Name}' is not available: {entry.Error ?? ex.Message}"));
         }
@@ -509,6 +532,11 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         var dep = entry.Current;
         if (dep is null)
         {
+            if (_disposed != 0)
+            {
+                return RefuseShuttingDown(entry, request);
+            }
+
             return _metrics.ForModel(entry.Name, entry.Options.Version).Refused(request,
                 InferenceResponse.Refused(entry.Name, request.Id, RefusalReason.ModelNotReady, null, $"Model '{entry.Name}' is not loaded."));
         }
@@ -521,14 +549,19 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     /// <summary>
     /// Starts or joins the model's load and waits for it until only the delivery margin is left before
     /// <paramref name="due"/>. True when the load finished (a failed load throws its error here); false when the time ran
-    /// out first, the load going on in the background.
+    /// out first, the load going on in the background, or when the registry's disposal began first.
     /// </summary>
     private async Task<bool> WaitForLoadAsync(ModelEntry entry, DateTimeOffset due, CancellationToken cancellationToken)
     {
         var load = LoadInBackground(entry);
-        if (!await FinishesWithinAsync(load, due - _time.GetUtcNow() - entry.Options.Batching.DeliveryMargin, _time, cancellationToken).ConfigureAwait(false))
+        if (!await FinishesWithinAsync(load.IsCompleted ? load : Task.WhenAny(load, _disposing.Task), due - _time.GetUtcNow() - entry.Options.Batching.DeliveryMargin, _time, cancellationToken).ConfigureAwait(false))
         {
             return false;
+        }
+
+        if (!load.IsCompleted)
+        {
+            return false; // the registry is being disposed: no load publishes any more
         }
 
         await load.ConfigureAwait(false);

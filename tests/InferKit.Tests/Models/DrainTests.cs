@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace InferKit.Tests.Models;
 
@@ -179,5 +180,42 @@ public sealed class DrainTests
         using var r = await provider.GetRequiredService<IInferenceClient>().InferAsync("v", FakeBackend.Request(1)).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(RefusalReason.ShuttingDown, r.RefusalReason);
         Assert.Equal(0, created);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_request_waiting_for_a_load_that_hangs_is_answered_when_the_registry_is_disposed(bool withDeadline)
+    {
+        // A request with no deadline waits for the whole load, one with a deadline until its deadline. When the registry is
+        // disposed, no load publishes any more, and its unload gives up on a load that hangs after the drain timeout: the
+        // request must not be left waiting for that load (for ever, or until a deadline an hour away).
+        var drain = TimeSpan.FromMilliseconds(100);
+        var time = new FakeTimeProvider();
+        var gate = new Gate("the warm-up");
+        using var open = gate.OpenOnDispose();
+        var backend = new HeldWarmupBackend(new FakeBackend(), gate);
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit(o => o.DrainTimeout = drain).AddModel("m", _ => backend);
+        var provider = services.BuildServiceProvider();
+        var registry = provider.GetRequiredService<ModelRegistry>();
+        var waiting = registry.InferAsync("m", FakeBackend.Request(1, timeout: withDeadline ? TimeSpan.FromHours(1) : null)).AsTask();
+        await backend.WarmupEntered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(waiting.IsCompleted);
+
+        var disposing = registry.DisposeAsync().AsTask();
+        time.Advance(drain);
+        await disposing.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // Answered while the load still hangs: refused as shutting down, not left waiting.
+        var answered = await Record.ExceptionAsync(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.IsNotType<TimeoutException>(answered);
+        Assert.False(gate.IsOpen);
+        using var r = await waiting;
+        Assert.Equal(RefusalReason.ShuttingDown, r.RefusalReason);
+
+        gate.Open();
+        await provider.DisposeAsync();
     }
 }
