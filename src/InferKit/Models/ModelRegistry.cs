@@ -807,8 +807,8 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
                 published = _disposed == 0;
                 if (published && _draining)
                 {
-                    // The registry began draining during this load: the version is published (its state says so, and
-                    // requests that waited for the load are answered by it) but takes no new work.
+                    // The registry began draining during this load: the version is published (its state says so) but
+                    // takes no work; requests that waited for the load are refused by its scheduler as shutting down.
                     deployment.State = ModelState.Draining;
                     scheduler.StopAdmission();
                 }

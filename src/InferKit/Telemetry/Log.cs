@@ -47,11 +47,11 @@ internal static partial class Log
     [LoggerMessage(1008, LogLevel.Warning, "InferKit: the host's stop was cancelled while models were still loading; stopped without waiting for them")]
     public static partial void StopDidNotWaitForLoading(ILogger logger);
 
-    [LoggerMessage(1010, LogLevel.Warning, "InferKit: the host's stop was cancelled (its shutdown timeout passed) while accepted requests were still running; the drain gave up waiting for them, and the models are unloaded when the host is disposed")]
-    public static partial void StopCancelledWhileDraining(ILogger logger);
-
     [LoggerMessage(1009, LogLevel.Warning, "Model '{Model}' version '{Version}': {What} was not disposed within the drain timeout ({Timeout}) because {Reason}; the unload went on and it is disposed in the background")]
     public static partial void DisposalPending(ILogger logger, string model, string version, string what, TimeSpan timeout, string reason);
+
+    [LoggerMessage(1010, LogLevel.Warning, "InferKit: the host's stop was cancelled (its shutdown timeout passed) while accepted requests were still running; the drain gave up waiting for them, and the models are unloaded when the host is disposed")]
+    public static partial void StopCancelledWhileDraining(ILogger logger);
 
     [LoggerMessage(3001, LogLevel.Warning, "Model '{Model}' instance {Instance} taken out of rotation until {Until:O} after {Failures} consecutive failure(s)")]
     public static partial void InstanceTakenOut(ILogger logger, string model, string instance, DateTimeOffset until, int failures);
