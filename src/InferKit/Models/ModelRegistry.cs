@@ -65,6 +65,12 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
     /// </summary>
     private volatile bool _draining;
 
+    /// <summary>
+    /// When the first drain began (0: none). Disposal after a drain unloads within what is left of the drain timeout from
+    /// then: the whole shutdown (the host's stop, then its disposal) ends within one drain timeout, not two.
+    /// </summary>
+    private long _drainStarted;
+
     /// <summary>Completed when disposal begins: requests waiting for a load stop waiting (no load publishes after it).</summary>
     private readonly TaskCompletionSource _disposing = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -279,6 +285,8 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
                 $"The drain timeout must be between zero and {ModelOptionsValidator.MaxDuration} (the longest a timer waits), or Timeout.InfiniteTimeSpan to wait without a limit.");
         }
 
+        Interlocked.CompareExchange(ref _drainStarted, _time.GetTimestamp(), 0);
+
         // Set before the deployments are read, each under its entry's lock, which a load takes to publish its deployment:
         // either the drain sees that deployment here, or the load sees the drain and publishes it draining.
         _draining = true;
@@ -430,8 +438,10 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
         _metrics.Unregister(this);
 
         // Every model unloads at once, under one deadline: the whole disposal ends within the drain timeout, however
-        // many models wait for a hung warm-up, a long batch or a backend whose Dispose blocks.
-        long started = _time.GetTimestamp();
+        // many models wait for a hung warm-up, a long batch or a backend whose Dispose blocks. After a drain, that is the
+        // drain's timeout: what still runs once it passed is disposed in the background when it ends, as at any timeout.
+        long drainStarted = Volatile.Read(ref _drainStarted);
+        long started = drainStarted != 0 ? drainStarted : _time.GetTimestamp();
         var unloads = new Task[_entries.Count];
         int n = 0;
         foreach (var entry in _entries.Values)

@@ -218,4 +218,44 @@ public sealed class DrainTests
         gate.Open();
         await provider.DisposeAsync();
     }
+
+    [Fact]
+    public async Task Disposal_after_a_drain_that_timed_out_waits_only_for_what_is_left_of_that_drain_timeout_not_a_second_one()
+    {
+        // Shutdown finishes accepted work within the drain timeout, then disposes. The host's stop drained for the whole
+        // timeout while a batch still ran; disposing the container then waited for that batch a second drain timeout.
+        var drain = TimeSpan.FromSeconds(30);
+        var time = new FakeTimeProvider();
+        var backend = new FakeBackend();
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(time);
+        services.AddInferKit(o => o.DrainTimeout = drain).AddModel("m", _ => backend);
+        var provider = services.BuildServiceProvider();
+        using var release = new GateOpener(backend.Release);
+        var registry = provider.GetRequiredService<ModelRegistry>();
+        await registry.LoadAllAsync();
+        var hosted = provider.GetServices<IHostedService>().Single();
+        await hosted.StartAsync(CancellationToken.None);
+
+        backend.Hold();
+        var running = Task.Run(async () => await registry.InferAsync("m", FakeBackend.Request(1)));
+        await backend.Entered.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var stopping = hosted.StopAsync(CancellationToken.None);
+        time.Advance(drain); // the drain timeout passes with the batch still running
+        await stopping.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // The clock stands still now: the disposal has no drain time left to wait, so it returns with the batch running.
+        var disposing = provider.DisposeAsync().AsTask();
+        var outcome = await Record.ExceptionAsync(() => disposing.WaitAsync(TimeSpan.FromSeconds(10)));
+        bool disposedUnderRun = backend.Disposed;
+        backend.Release();
+        Assert.IsNotType<TimeoutException>(outcome);
+        Assert.False(disposedUnderRun, "the backend was disposed under its running batch");
+
+        // The batch still ends and is answered; its instance is disposed after it, in the background.
+        using var r = await running.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(r.IsSuccess);
+        await disposing.WaitAsync(TimeSpan.FromSeconds(30));
+    }
 }
