@@ -5,7 +5,9 @@ using InferKit.Models;
 using InferKit.Scheduling;
 using InferKit.Telemetry;
 using InferKit.TestModels;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.RateLimiting;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using OpenTelemetry.Metrics;
 
 namespace InferKit.Samples.Server;
@@ -133,7 +135,7 @@ public static class SampleServer
             group.RequireRateLimiting(RateLimitPolicy);
         }
 
-        app.MapHealthChecks("/healthz");
+        app.MapHealthChecks("/healthz", new HealthCheckOptions { ResponseWriter = WriteHealthAsync });
         app.MapPrometheusScrapingEndpoint(); // GET /metrics, outside the group: no API key or rate limit
         app.MapGet("/", () => Results.Text(Usage(models), "text/plain"));
 
@@ -270,6 +272,42 @@ public static class SampleServer
                 QueueLimit = 0,
                 AutoReplenishment = true,
             }));
+    }
+
+    /// <summary>
+    /// Writes <c>/healthz</c> as <c>{"status": ..., "models": {"&lt;model&gt;": {"state": ..., "status": ...}}}</c>: the
+    /// overall status (200 when Healthy or Degraded, 503 when Unhealthy) and each model's state and health. The endpoint
+    /// is open (no API key), so the checks' descriptions and load errors, which may name files, are left out.
+    /// </summary>
+    private static async Task WriteHealthAsync(HttpContext context, HealthReport report)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new System.Text.Json.Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("status", report.Status.ToString());
+            writer.WriteStartObject("models");
+            if (report.Entries.TryGetValue(InferKitModelHealthCheckExtensions.DefaultName, out var models))
+            {
+                foreach (var (model, value) in models.Data)
+                {
+                    if (value is IReadOnlyDictionary<string, object> health)
+                    {
+                        writer.WriteStartObject(model);
+                        writer.WriteString("state", health.TryGetValue("state", out var state) ? state.ToString() : null);
+                        writer.WriteString("status", health.TryGetValue("status", out var status) ? status.ToString() : null);
+                        writer.WriteEndObject();
+                    }
+                }
+            }
+
+            writer.WriteEndObject();
+            writer.WriteEndObject();
+        }
+
+        context.Response.ContentType = "application/json";
+        context.Response.ContentLength = buffer.Length;
+        await context.Response.Body.WriteAsync(buffer.GetBuffer().AsMemory(0, (int)buffer.Length), context.RequestAborted).ConfigureAwait(false);
     }
 
     private static string Usage(IEnumerable<string> models) => $"""

@@ -126,6 +126,29 @@ public sealed class SampleServerTests : IDisposable
     }
 
     [Fact]
+    public async Task The_sample_healthz_reports_the_overall_status_and_each_models_state_without_an_api_key()
+    {
+        // The .http file sends GET /healthz for "ASP.NET Core health checks, with each model's state".
+        var (app, client) = await StartAsync("--Sample:Models=fraud", "--Sample:ApiKeys:alice=key-a");
+        await using (app)
+        {
+            using (client)
+            {
+                using var healthz = await client.GetAsync("/healthz");
+                Assert.Equal(HttpStatusCode.OK, healthz.StatusCode);
+                Assert.Equal("application/json", healthz.Content.Headers.ContentType?.MediaType);
+                using var doc = await KestrelHost.JsonAsync(healthz);
+                var root = doc.RootElement;
+                Assert.Equal("Healthy", root.GetProperty("status").GetString());
+                var fraud = root.GetProperty("models").GetProperty("fraud");
+                Assert.Equal("Ready", fraud.GetProperty("state").GetString());
+                Assert.Equal("Healthy", fraud.GetProperty("status").GetString());
+                Assert.Equal(["fraud"], root.GetProperty("models").EnumerateObject().Select(p => p.Name));
+            }
+        }
+    }
+
+    [Fact]
     public async Task Requests_with_a_wrong_api_key_are_rate_limited_by_address()
     {
         // Otherwise a caller could try keys as fast as the server answers 401.
