@@ -109,13 +109,18 @@ internal static class RequestValidator
         return signature.IsBatchable ? rows : 1;
     }
 
-    /// <summary>Dynamic dimensions that share a symbolic name (for example "sequence") must agree, across inputs and within one.</summary>
+    /// <summary>
+    /// Dynamic dimensions that share a symbolic name (for example "sequence") must agree, across inputs and within one.
+    /// Axis 0 counts too when it is no batch axis (a batch axis is checked as the request's rows): ONNX Runtime does not
+    /// check symbolic dimensions, and an operator that broadcasts would answer for inputs the model cannot take.
+    /// </summary>
     private static void CheckNamedDimensions(string model, ModelSignature signature, ReadOnlySpan<Tensor> ordered)
     {
         var specs = signature.Inputs;
+        int first = signature.IsBatchable ? 1 : 0;
         for (int i = 0; i < specs.Count; i++)
         {
-            for (int d = 1; d < specs[i].Rank; d++)
+            for (int d = first; d < specs[i].Rank; d++)
             {
                 var name = specs[i].DimensionNames[d];
                 if (name is null || specs[i].Shape[d] >= 0)
@@ -126,7 +131,7 @@ internal static class RequestValidator
                 // The later axes of this input (an attention bias [batch, sequence, sequence]), then every later input.
                 for (int j = i; j < specs.Count; j++)
                 {
-                    for (int e = j == i ? d + 1 : 1; e < specs[j].Rank; e++)
+                    for (int e = j == i ? d + 1 : first; e < specs[j].Rank; e++)
                     {
                         if (string.Equals(specs[j].DimensionNames[e], name, StringComparison.Ordinal) && ordered[i].Shape[d] != ordered[j].Shape[e])
                         {

@@ -1,5 +1,7 @@
+using InferKit.Models;
 using InferKit.Tensors;
 using InferKit.TestModels;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace InferKit.Tests.Backends;
 
@@ -123,6 +125,28 @@ public sealed class BadRequestTests(SmallModelsFixture fixture) : IClassFixture<
         var ex = await AssertInvalid(new InferenceRequest(A(0), B(0)), MultiIoModel.InputA);
         Assert.Contains("0 rows", ex.Message, StringComparison.Ordinal);
         await AssertGoodRequestSucceeds();
+    }
+
+    [Fact]
+    public async Task Without_a_batch_axis_inputs_must_still_agree_on_a_named_first_dimension()
+    {
+        // a and b are both [batch, 4]. With AxisZeroIsBatch = false axis 0 is no batch axis, but it is still one dimension
+        // named "batch": a [1,4] with b [3,4] does not fit the model. ONNX Runtime does not check symbolic dimensions and
+        // Add broadcasts a over b, which answered sum [3,4] for a request the model cannot take.
+        await using var services = OnnxTestServices.Build(b => b.AddOnnxModel("unbatched", ModelSource.FromBytes(new MultiIoModel(4).ToOnnx()), o =>
+        {
+            o.Onnx.IntraOpThreads = 1;
+            o.AxisZeroIsBatch = false;
+        }));
+        var client = services.Client();
+        var ex = await Assert.ThrowsAsync<InvalidInferenceRequestException>(async () => await client.InferAsync("unbatched", new InferenceRequest(A(1), B(3))));
+        Assert.Equal(MultiIoModel.InputB, ex.Input);
+        Assert.Contains("'batch'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("1 vs 3", ex.Message, StringComparison.Ordinal);
+
+        using var good = await client.InferAsync("unbatched", new InferenceRequest(A(3), B(3)));
+        Assert.True(good.IsSuccess, good.Message);
+        Assert.Equal(new long[] { 3, 4 }, good[MultiIoModel.SumName].Shape.ToArray());
     }
 
     [Fact]
