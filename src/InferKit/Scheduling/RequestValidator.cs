@@ -1,3 +1,4 @@
+using System.Globalization;
 using InferKit.Backends;
 using InferKit.Tensors;
 
@@ -51,6 +52,11 @@ internal static class RequestValidator
             {
                 throw new InvalidInferenceRequestException(model, spec.Name,
                     $"Model '{model}': input '{spec.Name}' must be {spec.ElementType} ({spec.ElementType.ToProtocolName()}), got {tensor.ElementType} ({tensor.ElementType.ToProtocolName()}).");
+            }
+
+            if (spec.ElementType == TensorElementType.String)
+            {
+                CheckStrings(model, spec.Name, tensor.GetStrings());
             }
 
             var shape = tensor.Shape;
@@ -107,6 +113,22 @@ internal static class RequestValidator
         CheckNamedDimensions(model, signature, ordered);
         outputMask = OutputMask(model, signature, request.RequestedOutputs, out wideOutputMask);
         return signature.IsBatchable ? rows : 1;
+    }
+
+    /// <summary>
+    /// A string (BYTES) tensor holds strings, not nulls: ONNX Runtime has no null string, and sending one as an empty
+    /// string would answer a question the caller did not ask.
+    /// </summary>
+    private static void CheckStrings(string model, string input, ReadOnlySpan<string> strings)
+    {
+        for (int i = 0; i < strings.Length; i++)
+        {
+            if (strings[i] is null)
+            {
+                throw new InvalidInferenceRequestException(model, input, string.Create(CultureInfo.InvariantCulture,
+                    $"Model '{model}': input '{input}' element {i} is null; a string (BYTES) tensor holds strings only (\"\" for an empty one)."));
+            }
+        }
     }
 
     /// <summary>

@@ -102,6 +102,21 @@ public sealed class ElementTypeRoundTripTests(IdentityModelsFixture fixture) : I
         }
     }
 
+    [Fact]
+    public async Task A_null_string_is_refused_naming_the_input_and_the_element_instead_of_sent_as_an_empty_one()
+    {
+        var model = IdentityModelsFixture.ModelName(OnnxElementType.String);
+        var ex = await Assert.ThrowsAsync<InvalidInferenceRequestException>(async () =>
+            await fixture.Services.Client().InferAsync(model, new InferenceRequest(Tensor.Create("x", new[] { "a", "b", null!, "d" }, 1, 4))));
+        Assert.Equal(model, ex.Model);
+        Assert.Equal("x", ex.Input);
+        Assert.Contains("element 2", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("null", ex.Message, StringComparison.Ordinal);
+
+        using var good = await Infer(OnnxElementType.String, Tensor.Create("x", new[] { "a", "b", string.Empty, "d" }, 1, 4));
+        Assert.Equal(new[] { "a", "b", string.Empty, "d" }, good["y"].ToArray<string>());
+    }
+
     private async Task<InferenceResponse> Infer(OnnxElementType type, Tensor input)
     {
         var response = await fixture.Services.Client().InferAsync(IdentityModelsFixture.ModelName(type), new InferenceRequest(input));
