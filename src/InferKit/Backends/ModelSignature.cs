@@ -1,4 +1,5 @@
 using System.Collections.ObjectModel;
+using System.Globalization;
 using InferKit.Tensors;
 
 namespace InferKit.Backends;
@@ -71,8 +72,8 @@ public sealed class ModelSignature
     {
         ArgumentNullException.ThrowIfNull(inputs);
         ArgumentNullException.ThrowIfNull(outputs);
-        Inputs = new ReadOnlyCollection<TensorSpec>(inputs.ToArray());
-        Outputs = new ReadOnlyCollection<TensorSpec>(outputs.ToArray());
+        Inputs = new ReadOnlyCollection<TensorSpec>(Checked(inputs, "input", nameof(inputs)));
+        Outputs = new ReadOnlyCollection<TensorSpec>(Checked(outputs, "output", nameof(outputs)));
         IsBatchable = isBatchable ?? (Inputs.Count > 0
             && Inputs.All(static i => i.HasDynamicFirstDimension)
             && Outputs.All(static o => o.HasDynamicFirstDimension));
@@ -95,6 +96,31 @@ public sealed class ModelSignature
 
     /// <summary>Returns a copy with batching switched off (for a model whose axis 0 is not a batch axis despite being dynamic).</summary>
     public ModelSignature WithoutBatching() => IsBatchable ? new ModelSignature(Inputs, Outputs, false) : this;
+
+    /// <summary>
+    /// A copy of the specs, each present and named once: a request names its tensors, so a second spec of one name could
+    /// never be given (each request would be refused as missing it) nor told apart in an answer.
+    /// </summary>
+    private static TensorSpec[] Checked(IReadOnlyList<TensorSpec> specs, string kind, string parameter)
+    {
+        var copy = specs.ToArray();
+        var seen = new Dictionary<string, int>(copy.Length, StringComparer.Ordinal);
+        for (int i = 0; i < copy.Length; i++)
+        {
+            if (copy[i] is null)
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"{kind} {i} of the signature is null."), parameter);
+            }
+
+            if (!seen.TryAdd(copy[i].Name, i))
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+                    $"The signature names {kind} '{copy[i].Name}' twice ({kind}s {seen[copy[i].Name]} and {i}); each {kind} needs a name of its own."), parameter);
+            }
+        }
+
+        return copy;
+    }
 
     private static int IndexOf(IReadOnlyList<TensorSpec> specs, string name)
     {
