@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -183,7 +184,10 @@ public readonly struct Tensor
     }
 
     /// <summary>Builds a numeric tensor over raw little-endian bytes (for example, protocol binary data) without copying them.</summary>
-    /// <exception cref="ArgumentException">The byte length is not the shape's element count times the element size.</exception>
+    /// <exception cref="ArgumentException">
+    /// The byte length is not the shape's element count times the element size, or a <see cref="TensorElementType.Bool"/>
+    /// element is a byte other than 0 or 1.
+    /// </exception>
     public static Tensor FromBytes(string name, TensorElementType elementType, ReadOnlyMemory<byte> bytes, params ReadOnlySpan<long> shape)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
@@ -199,6 +203,13 @@ public readonly struct Tensor
         }
 
         var shapeCopy = CheckShape(name, elementType, shape, bytes.Length / size);
+        if (elementType == TensorElementType.Bool && bytes.Span.IndexOfAnyExcept((byte)0, (byte)1) is int bad and >= 0)
+        {
+            // ONNX Runtime's operators read such a byte as neither value (Not of 2 gives 3, which reads as true).
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+                $"Tensor '{name}': Bool element {bad} is the byte {bytes.Span[bad]}; a Bool element is one byte, 0 (false) or 1 (true)."), nameof(bytes));
+        }
+
         if (bytes.IsEmpty)
         {
             return new Tensor(name, elementType, shapeCopy, null, 0, 0);

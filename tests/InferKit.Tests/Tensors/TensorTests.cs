@@ -176,6 +176,24 @@ public sealed class TensorTests
     }
 
     [Fact]
+    public void FromBytes_refuses_a_bool_byte_other_than_0_or_1_naming_the_element()
+    {
+        // ONNX Runtime reads such a byte as neither value: Not(2) came back as 3 (true), and in .NET a bool of 2 is truthy
+        // yet not equal to true. Protocol binary data for BOOL is one byte per element, 0 or 1.
+        var ex = Assert.Throws<ArgumentException>(() => Tensor.FromBytes("mask", TensorElementType.Bool, new byte[] { 1, 0, 1, 2, 0, 1 }, 2, 3));
+        Assert.Contains("'mask'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("element 3", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("2", ex.Message, StringComparison.Ordinal);
+
+        var ok = Tensor.FromBytes("mask", TensorElementType.Bool, new byte[] { 1, 0, 1, 1, 0, 0, 9 }.AsMemory(0, 6), 2, 3);
+        Assert.Equal(new[] { true, false, true, true, false, false }, ok.ToArray<bool>());
+        Assert.Equal(0, Tensor.FromBytes("mask", TensorElementType.Bool, ReadOnlyMemory<byte>.Empty, 0, 3).ElementCount);
+
+        // A byte of another type is any value.
+        Assert.Equal(new byte[] { 2, 255 }, Tensor.FromBytes("u", TensorElementType.UInt8, new byte[] { 2, 255 }, 2).ToArray<byte>());
+    }
+
+    [Fact]
     public void FromBytes_refuses_a_partial_element_a_shape_mismatch_and_strings()
     {
         var partial = Assert.Throws<ArgumentException>(() => Tensor.FromBytes("x", TensorElementType.Float32, new byte[10], 2));
