@@ -1002,6 +1002,13 @@ internal static class InferRequestReader
                 $"Input '{name}': binary_data_size is {data.Length} bytes, but shape {Tensor.FormatShape(shape)} of {type.ToProtocolName()} needs {(Int128)count * size} ({count} elements of {size} bytes).");
         }
 
+        // As JSON BOOL data is true or false, a binary BOOL element is a byte 0 or 1 (Tensor.FromBytes refuses any other).
+        if (type == TensorElementType.Bool && data.Span.IndexOfAnyExcept((byte)0, (byte)1) is int bad and >= 0)
+        {
+            throw new ProtocolException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"Input '{name}': binary BOOL element {bad} is the byte {data.Span[bad]}; a BOOL element is one byte, 0 (false) or 1 (true)."));
+        }
+
         // View the body without copying when the data is aligned for its element type; copy it into a pooled buffer otherwise.
         if (MemoryMarshal.TryGetArray(data, out var segment) && segment.Offset % size == 0)
         {

@@ -346,6 +346,20 @@ public sealed class InferRequestReaderTests
     }
 
     [Fact]
+    public void Binary_bool_data_is_one_byte_per_element_0_or_1()
+    {
+        // As JSON BOOL data must be true or false: a byte 2 is neither (ONNX Runtime's Not answered 3 for it, read as true).
+        string json = """{"inputs":[{"name":"mask","shape":[4],"datatype":"BOOL","parameters":{"binary_data_size":4}}]}""";
+        var ex = Assert.Throws<ProtocolException>(() => InferRequestReader.Read(Concat(Encoding.UTF8.GetBytes(json), [1, 0, 2, 1]), json.Length));
+        Assert.Contains("Input 'mask'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("element 2", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("0 (false) or 1 (true)", ex.Message, StringComparison.Ordinal);
+
+        using var p = InferRequestReader.Read(Concat(Encoding.UTF8.GetBytes(json), [1, 0, 0, 1]), json.Length);
+        Assert.Equal([true, false, false, true], p.Inputs[0].ToArray<bool>());
+    }
+
+    [Fact]
     public void Binary_data_of_the_wrong_size_is_rejected()
     {
         string json = """{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":12}}]}""";
