@@ -251,9 +251,12 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 // Outputs that cannot be cut into requests fault the model, not this instance: it ran, and another would fail alike.
                 bool unsplittable = error is UnsplittableOutputException;
 
-                // Then each request runs again alone on this instance: a hold is kept on it for that, taken before this
-                // run's reservation is released so that an unload cannot close the instance in between.
-                alone = unsplittable && Count > 1;
+                // A joined run that failed may have failed for one request's data (a token id out of range): then each
+                // request runs again alone on this instance, so that only a request that fails alone gets the error. The
+                // same when its outputs could not be cut into requests. A hold is kept on the instance for that, taken
+                // before this run's reservation is released so that an unload cannot close the instance in between; it is
+                // given back if the joined run is retried on another instance instead.
+                alone = !ok && Count > 1;
                 if (alone)
                 {
                     instance.ReserveAgain();
@@ -283,6 +286,12 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
 
                 if (attempt == 0 && !unsplittable && health.RetryOnAnotherInstance && pool.TryAcquireAny(instance, out var other))
                 {
+                    if (alone)
+                    {
+                        alone = false;
+                        instance.Unreserve();
+                    }
+
                     ModelTelemetry.BatchRetried(span, instance, error!);
                     instance = other;
                     Instance = other;
@@ -389,11 +398,12 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     }
 
     /// <summary>
-    /// The joined run's outputs could not be split back into its requests (<see cref="UnsplittableOutputException"/>):
-    /// each request runs again alone, one after another on <paramref name="instance"/> (which this batch holds one
-    /// reservation on, released by the last run), and is answered from its own run: its result, or the error its run
-    /// alone ended with. Bounded: one run per request, not retried; a request alone is never split, so it cannot fail so
-    /// again. A request cancelled meanwhile is not run; one whose deadline passed during the runs before it is answered
+    /// The joined run failed (after its retry on another instance, if any), or its outputs could not be split back into
+    /// its requests (<see cref="UnsplittableOutputException"/>): each request runs again alone, one after another on
+    /// <paramref name="instance"/> (which this batch holds one reservation on, released by the last run), and is answered
+    /// from its own run: its result, or the error its run alone ended with. So a request whose data makes the model fail
+    /// fails alone, and the requests it was joined with are answered. Bounded: one run per request, not retried (a
+    /// request alone is never split). A request cancelled meanwhile is not run; one whose deadline passed during the runs before it is answered
     /// DeadlineExceeded without running. Each successful run is measured as a batch of its own rows.
     /// </summary>
     private void RunEachAlone(ModelInstance instance, long started)
