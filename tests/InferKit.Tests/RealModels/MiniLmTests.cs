@@ -170,6 +170,51 @@ public sealed class MiniLmTests(MiniLmFixture fixture) : IClassFixture<MiniLmFix
     }
 
     [Fact]
+    public async Task A_token_id_outside_the_vocabulary_fails_its_own_request_not_the_ones_joined_with_it()
+    {
+        // ONNX Runtime's Gather refuses an index outside the embedding table: the joined run fails, then each request
+        // runs alone and only the one carrying the bad id gets the error.
+        await using var services = OnnxTestServices.Build(b => b.AddOnnxModel(
+            "minilm",
+            ModelSource.FromEmbeddedResource(Real.MiniLmAssembly, Real.MiniLmResourceName),
+            o =>
+            {
+                o.Onnx.IntraOpThreads = 1;
+                o.Batching.MaxQueueDelay = TimeSpan.FromMilliseconds(300); // the three requests join
+                o.Batching.AllowInlineExecution = false;
+            }));
+        await services.Registry().LoadAllAsync();
+        var good = Real.TokenizeMiniLm([Sentences[0]]);
+        var badIds = good.InputIds.ToArray();
+        badIds[1] = 1_000_000;
+        long[] shape = [1, good.SequenceLength];
+        var bad = new InferenceRequest(
+            Tensor.Create(Real.MiniLmInputIds, badIds, shape),
+            Tensor.Create(Real.MiniLmAttentionMask, good.AttentionMask, shape),
+            Tensor.Create(Real.MiniLmTokenTypeIds, good.TokenTypeIds, shape));
+        var client = services.Client();
+        var calls = new[]
+        {
+            client.InferAsync("minilm", MiniLmFixture.Request(good)).AsTask(),
+            client.InferAsync("minilm", bad).AsTask(),
+            client.InferAsync("minilm", MiniLmFixture.Request(good)).AsTask(),
+        };
+
+        var (_, rawPooled) = fixture.RunRaw(good);
+        foreach (var i in new[] { 0, 2 })
+        {
+            using var r = await calls[i];
+            Assert.True(r.IsSuccess, r.Message);
+            OnnxTestServices.AssertClose(rawPooled, r[Real.MiniLmPooled].GetSpan<float>(), 1e-4, $"request {i}");
+        }
+
+        var ex = await Assert.ThrowsAsync<InferenceFailedException>(() => calls[1]);
+        Assert.Equal("minilm", ex.Model);
+        var instance = Assert.Single(services.Registry().GetModel("minilm").Instances);
+        Assert.Equal(2, instance.TotalFailures); // the joined run, then the bad request alone
+    }
+
+    [Fact]
     public async Task Inputs_that_disagree_on_the_sequence_length_are_refused()
     {
         var t = Real.TokenizeMiniLm([Sentences[0]]);
