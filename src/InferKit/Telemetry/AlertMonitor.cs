@@ -26,6 +26,7 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
     private readonly Queue<AlertEvent> _pending = new();
     private bool _delivering;
     private bool _disposed;
+    private int _evaluating; // 1 while an evaluation runs
 
     /// <summary>Set under the observers' lock when disposal takes the observers: a later subscriber is completed at once.</summary>
     private bool _completed;
@@ -92,19 +93,25 @@ internal sealed class AlertMonitor : IInferKitAlerts, IDisposable, IAsyncDisposa
     /// <summary>One evaluation (the timer's callback; tests may call it through the fake clock).</summary>
     public void Evaluate()
     {
-        if (!_gate.TryEnter())
+        // Skipped only while the previous evaluation still runs (a slow metric source): evaluations do not queue up. A
+        // brief holder of the lock (a metrics collection reading the active alerts, an event being handed out) delays
+        // this evaluation instead; before, it made the evaluation skip, so a scrape landing on a tick lost that tick.
+        if (Interlocked.Exchange(ref _evaluating, 1) != 0)
         {
-            return; // the previous evaluation is still running
+            return;
         }
 
         bool deliver;
         try
         {
-            deliver = EvaluateCore();
+            lock (_gate)
+            {
+                deliver = EvaluateCore();
+            }
         }
         finally
         {
-            _gate.Exit();
+            Volatile.Write(ref _evaluating, 0);
         }
 
         if (deliver)

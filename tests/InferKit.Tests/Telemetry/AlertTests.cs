@@ -264,6 +264,32 @@ public sealed class AlertTests
     }
 
     [Fact]
+    public async Task An_evaluation_that_meets_a_metrics_collection_holding_the_monitor_waits_for_it_instead_of_being_skipped()
+    {
+        var rule = AlertRule.QueueLengthAbove("backlog", fireAbove: 0, clearBelow: 0);
+        rule.FireAfter = 1;
+        await using var a = new AlertHarness(Interval, null, null, rule);
+        await a.Start();
+        var first = await a.H.OccupyAsync(1);
+        var queued = a.H.Send(2).AsTask();
+        var monitor = (AlertMonitor)a.H.Alerts;
+        var gate = (Lock)typeof(AlertMonitor).GetField("_gate", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(monitor)!;
+        var evaluator = new Thread(monitor.Evaluate) { IsBackground = true };
+        lock (gate) // as a metrics collection reading inferkit.alerts.active holds it
+        {
+            evaluator.Start();
+            Assert.True(SpinWait.SpinUntil(() => !evaluator.IsAlive || (evaluator.ThreadState & ThreadState.WaitSleepJoin) != 0, TimeSpan.FromSeconds(30)));
+        }
+
+        Assert.True(evaluator.Join(TimeSpan.FromSeconds(30)));
+        Assert.Equal(AlertState.Firing, Assert.Single(a.Events).State); // evaluated once the collection let go, not skipped
+
+        a.H.Backend.Release();
+        (await first).Dispose();
+        (await queued).Dispose();
+    }
+
+    [Fact]
     public async Task The_active_alerts_gauge_reports_one_series_per_rule_and_model()
     {
         var rule = AlertRule.QueueLengthAbove("backlog", fireAbove: 0, clearBelow: 0);
