@@ -1312,9 +1312,12 @@ internal sealed class ModelScheduler : IDisposable
         double queueWait = Math.Ceiling(batches / (double)slots) * perBatch;
 
         // Under load the queue drains slower than back-to-back batches would (the time between batches counts too):
-        // once a backlog was measured draining, the queue ahead takes at least as long as that rate says.
+        // once a backlog was measured draining, the queue ahead takes at least as long as that rate says. With nothing
+        // queued ahead there is no backlog to drain: the wait is the request's own batch. Judging that by the rate too let
+        // a rate measured under an old backlog (kept until the next one, which refusals then keep from forming) refuse an
+        // idle model's requests for good.
         double drain = Drain.RowsPerSecond;
-        if (drain > 0)
+        if (drain > 0 && ahead > 0)
         {
             queueWait = Math.Max(queueWait, total / drain);
         }

@@ -98,4 +98,24 @@ public class DrainRateTests
             Assert.True(r.IsSuccess, r.Message);
         }
     }
+    [Fact]
+    public async Task A_drain_rate_measured_under_an_old_backlog_does_not_refuse_requests_when_nothing_is_queued()
+    {
+        // Batches of 1 row take 1 ms of fake time. A backlog once drained at 10 rows/s (a slow spell); the model is idle
+        // now. The drain rate bounds how long the queue ahead takes: with nothing ahead and an instance free, a request's
+        // wait is its own batch, so a request with 50 ms to spare is admitted, every time, not only as a probe.
+        await using var h = await Harness.CreateAsync(o => o.Batching.MaxBatchSize = 1, computeTime: _ => TimeSpan.FromMilliseconds(1));
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+        long now = h.Time.GetTimestamp();
+        long window = (long)(ModelScheduler.DrainWindowSeconds * h.Time.TimestampFrequency);
+        scheduler.Drain.Record(1, now, backlogged: true);
+        scheduler.Drain.Record(1, now + (window * 5), backlogged: true);
+        Assert.InRange(scheduler.Drain.RowsPerSecond, 9, 11);
+
+        for (int i = 1; i <= 5; i++)
+        {
+            using var r = await h.Client.InferAsync("m", FakeBackend.Request(i, timeout: TimeSpan.FromMilliseconds(50)));
+            Assert.True(r.IsSuccess, $"request {i}: {r.Status} {r.RefusalReason} {r.Message}");
+        }
+    }
 }
