@@ -28,14 +28,20 @@ internal sealed class BatchLatencyModel
 
     private long _samples;
 
+    /// <summary>
+    /// Folds in the latency of a run of <paramref name="rows"/> rows. A run of more rows than <see cref="MaxBatchSize"/> (one
+    /// request that large runs alone) is no batch the scheduler forms, and is not counted: recorded as a batch of
+    /// <see cref="MaxBatchSize"/> rows, it made full batches (and the sizes interpolated below them) look as slow as it was,
+    /// and admission refused deadlines they meet.
+    /// </summary>
     public void Record(int rows, double seconds)
     {
-        if (rows <= 0 || seconds <= 0 || double.IsNaN(seconds))
+        if (rows <= 0 || rows >= _seconds.Length || seconds <= 0 || !double.IsFinite(seconds))
         {
             return;
         }
 
-        int i = Math.Min(rows, _seconds.Length - 1);
+        int i = rows;
         lock (_gate)
         {
             SpreadEstimate.Add(ref _mean[i], ref _deviation[i], seconds);
