@@ -846,8 +846,11 @@ internal sealed class ModelScheduler : IDisposable
 
         if (_batchable && _options.PreferredBatchSizes.Count > 0 && batch.Rows < cap)
         {
-            int preferred = LargestPreferredAtMost(batch.Rows);
-            while (preferred > 0 && batch.Rows > preferred && batch.Count > 1)
+            // Cut to the largest preferred size that the batch's first requests make exactly. Requests carry several rows
+            // at times: cutting towards a preferred size they cannot make left a batch of neither that size nor what was
+            // queued, and a batch that makes none is run as it was formed.
+            int keep = PreferredPrefix(batch);
+            while (batch.Count > keep)
             {
                 Untake(batch.RemoveLast());
             }
@@ -1354,6 +1357,39 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         return best;
+    }
+
+    /// <summary>
+    /// How many of the batch's first requests to keep: the fewest that leave the largest preferred size their rows make
+    /// exactly, or all of them when none does (or the whole batch is already a preferred size).
+    /// </summary>
+    private int PreferredPrefix(Batch batch)
+    {
+        int rows = batch.Rows;
+        for (int keep = batch.Count; keep >= 1; keep--)
+        {
+            if (IsPreferred(rows))
+            {
+                return keep;
+            }
+
+            rows -= batch[keep - 1].Rows;
+        }
+
+        return batch.Count;
+    }
+
+    private bool IsPreferred(int rows)
+    {
+        foreach (var p in _options.PreferredBatchSizes)
+        {
+            if (p == rows)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     private void AdaptCap(int rows, double seconds)

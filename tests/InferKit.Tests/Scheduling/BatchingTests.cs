@@ -99,6 +99,51 @@ public sealed class BatchingTests
     }
 
     [Fact]
+    public async Task Preferred_batch_sizes_do_not_cut_a_batch_to_a_size_that_is_not_preferred()
+    {
+        // Requests of 2 and 3 rows: no run of them makes 4 rows. Cutting the 5 rows towards 4 left 2 rows, neither a
+        // preferred size nor what was queued; the batch runs as formed instead.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 8;
+            o.Batching.PreferredBatchSizes.Add(4);
+        });
+        var first = await h.OccupyAsync();
+        var queued = new[] { Send(h, 1, rows: 2).AsTask(), Send(h, 2, rows: 3).AsTask() };
+        h.Backend.Release();
+        (await first).Dispose();
+        foreach (var t in queued)
+        {
+            (await t).Dispose();
+        }
+
+        Assert.Equal([1f, 1f, 2f, 2f, 2f], Assert.Single(h.BatchIds().Skip(1)));
+    }
+
+    [Fact]
+    public async Task Preferred_batch_sizes_cut_a_batch_of_multi_row_requests_where_its_requests_make_a_preferred_size()
+    {
+        // Requests of 1, 3 and 2 rows: the first two make 4 rows, the preferred size.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 8;
+            o.Batching.PreferredBatchSizes.Add(4);
+        });
+        var first = await h.OccupyAsync();
+        var queued = new[] { Send(h, 1, rows: 1).AsTask(), Send(h, 2, rows: 3).AsTask(), Send(h, 3, rows: 2).AsTask() };
+        h.Backend.Release();
+        (await first).Dispose();
+        foreach (var t in queued)
+        {
+            (await t).Dispose();
+        }
+
+        var batches = h.BatchIds().Skip(1).ToList();
+        Assert.Equal([1f, 2f, 2f, 2f], batches[0]);
+        Assert.Equal([3f, 3f], batches[1]);
+    }
+
+    [Fact]
     public async Task MaxQueueDelay_waits_for_more_requests_until_the_delay_passes()
     {
         await using var h = await Harness.CreateAsync(o =>
