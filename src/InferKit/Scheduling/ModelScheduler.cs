@@ -813,16 +813,26 @@ internal sealed class ModelScheduler : IDisposable
             {
                 long rowsQueued = 0;
                 long oldest = long.MaxValue;
+                long earliestDeadline = long.MaxValue;
                 for (int l = 0; l < Lanes; l++)
                 {
                     rowsQueued += _laneRows[l];
-                    if (PeekLive(l) is { } head && head.Enqueued < oldest)
+                    if (PeekLive(l) is { } head)
                     {
-                        oldest = head.Enqueued;
+                        oldest = Math.Min(oldest, head.Enqueued);
+                        earliestDeadline = Math.Min(earliestDeadline, head.Deadline); // each lane is earliest deadline first
                     }
                 }
 
                 long due = oldest + (long)(_options.MaxQueueDelay.TotalSeconds * Time.TimestampFrequency);
+                if (earliestDeadline != long.MaxValue)
+                {
+                    // Waiting for more must leave a queued request time to run and be delivered before its deadline: waiting
+                    // the whole delay let a request with a shorter timeout expire unrun on an idle model.
+                    long run = (long)(Latency.Estimate(Math.Max(1, cap)) * Time.TimestampFrequency);
+                    due = Math.Min(due, earliestDeadline - _deliveryMargin - run);
+                }
+
                 if (rowsQueued < cap && !PreferredReachable(rowsQueued) && now < due)
                 {
                     waitUntil = due;

@@ -144,6 +144,34 @@ public sealed class BatchingTests
     }
 
     [Fact]
+    public async Task MaxQueueDelay_does_not_wait_for_more_requests_past_a_queued_requests_deadline()
+    {
+        // The model waits up to 100 ms for a batch to fill, but the request queued has 50 ms: waiting the whole delay
+        // would let it expire unrun on an idle model. It runs once its deadline, less the delivery margin and its
+        // batch's measured latency (1 ms), is near, and is answered.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 4;
+            o.Batching.MaxQueueDelay = TimeSpan.FromMilliseconds(100);
+        }, computeTime: _ => TimeSpan.FromMilliseconds(1));
+        var a = Send(h, 1, timeout: TimeSpan.FromMilliseconds(50)).AsTask();
+        Assert.Empty(h.BatchIds());
+
+        // It runs at 47 ms: its deadline less the delivery margin (2 ms) and the batch's latency. Before, it would have
+        // waited until 100 ms, long after its deadline (then the run never starts and this wait gives up).
+        h.Backend.Hold();
+        h.Time.Advance(TimeSpan.FromMilliseconds(40));
+        Assert.Empty(h.BatchIds());
+        h.Time.Advance(TimeSpan.FromMilliseconds(7));
+        await h.Backend.Entered.WaitAsync(TimeSpan.FromSeconds(30));
+        h.Backend.Release();
+
+        using var r = await a;
+        Assert.True(r.IsSuccess, $"{r.Status} {r.RefusalReason} {r.Message}");
+        AssertAnswer(r, 1);
+    }
+
+    [Fact]
     public async Task MaxQueueDelay_waits_for_more_requests_until_the_delay_passes()
     {
         await using var h = await Harness.CreateAsync(o =>
