@@ -35,11 +35,12 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
             }
         }
 
-        void Check(bool ok, string message)
+        // Numbers in the messages are written in the invariant culture (a negative number in sv-SE starts with U+2212).
+        void Check(bool ok, FormattableString message)
         {
             if (!ok)
             {
-                errors.Add($"Model '{model}': {message}");
+                errors.Add($"Model '{model}': {message.ToString(CultureInfo.InvariantCulture)}");
             }
         }
 
@@ -55,7 +56,7 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
             Annotations(options.InstanceGroups[i].Onnx, $"InstanceGroups[{i}].Onnx.");
         }
 
-        Check(options.Source is not null || options.BackendFactory is not null, "no model source: use AddOnnxModel with a file, bytes or stream, or AddModel with a backend factory.");
+        Check(options.Source is not null || options.BackendFactory is not null, $"no model source: use AddOnnxModel with a file, bytes or stream, or AddModel with a backend factory.");
         var sessions = options.InstanceGroups.Select(static (g, i) => ($"InstanceGroups[{i}].Onnx.", g.Onnx)).Prepend(("Onnx.", options.Onnx));
         foreach (var (prefix, onnx) in sessions)
         {

@@ -201,6 +201,25 @@ public sealed class ConfigurationValidationTests
     }
 
     [Fact]
+    public void Validation_errors_write_their_numbers_in_the_invariant_culture()
+    {
+        // Swedish writes a negative number with U+2212 (a minus sign), not '-'.
+        using var scope = new CultureScope("sv-SE");
+        Assert.NotEqual("-5", (-5).ToString(System.Globalization.CultureInfo.CurrentCulture));
+        var services = new ServiceCollection();
+        services.AddInferKit().AddOnnxModel("m", ModelSource.FromBytes(new InferKit.TestModels.MlpModel().ToOnnx()), o =>
+        {
+            o.Onnx.FreeDimensionOverrides["batch"] = -5;
+            o.Batching.PreferredBatchSizes.Add(-2);
+        });
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        var message = string.Join("\n", ex.Failures);
+        Assert.Contains("Model 'm': Onnx.FreeDimensionOverrides['batch'] must be at least 1 (was -5).", message, StringComparison.Ordinal);
+        Assert.Contains("Model 'm': Batching.PreferredBatchSizes contains -2;", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Undefined_onnx_enum_values_are_refused()
     {
         // A number in configuration ("Provider": "7") binds to an enum even when no member has that value.
