@@ -56,6 +56,20 @@ internal sealed class ModelOptionsValidator(IEnumerable<ILoadBalancingStrategy> 
             Annotations(options.InstanceGroups[i].Onnx, $"InstanceGroups[{i}].Onnx.");
         }
 
+        int weighted = -1;
+        for (int i = 0; i < options.InstanceGroups.Count && weighted < 0; i++)
+        {
+            weighted = options.InstanceGroups[i].Weight is null ? -1 : i;
+        }
+
+        for (int i = 0; weighted >= 0 && i < options.InstanceGroups.Count; i++)
+        {
+            // A configured weight is a relative capacity, a learned one the rows per second measured: side by side, they
+            // are on scales thousands apart, and a weighted strategy would all but ignore the group with a configured one.
+            Check(options.InstanceGroups[i].Weight is not null,
+                $"InstanceGroups[{i}].Weight is not set while InstanceGroups[{weighted}].Weight is ({options.InstanceGroups[weighted].Weight}): a configured weight is a relative capacity and a learned one rows per second, so set Weight on every group or on none.");
+        }
+
         Check(options.Source is not null || options.BackendFactory is not null, $"no model source: use AddOnnxModel with a file, bytes or stream, or AddModel with a backend factory.");
         var sessions = options.InstanceGroups.Select(static (g, i) => ($"InstanceGroups[{i}].Onnx.", g.Onnx)).Prepend(("Onnx.", options.Onnx));
         foreach (var (prefix, onnx) in sessions)

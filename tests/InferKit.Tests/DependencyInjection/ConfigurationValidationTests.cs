@@ -220,6 +220,32 @@ public sealed class ConfigurationValidationTests
     }
 
     [Fact]
+    public void Instance_groups_that_mix_configured_and_learned_weights_are_refused()
+    {
+        // A configured weight is a relative capacity (4 against 1); a learned one is the rows per second measured
+        // (thousands): side by side, the group with a configured weight would look thousands of times slower.
+        var services = new ServiceCollection();
+        services.AddInferKit().AddOnnxModel("m", ModelSource.FromBytes(new InferKit.TestModels.MlpModel().ToOnnx()), o =>
+        {
+            o.InstanceGroups.Add(new InstanceGroupOptions { Weight = 4 });
+            o.InstanceGroups.Add(new InstanceGroupOptions());
+        });
+        using var provider = services.BuildServiceProvider();
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IInferenceClient>());
+        Assert.Contains("Model 'm': InstanceGroups[1].Weight is not set while InstanceGroups[0].Weight is (4)", string.Join("\n", ex.Failures), StringComparison.Ordinal);
+
+        var valid = new ServiceCollection();
+        valid.AddInferKit().AddOnnxModel("m", ModelSource.FromBytes(new InferKit.TestModels.MlpModel().ToOnnx()), o =>
+        {
+            o.InstanceGroups.Add(new InstanceGroupOptions { Weight = 4 });
+            o.InstanceGroups.Add(new InstanceGroupOptions { Weight = 1 });
+            o.InstanceGroups.Add(new InstanceGroupOptions { Weight = 1 });
+        });
+        using var validProvider = valid.BuildServiceProvider();
+        Assert.NotNull(validProvider.GetRequiredService<IOptionsMonitor<ModelOptions>>().Get("m"));
+    }
+
+    [Fact]
     public void Undefined_onnx_enum_values_are_refused()
     {
         // A number in configuration ("Provider": "7") binds to an enum even when no member has that value.
