@@ -75,7 +75,7 @@ public sealed class InstanceGroupOptions
     /// <summary>ONNX Runtime settings (provider, device, threads) for this group.</summary>
     public OnnxSessionSettings Onnx { get; } = new();
 
-    /// <summary>Relative capacity for weighted strategies; null learns it from measured throughput.</summary>
+    /// <summary>Relative capacity for weighted strategies; null learns it from measured throughput. Set it on every group or on none.</summary>
     [Range(0.001, 1_000_000)]
     public double? Weight { get; set; }
 
