@@ -39,12 +39,8 @@ public static class InferKitServiceCollectionExtensions
         if (existing is null)
         {
             // Once: a second AddInferKit must not add the same validations again (each error would be reported twice).
-            optionsBuilder.Validate(static o => o.DrainTimeout >= TimeSpan.Zero, "InferKitOptions.DrainTimeout must be zero or positive.")
-                .Validate(static o => o.DrainTimeout <= ModelOptionsValidator.MaxDuration,
-                    $"InferKitOptions.DrainTimeout must be at most {ModelOptionsValidator.MaxDuration} (the longest a timer waits).")
-                .Validate(static o => o.OnnxThreadPool is null || ((o.OnnxThreadPool.IntraOpThreads ?? 1) is >= 1 and <= 1024 && (o.OnnxThreadPool.InterOpThreads ?? 1) is >= 1 and <= 1024),
-                    "InferKitOptions.OnnxThreadPool.IntraOpThreads and InterOpThreads must be between 1 and 1024 when set.")
-                .ValidateOnStart();
+            optionsBuilder.ValidateOnStart();
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<InferKitOptions>, InferKitOptionsValidator>());
             existing = new ModelRegistrations();
             services.AddSingleton(existing);
             services.TryAddSingleton(TimeProvider.System);

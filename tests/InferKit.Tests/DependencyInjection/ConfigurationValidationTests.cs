@@ -57,7 +57,7 @@ public sealed class ConfigurationValidationTests
         services.AddInferKit().AddModel("m", _ => new FakeBackend());
         using var provider = services.BuildServiceProvider();
         var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<IOptions<InferKitOptions>>().Value);
-        Assert.Equal(["InferKitOptions.DrainTimeout must be zero or positive."], ex.Failures);
+        Assert.Equal(["InferKitOptions.DrainTimeout must be zero or positive (was -00:00:01)."], ex.Failures);
     }
 
     [Fact]
@@ -180,7 +180,7 @@ public sealed class ConfigurationValidationTests
             .AddModel("m", _ => new FakeBackend());
         using var host = builder.Build();
         var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
-        Assert.Contains("OnnxThreadPool.IntraOpThreads and InterOpThreads must be between 1 and 1024", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("InferKitOptions.OnnxThreadPool.IntraOpThreads must be between 1 and 1024 when set (was 100000).", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]
