@@ -461,7 +461,7 @@ internal sealed class ModelScheduler : IDisposable
         Volatile.Write(ref _lastBatchRequests, batch.Count);
         int rows = batch.Rows;
         batch.Run();
-        Drain.Record(rows, Time.GetTimestamp(), backlogged: Volatile.Read(ref _queued) > 0);
+        Drain.Record(rows, Time.GetTimestamp(), backlogged: Backlogged());
         if (_options.Adaptive.Enabled && batch.Seconds > 0)
         {
             AdaptCap(rows, batch.Seconds);
@@ -470,6 +470,14 @@ internal sealed class ModelScheduler : IDisposable
         batch.Reset();
         _batchPool.Enqueue(batch);
     }
+
+    /// <summary>
+    /// Whether work queued behind a completing batch is a backlog to measure the drain by: any queued request, unless it
+    /// may wait for its batch to fill (MaxQueueDelay), where less than a full batch waits by choice and the time until it
+    /// runs is the queue delay, not what draining costs.
+    /// </summary>
+    private bool Backlogged()
+        => Volatile.Read(ref _queued) > 0 && (!_batchable || _options.MaxQueueDelay <= TimeSpan.Zero || BacklogFull());
 
     internal void Return(PendingRequest request) => _requestPool.Enqueue(request);
 

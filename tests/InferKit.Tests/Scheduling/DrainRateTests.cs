@@ -118,4 +118,56 @@ public class DrainRateTests
             Assert.True(r.IsSuccess, $"request {i}: {r.Status} {r.RefusalReason} {r.Message}");
         }
     }
+    [Fact]
+    public async Task Requests_waiting_for_a_batch_to_fill_are_no_backlog_to_measure_the_drain_by()
+    {
+        // MaxQueueDelay 100 ms, batches of 1 row taking 1 ms. Each batch completes with the next request queued, but
+        // that request waits for its batch to fill, by choice: the windows between completions measure the queue
+        // delay (1 row per 100 ms), not how fast a backlog drains. Counted, they set the drain rate to 10 rows/s, and
+        // admission then refused requests behind a queued one that the model answers within their deadline.
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.Batching.MaxBatchSize = 4;
+            o.Batching.MaxQueueDelay = TimeSpan.FromMilliseconds(100);
+        }, computeTime: _ => TimeSpan.FromMilliseconds(1));
+        var scheduler = h.InternalRegistry.GetScheduler("m");
+
+        var answered = new List<Task<InferenceResponse>>();
+        var waiting = h.Client.InferAsync("m", FakeBackend.Request(1)).AsTask();
+        for (int i = 2; i <= 4; i++)
+        {
+            h.Backend.Hold();
+            h.Time.Advance(TimeSpan.FromMilliseconds(100)); // the waiting request's batch starts, and is held
+            await h.Backend.Entered.WaitAsync(TimeSpan.FromSeconds(30));
+            var next = h.Client.InferAsync("m", FakeBackend.Request(i)).AsTask(); // queued behind it, to wait for a batch
+            h.Backend.Release();
+            using (var r = await waiting)
+            {
+                Assert.True(r.IsSuccess, r.Message);
+            }
+
+            waiting = next;
+        }
+
+        Assert.Equal(0, scheduler.Drain.RowsPerSecond);
+
+        // One request queued (waiting to fill its batch); another with 60 ms to spare is admitted, not refused as
+        // infeasible, and both run 57 ms later (its deadline less the delivery margin and the batch's 1 ms).
+        var late = h.Client.InferAsync("m", FakeBackend.Request(10, timeout: TimeSpan.FromMilliseconds(60))).AsTask();
+        if (late.IsCompleted)
+        {
+            using var early = await late;
+            Assert.Fail($"answered at admission: {early.Status} {early.RefusalReason} {early.Message}");
+        }
+
+        h.Backend.Hold();
+        h.Time.Advance(TimeSpan.FromMilliseconds(57));
+        await h.Backend.Entered.WaitAsync(TimeSpan.FromSeconds(30));
+        h.Backend.Release();
+        foreach (var t in new[] { waiting, late })
+        {
+            using var r = await t;
+            Assert.True(r.IsSuccess, r.Message);
+        }
+    }
 }
