@@ -101,7 +101,8 @@ internal sealed class PaddingPlan
                     int input = signature.IndexOfInput(explicitAxis.Input);
                     if (input < 0 || explicitAxis.InputAxis < 1 || explicitAxis.InputAxis >= inputs[input].Rank || explicitAxis.OutputAxis < 1 || explicitAxis.OutputAxis >= outputs[o].Rank)
                     {
-                        throw new InvalidOperationException($"Model '{model}': Batching.Padding.OutputAxes['{outputs[o].Name}'] = {explicitAxis} does not match the model's shapes.");
+                        throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+                            $"Model '{model}': Batching.Padding.OutputAxes['{outputs[o].Name}'] = (OutputAxis {explicitAxis.OutputAxis}, Input '{explicitAxis.Input}', InputAxis {explicitAxis.InputAxis}) does not match the model's shapes: the input must be one of the model's, its axis from 1 to its rank less 1, and the output axis from 1 to {outputs[o].Rank - 1}."));
                     }
 
                     list.Add((explicitAxis.OutputAxis, input, explicitAxis.InputAxis));
