@@ -262,7 +262,18 @@ internal sealed class CascadeModel(string name, CascadeOptions options, ModelReg
                     break;
                 }
 
-                var rejected = Judge(_stages[s], response, current);
+                int[] rejected;
+                try
+                {
+                    rejected = Judge(_stages[s], response, current);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // A custom rule is user code: its failure names the cascade and the stage whose answer it judged.
+                    throw new InvalidOperationException(
+                        string.Create(CultureInfo.InvariantCulture, $"Cascade '{Name}': the acceptance rule of stage {s + 1} ('{_stages[s].Model}') failed: {ex.GetType().Name}: {ex.Message}"), ex);
+                }
+
                 if (rejected.Length == 0)
                 {
                     break;

@@ -726,6 +726,32 @@ public sealed class CascadeTests
     }
 
     [Fact]
+    public async Task A_custom_rule_that_throws_fails_the_request_naming_the_cascade_and_the_stage_and_the_cascade_goes_on()
+    {
+        var small = new Classifier(large: false);
+        var large = new Classifier(large: true);
+        bool fail = true;
+        var services = new ServiceCollection();
+        services.AddInferKit()
+            .AddModel("small", _ => small)
+            .AddModel("large", _ => large)
+            .AddCascade("cascade", c => c.Then("small", AcceptanceRule.Custom(
+                scores => fail ? throw new FormatException("the rule's own bug") : true, output: "probabilities")).Then("large"));
+        await using var provider = services.BuildServiceProvider();
+        await provider.GetRequiredService<IModelRegistry>().LoadAllAsync();
+        var client = provider.GetRequiredService<IInferenceClient>();
+
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => client.InferAsync("cascade", Rows(1, 1)).AsTask());
+        Assert.Equal("Cascade 'cascade': the acceptance rule of stage 1 ('small') failed: FormatException: the rule's own bug", ex.Message);
+        Assert.IsType<FormatException>(ex.InnerException);
+
+        fail = false;
+        using var r = await client.InferAsync("cascade", Rows(1, 1));
+        Assert.True(r.IsSuccess, r.Message);
+        Assert.Equal(1, r.Stage);
+    }
+
+    [Fact]
     public async Task A_cascade_is_described_like_a_model()
     {
         var (provider, _, _, _) = await BuildAsync(AcceptanceRule.TopProbability(0.9), TimeSpan.Zero);
