@@ -30,6 +30,13 @@ internal sealed class ModelInstance : IDisposable
     private int _timesTakenOut;
     private int _disposed;
 
+    /// <summary>
+    /// The start timestamp of each run in progress, one slot per concurrent run, for the stuck-run watchdog (see
+    /// <see cref="TryTakeOutStuck"/>); null when no RunTimeout is set. 0 is a free slot; a negative value is a run the
+    /// watchdog took the instance out for (its start, negated), so that it neither takes it out again nor counts twice.
+    /// </summary>
+    private readonly long[]? _runStarts;
+
     /// <summary>Set by <see cref="CloseWhenIdleAsync"/>: the reservation released last closes the instance.</summary>
     private volatile bool _closeRequested;
 
@@ -48,6 +55,10 @@ internal sealed class ModelInstance : IDisposable
         MaxConcurrency = maxConcurrency;
         _health = health;
         _time = time;
+        if (health.RunTimeout is not null)
+        {
+            _runStarts = new long[maxConcurrency];
+        }
     }
 
     public int Index { get; }
@@ -172,11 +183,106 @@ internal sealed class ModelInstance : IDisposable
     }
 
     /// <summary>
+    /// Records that a run started at <paramref name="started"/>, for the stuck-run watchdog: one compare-and-swap on a free
+    /// slot. Returns the slot to hand to <see cref="RunEnded"/>, or -1 when nothing is watched (no RunTimeout, or every
+    /// slot taken, which a run within MaxConcurrency never finds).
+    /// </summary>
+    public int RunStarted(long started)
+    {
+        var slots = _runStarts;
+        if (slots is null)
+        {
+            return -1;
+        }
+
+        long stamp = Math.Max(1, started);
+        for (int i = 0; i < slots.Length; i++)
+        {
+            if (Volatile.Read(ref slots[i]) == 0 && Interlocked.CompareExchange(ref slots[i], stamp, 0) == 0)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
+    /// <summary>
+    /// Frees the slot <see cref="RunStarted"/> gave a run that has returned. True when the watchdog took the instance out
+    /// for this run while it ran: its outcome then must not take the instance out again (see <see cref="Complete"/>).
+    /// </summary>
+    public bool RunEnded(int slot) => slot >= 0 && Interlocked.Exchange(ref _runStarts![slot], 0) < 0;
+
+    /// <summary>
+    /// The watchdog's check: when the instance is in rotation (or on probation after a back-off) and a run started more
+    /// than <paramref name="limit"/> ticks before <paramref name="now"/> has not returned, takes the instance out with the
+    /// usual back-off (doubling like a failure on probation), marks that run so that it does so once, and returns true
+    /// with how long the run has been running. A run that returns meanwhile is accounted for by <see cref="Complete"/> instead.
+    /// </summary>
+    public bool TryTakeOutStuck(long now, long limit, out TimeSpan running)
+    {
+        running = default;
+        var slots = _runStarts;
+        if (slots is null || IsClosed)
+        {
+            return false;
+        }
+
+        lock (_statsGate)
+        {
+            long until = _outUntilTimestamp;
+            if (until != 0 && now < until)
+            {
+                return false; // out already: its back-off stands
+            }
+
+            int oldest = -1;
+            long oldestStart = 0;
+            for (int i = 0; i < slots.Length; i++)
+            {
+                long start = Volatile.Read(ref slots[i]);
+                if (start > 0 && now - start > limit && (oldest < 0 || start < oldestStart))
+                {
+                    oldest = i;
+                    oldestStart = start;
+                }
+            }
+
+            // Marked before the instance is taken out: a run that returned first freed its slot, and the exchange fails.
+            if (oldest < 0 || Interlocked.CompareExchange(ref slots[oldest], -oldestStart, oldestStart) != oldestStart)
+            {
+                return false;
+            }
+
+            TakeOut(now, until);
+            running = _time.GetElapsedTime(oldestStart, now);
+            return true;
+        }
+    }
+
+    /// <summary>Under <see cref="_statsGate"/>: out of rotation for the back-off, doubled for each time taken out since the last good run.</summary>
+    private void TakeOut(long now, long until)
+    {
+        var backOff = _health.BackOff * Math.Pow(2, Math.Min(_timesTakenOut, 16));
+        if (backOff > _health.MaxBackOff)
+        {
+            backOff = _health.MaxBackOff;
+        }
+
+        Volatile.Write(ref _outUntilTimestamp, now + (long)(backOff.TotalSeconds * _time.TimestampFrequency));
+        _timesTakenOut++;
+        TakenOutAfter = until != 0 ? 1 : _consecutiveFailures;
+        _consecutiveFailures = 0;
+    }
+
+    /// <summary>
     /// Records the outcome of a run and releases its reservation. Returns true when this failure took the instance out.
     /// A <paramref name="slow"/> run (longer than RunTimeout) counts as a failure for health, but it ran and its batch was
-    /// answered: it is counted as completed and its latency and throughput are recorded like any other.
+    /// answered: it is counted as completed and its latency and throughput are recorded like any other. A run the
+    /// watchdog already took the instance out for (<paramref name="takenOutWhileRunning"/>) counts once in the total
+    /// failures, and changes neither the consecutive failures nor the rotation: that was its consequence already.
     /// </summary>
-    public bool Complete(int rows, double seconds, bool failed, bool slow = false)
+    public bool Complete(int rows, double seconds, bool failed, bool slow = false, bool takenOutWhileRunning = false)
     {
         long now = _time.GetTimestamp();
         bool takenOut = false;
@@ -193,11 +299,15 @@ internal sealed class ModelInstance : IDisposable
                 }
             }
 
-            if (failed || slow)
+            if (failed || slow || takenOutWhileRunning)
             {
                 _totalFailures++;
                 long until = _outUntilTimestamp;
-                if (until != 0 && now < until)
+                if (takenOutWhileRunning)
+                {
+                    // Taken out by the watchdog for this very run: counted once, above.
+                }
+                else if (until != 0 && now < until)
                 {
                     // Out of rotation already: a run that was in flight when the instance was taken out tells nothing new,
                     // and must neither take it out again nor lengthen its back-off.
@@ -206,16 +316,7 @@ internal sealed class ModelInstance : IDisposable
                 {
                     // The threshold reached, or the first failure on probation (back after its back-off, with no good run
                     // since): out again at once, for twice as long, rather than after FailureThreshold more failed batches.
-                    var backOff = _health.BackOff * Math.Pow(2, Math.Min(_timesTakenOut, 16));
-                    if (backOff > _health.MaxBackOff)
-                    {
-                        backOff = _health.MaxBackOff;
-                    }
-
-                    Volatile.Write(ref _outUntilTimestamp, now + (long)(backOff.TotalSeconds * _time.TimestampFrequency));
-                    _timesTakenOut++;
-                    TakenOutAfter = until != 0 ? 1 : _consecutiveFailures;
-                    _consecutiveFailures = 0;
+                    TakeOut(now, until);
                     takenOut = true;
                 }
             }

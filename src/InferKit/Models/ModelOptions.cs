@@ -100,7 +100,11 @@ public sealed class InstanceHealthOptions
     /// <summary>The longest back-off.</summary>
     public TimeSpan MaxBackOff { get; set; } = TimeSpan.FromMinutes(2);
 
-    /// <summary>A run longer than this counts as a failure (the result is still delivered if in time); null for none.</summary>
+    /// <summary>
+    /// A run longer than this counts as a failure (the result is still delivered if in time); null for none. When set, a
+    /// watchdog (every RunTimeout / 2) takes an instance out of rotation, with the usual back-off, as soon as one of its runs
+    /// has been running longer than this, without waiting for the run to return (the run itself is not stopped).
+    /// </summary>
     public TimeSpan? RunTimeout { get; set; }
 
     /// <summary>Retry a failed batch once on another instance (inference is idempotent).</summary>

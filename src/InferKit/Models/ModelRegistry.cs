@@ -825,6 +825,7 @@ internal sealed class ModelRegistry : IModelRegistry, IInferenceClient, IAsyncDi
 
                 if (published)
                 {
+                    scheduler.StartWatchdog();
                     entry.Current = deployment;
                     entry.State = ModelState.Ready;
                     entry.Error = null;

@@ -220,6 +220,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 PrepareResponses();
                 bool wasOut = instance.OutUntilTimestamp != 0;
                 long t0 = time.GetTimestamp();
+                int watched = instance.RunStarted(t0);
                 bool ok;
                 try
                 {
@@ -232,6 +233,8 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                     ok = false;
                     error = ex;
                 }
+
+                bool stuck = instance.RunEnded(watched);
 
                 // The answers are ready when the run ends: read the clock before the instance is released, so a batch that
                 // starts on it next cannot come between (it would delay this batch's answer time, not its answers).
@@ -263,7 +266,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 }
 
                 reserved = false;
-                Account(instance, Rows, seconds, ok, unsplittable, slow, wasOut);
+                Account(instance, Rows, seconds, ok, unsplittable, slow, wasOut, stuck);
 
                 if (ok)
                 {
@@ -384,10 +387,13 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
     /// <summary>A run longer than the health options' RunTimeout: it counts against its instance, though it was answered.</summary>
     private bool IsSlow(double seconds) => _owner.Health.RunTimeout is TimeSpan limit && seconds > limit.TotalSeconds;
 
-    /// <summary>Releases the reservation of one run with its outcome (instance health, latency), and reports a change of rotation.</summary>
-    private void Account(ModelInstance instance, int rows, double seconds, bool ok, bool unsplittable, bool slow, bool wasOut)
+    /// <summary>
+    /// Releases the reservation of one run with its outcome (instance health, latency), and reports a change of rotation.
+    /// <paramref name="stuck"/>: the watchdog took the instance out while this run ran (see <see cref="ModelInstance.TryTakeOutStuck"/>).
+    /// </summary>
+    private void Account(ModelInstance instance, int rows, double seconds, bool ok, bool unsplittable, bool slow, bool wasOut, bool stuck)
     {
-        if (instance.Complete(rows, seconds, failed: !ok && !unsplittable, slow))
+        if (instance.Complete(rows, seconds, failed: !ok && !unsplittable, slow, takenOutWhileRunning: stuck))
         {
             _owner.InstanceTakenOut(instance);
         }
@@ -435,6 +441,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             instance.AddRows(rows);
             bool wasOut = instance.OutUntilTimestamp != 0;
             long t0 = time.GetTimestamp();
+            int watched = instance.RunStarted(t0);
             Exception? error = null;
             try
             {
@@ -444,6 +451,8 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
             {
                 error = ex;
             }
+
+            bool stuck = instance.RunEnded(watched);
 
             long ended = time.GetTimestamp();
             _alone = -1;
@@ -455,7 +464,7 @@ internal sealed class Batch : IBackendOutputSink, IThreadPoolWorkItem
                 instance.ReserveAgain(); // the hold for the next request's run
             }
 
-            Account(instance, rows, seconds, error is null, unsplittable: false, slow, wasOut);
+            Account(instance, rows, seconds, error is null, unsplittable: false, slow, wasOut, stuck);
             if (error is null)
             {
                 _owner.Latency.Record(rows, seconds);

@@ -95,6 +95,15 @@ internal sealed class ModelScheduler : IDisposable
     private TaskCompletionSource? _drained;
     private volatile bool _disposed;
 
+    /// <summary>
+    /// Checks every <see cref="_watchdogPeriod"/> (RunTimeout / 2) for a run that has not returned within RunTimeout (see
+    /// <see cref="CheckStuckRuns"/>); null when no RunTimeout is set.
+    /// </summary>
+    private readonly ITimer? _watchdog;
+    private readonly TimeSpan _watchdogPeriod;
+    private readonly long _runTimeoutTicks;
+    private static readonly TimeSpan MinWatchdogPeriod = TimeSpan.FromMilliseconds(1);
+
     public ModelScheduler(string model, string version, ModelSignature signature, InstancePool pool, ModelOptions options, TimeProvider time, ILogger logger, InferKitMetrics? metrics)
     {
         ModelName = model;
@@ -121,6 +130,14 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         _timer = time.CreateTimer(static s => ((ModelScheduler)s!).OnTimer(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        if (Health.RunTimeout is TimeSpan runTimeout)
+        {
+            // Idle until the version is published (StartWatchdog), so a load that fails before then leaves no timer running.
+            _runTimeoutTicks = (long)(runTimeout.TotalSeconds * time.TimestampFrequency);
+            _watchdogPeriod = runTimeout / 2 > MinWatchdogPeriod ? runTimeout / 2 : MinWatchdogPeriod;
+            _watchdog = time.CreateTimer(static s => ((ModelScheduler)s!).CheckStuckRuns(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        }
+
         _pumpItem = new PumpWorkItem(this);
         _telemetry = metrics?.ForModel(model, version);
         _telemetry?.Attach(this);
@@ -365,6 +382,7 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         _timer.Dispose();
+        _watchdog?.Dispose();
         lock (_runnerGate)
         {
             if (_runner is not null && Interlocked.Exchange(ref _runnerAwake, RunnerAwake) == RunnerAsleep)
@@ -583,10 +601,58 @@ internal sealed class ModelScheduler : IDisposable
         request.DeliverException(exception);
     }
 
+    /// <summary>Starts the stuck-run watchdog (when RunTimeout is set) once the version is published; stopped by <see cref="Dispose"/>.</summary>
+    internal void StartWatchdog()
+    {
+        if (_watchdog is null)
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                _watchdog.Change(_watchdogPeriod, _watchdogPeriod);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The watchdog's tick: passive health judges RunTimeout when a run returns, so a run that never returns (a hung native
+    /// call) would leave its instance in rotation, its free slots still given new batches. An instance with a run older
+    /// than RunTimeout is taken out with the usual back-off (and logged); the run itself is not stopped, and when it returns
+    /// it is answered and counted once (see <see cref="ModelInstance.Complete"/>). The instance comes back as any other.
+    /// </summary>
+    private void CheckStuckRuns()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        long now = Time.GetTimestamp();
+        foreach (var instance in Pool.Instances)
+        {
+            if (instance.TryTakeOutStuck(now, _runTimeoutTicks, out var running))
+            {
+                var until = instance.ToInfo().OutUntil ?? Time.GetUtcNow();
+                Log.InstanceStuck(_logger, ModelName, instance.Id, until, running, Health.RunTimeout.GetValueOrDefault());
+                ArmReturn(instance);
+            }
+        }
+    }
+
     internal void InstanceTakenOut(ModelInstance instance)
     {
         var until = instance.ToInfo().OutUntil ?? Time.GetUtcNow();
         Log.InstanceTakenOut(_logger, ModelName, instance.Id, until, instance.TakenOutAfter);
+        ArmReturn(instance);
+    }
+
+    /// <summary>Arms the timer for the moment a taken-out instance returns, so that work waiting for it is dispatched then.</summary>
+    private void ArmReturn(ModelInstance instance)
+    {
         long back = instance.OutUntilTimestamp;
         if (back != 0)
         {

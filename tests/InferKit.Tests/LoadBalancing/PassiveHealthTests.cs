@@ -1,5 +1,8 @@
 using InferKit.Models;
 using InferKit.Tests.Fakes;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace InferKit.Tests.LoadBalancing;
 
@@ -147,6 +150,8 @@ public sealed class PassiveHealthTests
     public async Task A_slow_run_counts_against_the_instance_but_its_answered_batch_and_latency_are_still_recorded()
     {
         // Each batch takes 2 s against a RunTimeout of 1 s: answered, counted as a failure, and seen as slow by PeakEwma.
+        // While it runs past RunTimeout the watchdog takes the instance out (whatever FailureThreshold says), so each
+        // batch is sent once the instance is back from its back-off; the run still counts once when it returns.
         await using var h = await Harness.CreateAsync(o =>
         {
             o.LoadBalancing = "PeakEwma";
@@ -157,17 +162,92 @@ public sealed class PassiveHealthTests
 
         for (int i = 1; i <= 2; i++)
         {
+            h.Time.Advance(TimeSpan.FromMinutes(1));
             using var r = await h.Client.InferAsync("m", FakeBackend.Request(i));
             Assert.True(r.IsSuccess, r.Message);
+            Assert.NotNull(h.Registry.GetModel("m").Instances[0].OutUntil);
         }
 
         var info = h.Registry.GetModel("m").Instances[0];
-        Assert.Equal(2, info.ConsecutiveFailures);
+        Assert.Equal(0, info.ConsecutiveFailures);
         Assert.Equal(2, info.TotalFailures);
         Assert.Equal(2, info.Completed);
         Assert.Equal(TimeSpan.FromSeconds(2), info.SmoothedLatency);
         Assert.True(info.Weight < 1, $"learned weight {info.Weight} rows/s");
         Assert.Equal(0, info.Outstanding);
         Assert.Equal(0, info.OutstandingRows);
+    }
+    [Fact]
+    public async Task A_run_stuck_past_RunTimeout_takes_its_instance_out_while_still_running_and_is_counted_once_when_it_returns()
+    {
+        // Two instances with two slots each: without a watchdog, instance 0's free slot would keep getting new batches
+        // while its first run is stuck.
+        var logs = new FakeLoggerProvider();
+        await using var h = await Harness.CreateAsync(o =>
+        {
+            o.LoadBalancing = "RoundRobin";
+            o.MaxConcurrencyPerInstance = 2;
+            o.Health.FailureThreshold = 3;
+            o.Health.BackOff = TimeSpan.FromSeconds(10);
+            o.Health.RunTimeout = TimeSpan.FromSeconds(1);
+            o.Health.RetryOnAnotherInstance = false;
+            o.Batching.AllowInlineExecution = true;
+        }, instances: 2, services: s => s.AddLogging(b => b.AddProvider(logs)));
+        using var release = new GateOpener(h.Backends[0].Release);
+
+        h.Backends[0].Hold();
+        var held = Task.Run(async () => await h.Client.InferAsync("m", FakeBackend.Request(1)));
+        await h.Backends[0].Entered.WaitAsync(TimeSpan.FromSeconds(30));
+
+        // Not yet past RunTimeout: still in rotation.
+        h.Time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Null(h.Registry.GetModel("m").Instances[0].OutUntil);
+
+        // Past it while the run is still stuck: out of rotation, with a warning naming the model, the instance and how long it ran.
+        h.Time.Advance(TimeSpan.FromSeconds(0.5));
+        var info = h.Registry.GetModel("m").Instances[0];
+        Assert.NotNull(info.OutUntil);
+        Assert.Equal(0, info.TotalFailures);
+        var warning = Assert.Single(logs.Collector.GetSnapshot(), static r => r.Id.Id == 3004);
+        Assert.Equal(LogLevel.Warning, warning.Level);
+        Assert.Contains("'m'", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("m/1/0", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("00:00:01.5", warning.Message, StringComparison.Ordinal);
+
+        // New work goes to instance 1 only.
+        for (int i = 2; i <= 5; i++)
+        {
+            using var r = await h.Client.InferAsync("m", FakeBackend.Request(i));
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("m/1/1", r.Instance);
+        }
+
+        Assert.Equal(1, h.Backends[0].Runs);
+
+        // Released: the stuck request is still answered, and its run counts once (slow), without taking the instance out again.
+        h.Backends[0].Release();
+        using (var r = await held)
+        {
+            Assert.True(r.IsSuccess, r.Message);
+            Assert.Equal("m/1/0", r.Instance);
+        }
+
+        info = h.Registry.GetModel("m").Instances[0];
+        Assert.Equal(1, info.TotalFailures);
+        Assert.Equal(0, info.ConsecutiveFailures);
+        Assert.Equal(0, info.Outstanding);
+        Assert.Single(logs.Collector.GetSnapshot(), static r => r.Id.Id is 3004 or 3001);
+
+        // After its back-off it comes back through the normal path: a good run restores it, and no stale watchdog entry takes it out again.
+        h.Time.Advance(TimeSpan.FromSeconds(10));
+        for (int i = 10; i < 14; i++)
+        {
+            using var r = await h.Client.InferAsync("m", FakeBackend.Request(i));
+            Assert.True(r.IsSuccess, r.Message);
+        }
+
+        h.Time.Advance(TimeSpan.FromSeconds(5));
+        Assert.True(h.Backends[0].Runs > 1);
+        Assert.Null(h.Registry.GetModel("m").Instances[0].OutUntil);
     }
 }
