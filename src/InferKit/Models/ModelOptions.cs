@@ -102,8 +102,9 @@ public sealed class InstanceHealthOptions
 
     /// <summary>
     /// A run longer than this counts as a failure (the result is still delivered if in time); null for none. When set, a
-    /// watchdog (every RunTimeout / 2) takes an instance out of rotation, with the usual back-off, as soon as one of its runs
-    /// has been running longer than this, without waiting for the run to return (the run itself is not stopped).
+    /// watchdog (every RunTimeout / 2) takes an instance out of rotation at once, with the usual back-off and whatever
+    /// FailureThreshold says, when one of its runs is still running after twice this (hung), without waiting for the run to
+    /// return (the run itself is not stopped; when it returns it is answered and counted once as a failure).
     /// </summary>
     public TimeSpan? RunTimeout { get; set; }
 

@@ -96,12 +96,12 @@ internal sealed class ModelScheduler : IDisposable
     private volatile bool _disposed;
 
     /// <summary>
-    /// Checks every <see cref="_watchdogPeriod"/> (RunTimeout / 2) for a run that has not returned within RunTimeout (see
+    /// Checks every <see cref="_watchdogPeriod"/> (RunTimeout / 2) for a run that has not returned within twice RunTimeout (see
     /// <see cref="CheckStuckRuns"/>); null when no RunTimeout is set.
     /// </summary>
     private readonly ITimer? _watchdog;
     private readonly TimeSpan _watchdogPeriod;
-    private readonly long _runTimeoutTicks;
+    private readonly long _hungTicks;
     private static readonly TimeSpan MinWatchdogPeriod = TimeSpan.FromMilliseconds(1);
 
     public ModelScheduler(string model, string version, ModelSignature signature, InstancePool pool, ModelOptions options, TimeProvider time, ILogger logger, InferKitMetrics? metrics)
@@ -133,7 +133,9 @@ internal sealed class ModelScheduler : IDisposable
         if (Health.RunTimeout is TimeSpan runTimeout)
         {
             // Idle until the version is published (StartWatchdog), so a load that fails before then leaves no timer running.
-            _runTimeoutTicks = (long)(runTimeout.TotalSeconds * time.TimestampFrequency);
+            // Hung: still running at twice RunTimeout. A run that is only slow (between one and two RunTimeouts) is judged
+            // when it returns, against FailureThreshold, as before.
+            _hungTicks = (long)(2 * runTimeout.TotalSeconds * time.TimestampFrequency);
             _watchdogPeriod = runTimeout / 2 > MinWatchdogPeriod ? runTimeout / 2 : MinWatchdogPeriod;
             _watchdog = time.CreateTimer(static s => ((ModelScheduler)s!).CheckStuckRuns(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         }
@@ -621,7 +623,7 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>
     /// The watchdog's tick: passive health judges RunTimeout when a run returns, so a run that never returns (a hung native
     /// call) would leave its instance in rotation, its free slots still given new batches. An instance with a run older
-    /// than RunTimeout is taken out with the usual back-off (and logged); the run itself is not stopped, and when it returns
+    /// than twice RunTimeout (hung, not just slow) is taken out at once, whatever FailureThreshold says, with the usual back-off (and logged); the run itself is not stopped, and when it returns
     /// it is answered and counted once (see <see cref="ModelInstance.Complete"/>). The instance comes back as any other.
     /// </summary>
     private void CheckStuckRuns()
@@ -634,7 +636,7 @@ internal sealed class ModelScheduler : IDisposable
         long now = Time.GetTimestamp();
         foreach (var instance in Pool.Instances)
         {
-            if (instance.TryTakeOutStuck(now, _runTimeoutTicks, out var running))
+            if (instance.TryTakeOutStuck(now, _hungTicks, out var running))
             {
                 var until = instance.ToInfo().OutUntil ?? Time.GetUtcNow();
                 Log.InstanceStuck(_logger, ModelName, instance.Id, until, running, Health.RunTimeout.GetValueOrDefault());

@@ -59,7 +59,7 @@ internal static partial class Log
     [LoggerMessage(3002, LogLevel.Information, "Model '{Model}' instance {Instance} is back in rotation")]
     public static partial void InstanceRestored(ILogger logger, string model, string instance);
 
-    [LoggerMessage(3004, LogLevel.Warning, "Model '{Model}' instance {Instance} taken out of rotation until {Until:O}: a run has been running for {Running}, longer than Health.RunTimeout ({RunTimeout}), and has not returned")]
+    [LoggerMessage(3004, LogLevel.Warning, "Model '{Model}' instance {Instance} taken out of rotation until {Until:O}: a run has been running for {Running}, more than twice Health.RunTimeout ({RunTimeout}), and has not returned")]
     public static partial void InstanceStuck(ILogger logger, string model, string instance, DateTimeOffset until, TimeSpan running, TimeSpan runTimeout);
 
     [LoggerMessage(3003, LogLevel.Error, "Model '{Model}': load-balancing strategy '{Strategy}' failed to choose an instance ({Failures} failure(s) so far); the least-loaded instance with room was used instead")]

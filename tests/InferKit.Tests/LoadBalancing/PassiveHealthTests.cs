@@ -150,8 +150,6 @@ public sealed class PassiveHealthTests
     public async Task A_slow_run_counts_against_the_instance_but_its_answered_batch_and_latency_are_still_recorded()
     {
         // Each batch takes 2 s against a RunTimeout of 1 s: answered, counted as a failure, and seen as slow by PeakEwma.
-        // While it runs past RunTimeout the watchdog takes the instance out (whatever FailureThreshold says), so each
-        // batch is sent once the instance is back from its back-off; the run still counts once when it returns.
         await using var h = await Harness.CreateAsync(o =>
         {
             o.LoadBalancing = "PeakEwma";
@@ -162,14 +160,12 @@ public sealed class PassiveHealthTests
 
         for (int i = 1; i <= 2; i++)
         {
-            h.Time.Advance(TimeSpan.FromMinutes(1));
             using var r = await h.Client.InferAsync("m", FakeBackend.Request(i));
             Assert.True(r.IsSuccess, r.Message);
-            Assert.NotNull(h.Registry.GetModel("m").Instances[0].OutUntil);
         }
 
         var info = h.Registry.GetModel("m").Instances[0];
-        Assert.Equal(0, info.ConsecutiveFailures);
+        Assert.Equal(2, info.ConsecutiveFailures);
         Assert.Equal(2, info.TotalFailures);
         Assert.Equal(2, info.Completed);
         Assert.Equal(TimeSpan.FromSeconds(2), info.SmoothedLatency);
@@ -177,8 +173,9 @@ public sealed class PassiveHealthTests
         Assert.Equal(0, info.Outstanding);
         Assert.Equal(0, info.OutstandingRows);
     }
+
     [Fact]
-    public async Task A_run_stuck_past_RunTimeout_takes_its_instance_out_while_still_running_and_is_counted_once_when_it_returns()
+    public async Task A_run_stuck_past_twice_RunTimeout_takes_its_instance_out_while_still_running_and_is_counted_once_when_it_returns()
     {
         // Two instances with two slots each: without a watchdog, instance 0's free slot would keep getting new batches
         // while its first run is stuck.
@@ -199,12 +196,13 @@ public sealed class PassiveHealthTests
         var held = Task.Run(async () => await h.Client.InferAsync("m", FakeBackend.Request(1)));
         await h.Backends[0].Entered.WaitAsync(TimeSpan.FromSeconds(30));
 
-        // Not yet past RunTimeout: still in rotation.
-        h.Time.Advance(TimeSpan.FromSeconds(1));
+        // Past RunTimeout but not twice it: slow, not hung; judged when it returns, so still in rotation.
+        h.Time.Advance(TimeSpan.FromSeconds(1.5));
         Assert.Null(h.Registry.GetModel("m").Instances[0].OutUntil);
 
-        // Past it while the run is still stuck: out of rotation, with a warning naming the model, the instance and how long it ran.
-        h.Time.Advance(TimeSpan.FromSeconds(0.5));
+        // Past twice RunTimeout while the run is still stuck: out of rotation, with a warning naming the model, the
+        // instance and how long it has run.
+        h.Time.Advance(TimeSpan.FromSeconds(1));
         var info = h.Registry.GetModel("m").Instances[0];
         Assert.NotNull(info.OutUntil);
         Assert.Equal(0, info.TotalFailures);
@@ -212,7 +210,7 @@ public sealed class PassiveHealthTests
         Assert.Equal(LogLevel.Warning, warning.Level);
         Assert.Contains("'m'", warning.Message, StringComparison.Ordinal);
         Assert.Contains("m/1/0", warning.Message, StringComparison.Ordinal);
-        Assert.Contains("00:00:01.5", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("00:00:02.5", warning.Message, StringComparison.Ordinal);
 
         // New work goes to instance 1 only.
         for (int i = 2; i <= 5; i++)
