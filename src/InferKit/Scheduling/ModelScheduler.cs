@@ -623,8 +623,9 @@ internal sealed class ModelScheduler : IDisposable
     /// <summary>
     /// The watchdog's tick: passive health judges RunTimeout when a run returns, so a run that never returns (a hung native
     /// call) would leave its instance in rotation, its free slots still given new batches. An instance with a run older
-    /// than twice RunTimeout (hung, not just slow) is taken out at once, whatever FailureThreshold says, with the usual back-off (and logged); the run itself is not stopped, and when it returns
-    /// it is answered and counted once (see <see cref="ModelInstance.Complete"/>). The instance comes back as any other.
+    /// than twice RunTimeout (hung, not just slow) is taken out at once, whatever FailureThreshold says, with the usual
+    /// back-off (and logged); the run itself is not stopped, and when it returns it is answered and counted once (see
+    /// <see cref="ModelInstance.Complete"/>). The instance comes back as any other.
     /// </summary>
     private void CheckStuckRuns()
     {
@@ -1429,32 +1430,31 @@ internal sealed class ModelScheduler : IDisposable
         return TimeSpan.FromSeconds(Math.Max(0.001, seconds / 2));
     }
 
-    private bool PreferredReachable(long rows) => LargestPreferredAtMost(rows) > 0;
-
-    private int LargestPreferredAtMost(long rows)
+    /// <summary>Whether some preferred batch size is at most <paramref name="rows"/>.</summary>
+    private bool PreferredReachable(long rows)
     {
-        int best = 0;
         foreach (var p in _options.PreferredBatchSizes)
         {
-            if (p <= rows && p > best)
+            if (p <= rows)
             {
-                best = p;
+                return true;
             }
         }
 
-        return best;
+        return false;
     }
 
     /// <summary>
-    /// How many of the batch's first requests to keep: the fewest that leave the largest preferred size their rows make
-    /// exactly, or all of them when none does (or the whole batch is already a preferred size).
+    /// How many of the batch's first requests to keep: the most whose rows make a preferred size exactly, or all of them
+    /// when no prefix does (or the whole batch is already a preferred size).
     /// </summary>
     private int PreferredPrefix(Batch batch)
     {
+        var preferred = _options.PreferredBatchSizes;
         int rows = batch.Rows;
         for (int keep = batch.Count; keep >= 1; keep--)
         {
-            if (IsPreferred(rows))
+            if (preferred.Contains(rows))
             {
                 return keep;
             }
@@ -1463,19 +1463,6 @@ internal sealed class ModelScheduler : IDisposable
         }
 
         return batch.Count;
-    }
-
-    private bool IsPreferred(int rows)
-    {
-        foreach (var p in _options.PreferredBatchSizes)
-        {
-            if (p == rows)
-            {
-                return true;
-            }
-        }
-
-        return false;
     }
 
     private void AdaptCap(int rows, double seconds)

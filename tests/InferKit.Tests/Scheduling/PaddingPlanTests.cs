@@ -28,6 +28,7 @@ public sealed class PaddingPlanTests
     {
         var options = new PaddingOptions { Enabled = true };
         options.OutputAxes["hidden"] = new PaddedAxis(1, "ids", 1);
-        _ = PaddingPlan.Create("m", Tokens, options);
+        var plan = PaddingPlan.Create("m", Tokens, options);
+        Assert.Equal([(1, 0, 1)], plan.OutputTrims[0]); // output axis 1 is cut back to input 0's axis 1
     }
 }
